@@ -1,0 +1,50 @@
+"""motia_state_sql: a production state store for Motia-style workflows.
+
+SQLite in WAL mode by default; Memory and Motia's legacy JSON file too. Every adapter keeps the
+contract in ``docs/contract-decisions.md``: exact values, exact groups, atomic writes.
+"""
+
+from __future__ import annotations
+
+from .base import StateAdapter, StateItem, StateTransaction, UpdateResult
+from .errors import (
+    ConflictError,
+    InvalidKeyError,
+    InvalidOperationError,
+    InvalidValueError,
+    SchemaError,
+    StateError,
+    StoreUnavailableError,
+    UnsupportedError,
+)
+from .file import FileStateAdapter
+from .memory import MemoryStateAdapter
+from .ops import decrement, increment, merge, remove, set_op
+from .sqlite import SqliteStateAdapter
+from .url import open_state
+
+__all__ = [
+    "ConflictError",
+    "FileStateAdapter",
+    "InvalidKeyError",
+    "InvalidOperationError",
+    "InvalidValueError",
+    "MemoryStateAdapter",
+    "SchemaError",
+    "SqliteStateAdapter",
+    "StateAdapter",
+    "StateError",
+    "StateItem",
+    "StateTransaction",
+    "StoreUnavailableError",
+    "UnsupportedError",
+    "UpdateResult",
+    "decrement",
+    "increment",
+    "merge",
+    "open_state",
+    "remove",
+    "set_op",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,487 @@
+"""StateAdapter: public methods validate, encode and decide; backends only read and persist rows.
+
+The semantics of the contract live here once: validation (``codec``), what a write does to the
+current row (``plan_write``), expiry visibility, ordering, filters and transactions over an
+overlay. A backend implements a handful of row primitives (``_read_row``, ``_read_rows``,
+``_write``, ``_clear``, ``_begin``) and nothing else decides anything.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Literal, NamedTuple, Self
+
+from . import codec
+from .errors import ConflictError, InvalidOperationError, StateError, UnsupportedError
+from .ops import Filter, apply_update, check_filters, check_ops, matches
+
+__all__ = [
+    "UNCHANGED",
+    "Clock",
+    "Row",
+    "StateAdapter",
+    "StateItem",
+    "StateOperations",
+    "StateTransaction",
+    "TxStore",
+    "UpdateResult",
+    "Write",
+    "new_version",
+    "plan_write",
+]
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class StateItem:
+    """One stored item with its metadata; ``version`` etc. are ``None`` where a backend cannot hold them."""
+
+    group_id: str
+    key: str
+    value: Any
+    version: int | None
+    created_at: float | None
+    updated_at: float | None
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What ``update`` did: the value before (``None`` when absent) and after."""
+
+    old_value: Any
+    new_value: Any
+
+
+class Row(NamedTuple):
+    """An item as backends store it: the encoded value plus metadata."""
+
+    value: str
+    version: int | None
+    created_at: float | None
+    updated_at: float | None
+    expires_at: float | None
+
+    def live(self, now: float) -> bool:
+        """False once the row has expired at ``now``."""
+        return self.expires_at is None or self.expires_at > now
+
+
+@dataclass(slots=True)
+class Write:
+    """A checked single-key write, ready to be planned against the current row."""
+
+    kind: Literal["set", "delete", "update"]
+    group_id: str
+    key: str
+    encoded: str | None = None
+    ttl: float | None = None
+    ops: list[Any] = field(default_factory=list)
+    if_version: int | None = None
+    if_absent: bool = False
+    max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES
+
+
+class _Unchanged:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: ``plan_write`` result meaning "leave the stored row as it is".
+UNCHANGED: Final = _Unchanged()
+
+
+def new_version(current: Row | None) -> int:
+    if current is not None and current.version is not None:
+        return current.version + 1
+    # A fresh key starts at a random version so a delete + re-create never repeats a version
+    # a caller read before the delete (no ABA on compare-and-set).
+    return int.from_bytes(os.urandom(6), "big") + 1
+
+
+def plan_write(write: Write, current: Row | None, now: float) -> Row | None | _Unchanged:
+    """Decide what ``write`` makes of the live row ``current`` (``None`` when absent or expired).
+
+    Returns the new row, ``None`` to delete the row, or ``UNCHANGED``.
+
+    Raises:
+        ConflictError: ``if_absent`` or ``if_version`` does not hold.
+        InvalidOperationError: an update op cannot apply.
+        InvalidValueError: an update produced a value that cannot be stored.
+    """
+    where = f"{write.group_id!r}/{write.key!r}"
+    if write.if_absent and current is not None:
+        raise ConflictError(f"{write.kind} of {where} required the key to be absent, but it exists")
+    if write.if_version is not None and (current is None or current.version != write.if_version):
+        found = "absent" if current is None else f"at version {current.version}"
+        raise ConflictError(
+            f"{write.kind} of {where} required version {write.if_version}, but it is {found}"
+        )
+    if write.kind == "delete":
+        return UNCHANGED if current is None else None
+    if write.kind == "set":
+        assert write.encoded is not None
+        encoded, expires_at = write.encoded, (now + write.ttl if write.ttl is not None else None)
+    else:
+        base = codec.decode(current.value) if current is not None else {}
+        new_value = apply_update(base, write.ops)
+        encoded = codec.encode(new_value, write.group_id, write.key, write.max_bytes)
+        expires_at = current.expires_at if current is not None else None
+    created_at = current.created_at if current is not None and current.created_at else now
+    return Row(encoded, new_version(current), created_at, now, expires_at)
+
+
+def _item(group_id: str, key: str, row: Row) -> StateItem:
+    return StateItem(
+        group_id, key, codec.decode(row.value), row.version, row.created_at, row.updated_at,
+        row.expires_at,
+    )
+
+
+RowEntry = tuple[str, str, Row]
+
+
+class StateOperations(ABC):
+    """The operations shared by adapters and transactions; subclasses provide row primitives."""
+
+    __slots__ = ()
+
+    _clock: Clock
+    max_value_bytes: int
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        """The live row at (group_id, key), or ``None``."""
+
+    @abstractmethod
+    async def _read_rows(
+        self, group_id: str | None, now: float, filters: list[Filter]
+    ) -> list[RowEntry]:
+        """Live rows of one group (or all), ordered by (group, key).
+
+        ``filters`` may be used to pre-select; every row returned is still checked exactly.
+        """
+
+    @abstractmethod
+    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+        """Atomically plan ``write`` against the current live row and persist the plan.
+
+        Returns ``(plan, current)``.
+        """
+
+    @abstractmethod
+    async def _clear(self, group_id: str, now: float) -> None:
+        """Atomically remove every row of the group."""
+
+    async def _read_keys(self, group_id: str, now: float) -> list[str]:
+        return [key for _, key, _ in await self._read_rows(group_id, now, [])]
+
+    async def _read_groups(self, now: float) -> list[str]:
+        groups: list[str] = []
+        for group_id, _, _ in await self._read_rows(None, now, []):
+            if not groups or groups[-1] != group_id:
+                groups.append(group_id)
+        return groups
+
+    def _check_open(self) -> None:
+        """Raise ``StateError`` when the adapter or transaction can no longer be used."""
+
+    def _check_group(self, group_id: object) -> str:
+        return codec.check_name("group_id", group_id)
+
+    def _check_write_support(self, write: Write) -> None:
+        """Backends whose format cannot hold a feature refuse it here, before any I/O."""
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def _checked(
+        self, kind: Literal["set", "delete", "update"], group_id: object, key: object,
+        if_version: int | None, if_absent: bool,
+    ) -> Write:
+        self._check_open()
+        group = self._check_group(group_id)
+        name = codec.check_name("key", key, group)
+        if if_version is not None and (type(if_version) is not int):
+            raise InvalidOperationError(
+                f"if_version for {group!r}/{name!r} must be an int, got {if_version!r}"
+            )
+        if if_version is not None and if_absent:
+            raise InvalidOperationError(f"{kind} of {group!r}/{name!r}: if_version and if_absent exclude each other")
+        return Write(kind, group, name, if_version=if_version, if_absent=bool(if_absent),
+                     max_bytes=self.max_value_bytes)
+
+    async def set(
+        self, group_id: str, key: str, value: Any, *, ttl: float | None = None,
+        if_version: int | None = None, if_absent: bool = False,
+    ) -> Any:
+        """Store ``value`` and return it as stored (tuples come back as lists).
+
+        Raises:
+            InvalidKeyError: bad group id, key or ttl.
+            InvalidValueError: ``value`` is not storable.
+            ConflictError: ``if_version``/``if_absent`` does not hold.
+        """
+        write = self._checked("set", group_id, key, if_version, if_absent)
+        write.ttl = codec.check_ttl(ttl, write.group_id, write.key)
+        write.encoded = codec.encode(value, write.group_id, write.key, self.max_value_bytes)
+        self._check_write_support(write)
+        await self._write(write, self._clock())
+        return codec.decode(write.encoded)
+
+    async def get(self, group_id: str, key: str) -> Any:
+        """The value at (group_id, key), or ``None`` when absent or expired."""
+        item = await self.get_item(group_id, key)
+        return None if item is None else item.value
+
+    async def get_item(self, group_id: str, key: str) -> StateItem | None:
+        """The item with its version and times, or ``None``; tells a stored ``None`` from absence."""
+        self._check_open()
+        group = self._check_group(group_id)
+        name = codec.check_name("key", key, group)
+        row = await self._read_row(group, name, self._clock())
+        return None if row is None else _item(group, name, row)
+
+    async def delete(
+        self, group_id: str, key: str, *, if_version: int | None = None, if_absent: bool = False
+    ) -> Any:
+        """Remove the item and return its value, or ``None`` when it was absent."""
+        write = self._checked("delete", group_id, key, if_version, if_absent)
+        self._check_write_support(write)
+        _, current = await self._write(write, self._clock())
+        return None if current is None else codec.decode(current.value)
+
+    async def update(
+        self, group_id: str, key: str, ops: Sequence[Mapping[str, Any]], *,
+        if_version: int | None = None, if_absent: bool = False,
+    ) -> UpdateResult:
+        """Apply Motia update ops atomically to the current value (``{}`` when absent).
+
+        Raises:
+            InvalidOperationError: an op is malformed or cannot apply; nothing is written.
+            ConflictError: ``if_version``/``if_absent`` does not hold.
+        """
+        write = self._checked("update", group_id, key, if_version, if_absent)
+        write.ops = check_ops(ops)
+        self._check_write_support(write)
+        new, current = await self._write(write, self._clock())
+        assert isinstance(new, Row)
+        old = None if current is None else codec.decode(current.value)
+        return UpdateResult(old, codec.decode(new.value))
+
+    async def get_group(self, group_id: str) -> list[Any]:
+        """The values of the group, ordered by key."""
+        return [item.value for item in await self.items(group_id)]
+
+    async def clear(self, group_id: str) -> None:
+        """Remove every item of the group, atomically."""
+        self._check_open()
+        await self._clear(self._check_group(group_id), self._clock())
+
+    async def keys(self, group_id: str) -> list[str]:
+        """The keys of the group, ordered by code point."""
+        self._check_open()
+        return await self._read_keys(self._check_group(group_id), self._clock())
+
+    async def list_groups(self) -> list[str]:
+        """Group ids holding at least one live item, ordered by code point."""
+        self._check_open()
+        return await self._read_groups(self._clock())
+
+    async def items(
+        self, group_id: str | None = None, filters: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[StateItem]:
+        """Live items of one group (or all), ordered by (group, key), that pass every filter."""
+        self._check_open()
+        group = None if group_id is None else self._check_group(group_id)
+        checked = check_filters(filters)
+        rows = await self._read_rows(group, self._clock(), checked)
+        found = (_item(g, k, row) for g, k, row in rows)
+        return [item for item in found if matches(item.value, checked)] if checked else list(found)
+
+
+class TxStore(ABC):
+    """A backend's side of a transaction: consistent reads, then one atomic commit."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        """The committed live row as this transaction sees it."""
+
+    @abstractmethod
+    async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
+        """Committed live rows, ordered by (group, key)."""
+
+    @abstractmethod
+    async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
+        """Apply the cleared groups, then the row writes (``None`` = delete), atomically."""
+
+    @abstractmethod
+    async def rollback(self) -> None:
+        """Give up the transaction; nothing of it lands."""
+
+
+class StateTransaction(StateOperations):
+    """The object ``async with adapter.transaction() as tx`` yields: the same operations.
+
+    Writes are kept in an overlay that reads see; the commit hands them to the backend at once.
+    """
+
+    __slots__ = ("_adapter", "_cleared", "_clock", "_done", "_store", "_writes", "max_value_bytes")
+
+    def __init__(self, adapter: StateAdapter, store: TxStore) -> None:
+        self._adapter = adapter
+        self._store = store
+        self._clock = adapter._clock
+        self.max_value_bytes = adapter.max_value_bytes
+        self._cleared: set[str] = set()
+        self._writes: dict[tuple[str, str], Row | None] = {}
+        self._done = False
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise StateError("this transaction has ended; start a new one")
+        self._adapter._check_open()
+
+    def _check_group(self, group_id: object) -> str:
+        return self._adapter._check_group(group_id)
+
+    def _check_write_support(self, write: Write) -> None:
+        self._adapter._check_write_support(write)
+
+    async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        if (group_id, key) in self._writes:
+            row = self._writes[group_id, key]
+            return row if row is not None and row.live(now) else None
+        if group_id in self._cleared:
+            return None
+        return await self._store.read_row(group_id, key, now)
+
+    async def _read_rows(
+        self, group_id: str | None, now: float, filters: list[Filter]
+    ) -> list[RowEntry]:
+        merged = {
+            (g, k): row
+            for g, k, row in await self._store.read_rows(group_id, now)
+            if g not in self._cleared
+        }
+        for (g, k), row in self._writes.items():
+            if group_id is None or g == group_id:
+                merged[g, k] = row
+        return [
+            (g, k, row) for (g, k), row in sorted(merged.items()) if row is not None and row.live(now)
+        ]
+
+    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+        current = await self._read_row(write.group_id, write.key, now)
+        plan = plan_write(write, current, now)
+        if not isinstance(plan, _Unchanged):
+            self._writes[write.group_id, write.key] = plan
+        return plan, current
+
+    async def _clear(self, group_id: str, now: float) -> None:
+        self._cleared.add(group_id)
+        for g, k in list(self._writes):
+            if g == group_id:
+                del self._writes[g, k]
+
+    async def _finish(self, commit: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        if commit:
+            await self._store.commit(self._cleared, self._writes)
+        else:
+            await self._store.rollback()
+
+
+class _TransactionContext:
+    __slots__ = ("_adapter", "_tx")
+
+    def __init__(self, adapter: StateAdapter) -> None:
+        self._adapter = adapter
+        self._tx: StateTransaction | None = None
+
+    async def __aenter__(self) -> StateTransaction:
+        self._adapter._check_open()
+        self._tx = StateTransaction(self._adapter, await self._adapter._begin())
+        return self._tx
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tx is not None
+        await self._tx._finish(commit=exc_type is None)
+
+
+class StateAdapter(StateOperations):
+    """The abstract base every backend implements; an async context manager."""
+
+    __slots__ = ("_clock", "_closed", "max_value_bytes")
+
+    def __init__(
+        self, *, max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, clock: Clock = time.time
+    ) -> None:
+        if type(max_value_bytes) is not int or max_value_bytes <= 0:
+            raise ValueError(f"max_value_bytes must be a positive int, got {max_value_bytes!r}")
+        self.max_value_bytes = max_value_bytes
+        self._clock = clock
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StateError(f"{type(self).__name__} is closed")
+
+    @abstractmethod
+    async def _begin(self) -> TxStore:
+        """Start a transaction: take the backend's write lock and return its reads and commit."""
+
+    async def _close(self) -> None:
+        """Release what the adapter opened."""
+
+    def transaction(self) -> _TransactionContext:
+        """``async with adapter.transaction() as tx``: all-or-nothing; an exception rolls back."""
+        return _TransactionContext(self)
+
+    async def close(self) -> None:
+        """Release the adapter's resources; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._close()
+
+    async def cleanup(self) -> None:
+        """Alias of ``close``, as in Motia."""
+        await self.close()
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def refuse_unstorable(write: Write, backend: str, *, ttl: bool, versions: bool) -> None:
+    """Raise ``UnsupportedError`` for a TTL or ``if_version`` the backend's format cannot hold."""
+    if not ttl and write.ttl is not None:
+        raise UnsupportedError(f"{backend} cannot store a ttl (for {write.group_id!r}/{write.key!r})")
+    if not versions and write.if_version is not None:
+        raise UnsupportedError(
+            f"{backend} keeps no versions, so if_version cannot be checked "
+            f"(for {write.group_id!r}/{write.key!r})"
+        )

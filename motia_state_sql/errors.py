@@ -1,0 +1,46 @@
+"""The error tree of motia_state_sql: one base class, a few subclasses grouped by cause."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConflictError",
+    "InvalidKeyError",
+    "InvalidOperationError",
+    "InvalidValueError",
+    "SchemaError",
+    "StateError",
+    "StoreUnavailableError",
+    "UnsupportedError",
+]
+
+
+class StateError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidKeyError(StateError, ValueError):
+    """A group id or key is empty, not a ``str``, holds NUL; or a ``ttl`` is not a positive number."""
+
+
+class InvalidValueError(StateError, ValueError, TypeError):
+    """A value is not a JSON value this package can store exactly, or is larger than allowed."""
+
+
+class InvalidOperationError(StateError, ValueError):
+    """An update op or a filter is malformed, or cannot apply to the current value."""
+
+
+class ConflictError(StateError):
+    """A conditional write's condition failed, or a transaction met a conflicting write."""
+
+
+class SchemaError(StateError):
+    """The store holds something this version of the package cannot safely open."""
+
+
+class StoreUnavailableError(StateError):
+    """The store could not be reached in time (server down, database locked past its timeout)."""
+
+
+class UnsupportedError(StateError):
+    """The backend's storage format cannot hold what was asked for (e.g. TTL in Motia's JSON file)."""

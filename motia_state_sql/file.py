@@ -1,0 +1,297 @@
+"""FileStateAdapter: Motia's legacy ``.motia/motia.state.json``, written safely.
+
+The format (see ``motia-formats.md``) is one JSON object written like ``JSON.stringify(data, null,
+2)``; each entry is ``"<group>:<key>"`` mapped to the JSON text of the value. Unlike Motia's own
+adapter this one matches groups exactly, writes through a temp file and ``os.replace``, holds a
+file lock across read-modify-write so processes do not lose updates, and refuses a corrupt file
+instead of starting over. The format has no room for versions, times or expiry: ``ttl`` and
+``if_version`` raise ``UnsupportedError``; a group id may not hold ``:`` (it would read back as
+another group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import orjson
+from filelock import FileLock, Timeout
+
+from . import codec
+from .base import (
+    UNCHANGED,
+    Clock,
+    Row,
+    RowEntry,
+    StateAdapter,
+    TxStore,
+    Write,
+    _Unchanged,
+    plan_write,
+    refuse_unstorable,
+)
+from .errors import InvalidKeyError, InvalidValueError, SchemaError, StoreUnavailableError
+from .ops import Filter
+
+__all__ = ["FILE_NAME", "FileStateAdapter", "dump_motia_json", "read_motia_json"]
+
+FILE_NAME = "motia.state.json"
+T = TypeVar("T")
+Entries = dict[str, str]  # "<group>:<key>" -> JSON text, in Motia's (insertion) order
+
+
+def _parse(raw: bytes, path: Path) -> Entries:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"{path} is not valid JSON ({exc}); the file was left untouched") from None
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    for entry, text in data.items():
+        group_id, sep, key = entry.partition(":")
+        if not (sep and group_id and key):
+            raise SchemaError(f"{path}: entry {entry!r} is not '<group>:<key>'")
+        if type(text) is not str:
+            raise SchemaError(
+                f"{path}: entry {entry!r} holds {type(text).__name__}, expected the JSON text of a value"
+            )
+        try:
+            codec.check_name("key", key, group_id)
+            codec.check_encoded(text, group_id, key, max_bytes=2**62)
+        except (InvalidKeyError, InvalidValueError) as exc:
+            raise SchemaError(f"{path}: entry {entry!r}: {exc}") from None
+    return data
+
+
+def read_motia_json(path: Path) -> list[tuple[str, str, str]]:
+    """Read a ``motia.state.json`` as ``(group_id, key, json_text)`` in file order.
+
+    Raises:
+        SchemaError: the file is not in Motia's format; it names the entry at fault.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SchemaError(f"cannot read {path}: {exc.strerror}") from None
+    return [(*entry.split(":", 1), text) for entry, text in _parse(raw, path).items()]  # type: ignore[misc]
+
+
+def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:
+    """Encode ``(group_id, key, json_text)`` exactly as Motia's ``JSON.stringify(data, null, 2)``."""
+    data = {f"{group_id}:{key}": text for group_id, key, text in entries}
+    return json.dumps(data, indent=2, ensure_ascii=False).encode()
+
+
+class FileStateAdapter(StateAdapter):
+    """State in ``<path>/motia.state.json``, Motia's legacy format."""
+
+    __slots__ = ("_cache", "_file", "_filelock", "_lock", "durable", "path")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ".motia",
+        *,
+        lock_timeout: float = 10.0,
+        durable: bool = True,
+        max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
+        clock: Clock = time.time,
+    ) -> None:
+        """Args:
+        path: the folder holding ``motia.state.json`` (created on the first write).
+        lock_timeout: seconds to wait for another process's file lock before
+            ``StoreUnavailableError``.
+        durable: fsync the file before it replaces the old one.
+        max_value_bytes: largest encoded value accepted.
+        clock: time source (seconds since the epoch).
+        """
+        super().__init__(max_value_bytes=max_value_bytes, clock=clock)
+        self.path = Path(path)
+        self.durable = durable
+        self._file = self.path / FILE_NAME
+        # thread_local=False: a transaction takes the lock in one worker thread and may
+        # release it from another; in-process callers are serialised by ``_lock`` first.
+        self._filelock = FileLock(str(self._file) + ".lock", timeout=lock_timeout, thread_local=False)
+        self._lock = asyncio.Lock()
+        self._cache: tuple[tuple[int, int, int], Entries] | None = None
+
+    def __repr__(self) -> str:
+        return f"FileStateAdapter(path={str(self.path)!r})"
+
+    def _check_group(self, group_id: object) -> str:
+        group = codec.check_name("group_id", group_id)
+        if ":" in group:
+            raise InvalidKeyError(
+                f"group_id {group!r} holds ':', which Motia's motia.state.json cannot tell apart "
+                "from the key; use the SQLite or Redis adapter for such groups"
+            )
+        return group
+
+    def _check_write_support(self, write: Write) -> None:
+        refuse_unstorable(write, "the legacy motia.state.json format", ttl=False, versions=False)
+
+    # -- file access (worker threads) ----------------------------------------------------------
+
+    def _load(self) -> Entries:
+        try:
+            stat = self._file.stat()
+        except FileNotFoundError:
+            self._cache = None
+            return {}
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._cache is None or self._cache[0] != stamp:
+            self._cache = (stamp, _parse(self._file.read_bytes(), self._file))
+        return self._cache[1]
+
+    def _save(self, data: Entries) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        raw = dump_motia_json((*entry.split(":", 1), text) for entry, text in data.items())  # type: ignore[misc]
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{FILE_NAME}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(raw)
+                handle.flush()
+                if self.durable:
+                    os.fsync(handle.fileno())
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(tmp, self._file.stat().st_mode & 0o777)
+            os.replace(tmp, self._file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        stat = self._file.stat()
+        self._cache = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), data)
+
+    def _acquire(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._filelock.acquire()
+        except Timeout:
+            raise StoreUnavailableError(
+                f"{self._file} is locked by another process for over {self._filelock.timeout}s"
+            ) from None
+
+    def _locked(self, work: Callable[[Entries], tuple[T, bool]]) -> T:
+        self._acquire()
+        try:
+            data = dict(self._load())
+            result, changed = work(data)
+            if changed:
+                self._save(data)
+            return result
+        finally:
+            self._filelock.release()
+
+    async def _read(self) -> Entries:
+        # No lock: os.replace makes every read see one whole committed file.
+        return await asyncio.to_thread(self._load)
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        return _row(await self._read(), group_id, key)
+
+    async def _read_rows(
+        self, group_id: str | None, now: float, filters: list[Filter]
+    ) -> list[RowEntry]:
+        return _rows(await self._read(), group_id)
+
+    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+        def work(data: Entries) -> tuple[tuple[Row | None | _Unchanged, Row | None], bool]:
+            current = _row(data, write.group_id, write.key)
+            plan = plan_write(write, current, now)
+            _apply(data, write.group_id, write.key, plan)
+            return (plan, current), plan is not UNCHANGED
+
+        async with self._lock:
+            return await asyncio.to_thread(self._locked, work)
+
+    async def _clear(self, group_id: str, now: float) -> None:
+        def work(data: Entries) -> tuple[None, bool]:
+            doomed = [entry for entry in data if entry.split(":", 1)[0] == group_id]
+            for entry in doomed:
+                del data[entry]
+            return None, bool(doomed)
+
+        async with self._lock:
+            await asyncio.to_thread(self._locked, work)
+
+    async def _begin(self) -> TxStore:
+        await self._lock.acquire()
+        try:
+            await asyncio.to_thread(self._acquire)
+        except BaseException:
+            self._lock.release()
+            raise
+        return _FileTx(self)
+
+
+def _row(data: Entries, group_id: str, key: str) -> Row | None:
+    text = data.get(f"{group_id}:{key}")
+    return None if text is None else Row(text, None, None, None, None)
+
+
+def _rows(data: Entries, group_id: str | None) -> list[RowEntry]:
+    found = []
+    for entry, text in data.items():
+        group, key = entry.split(":", 1)
+        if group_id is None or group == group_id:
+            found.append((group, key, Row(text, None, None, None, None)))
+    found.sort(key=lambda item: (item[0], item[1]))
+    return found
+
+
+def _apply(data: Entries, group_id: str, key: str, row: Row | None | _Unchanged) -> None:
+    entry = f"{group_id}:{key}"
+    if row is None:
+        data.pop(entry, None)
+    elif isinstance(row, Row):
+        data[entry] = row.value
+
+
+class _FileTx(TxStore):
+    __slots__ = ("_adapter", "_data", "_released")
+
+    def __init__(self, adapter: FileStateAdapter) -> None:
+        self._adapter = adapter
+        self._data: Entries | None = None
+        self._released = False
+
+    async def _snapshot(self) -> Entries:
+        if self._data is None:
+            self._data = dict(await asyncio.to_thread(self._adapter._load))
+        return self._data
+
+    async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        return _row(await self._snapshot(), group_id, key)
+
+    async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
+        return _rows(await self._snapshot(), group_id)
+
+    async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
+        try:
+            if cleared or writes:
+                data = await self._snapshot()
+                for entry in [e for e in data if e.split(":", 1)[0] in cleared]:
+                    del data[entry]
+                for (group_id, key), row in writes.items():
+                    _apply(data, group_id, key, row)
+                await asyncio.to_thread(self._adapter._save, data)
+        finally:
+            await self._release()
+
+    async def rollback(self) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._adapter._filelock.release()
+            self._adapter._lock.release()

@@ -1,0 +1,138 @@
+"""MemoryStateAdapter: the in-process reference for the contract's semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+
+from . import codec
+from .base import (
+    UNCHANGED,
+    Clock,
+    Row,
+    RowEntry,
+    StateAdapter,
+    TxStore,
+    Write,
+    _Unchanged,
+    plan_write,
+)
+from .ops import Filter
+
+__all__ = ["MemoryStateAdapter"]
+
+
+class MemoryStateAdapter(StateAdapter):
+    """Keeps state in a dict of groups; values are stored encoded, so reads never alias.
+
+    Writes and transactions take one ``asyncio.Lock``; reads see committed rows only.
+    """
+
+    __slots__ = ("_expiries", "_groups", "_lock")
+
+    def __init__(
+        self, *, max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, clock: Clock = time.time
+    ) -> None:
+        super().__init__(max_value_bytes=max_value_bytes, clock=clock)
+        self._groups: dict[str, dict[str, Row]] = {}
+        self._lock = asyncio.Lock()
+        # (expires_at, group_id, key): popped as time passes, so expired rows are reclaimed
+        # without scanning the store.
+        self._expiries: list[tuple[float, str, str]] = []
+
+    def __repr__(self) -> str:
+        return f"MemoryStateAdapter(groups={len(self._groups)})"
+
+    def _peek(self, group_id: str, key: str, now: float) -> Row | None:
+        group = self._groups.get(group_id)
+        row = group.get(key) if group is not None else None
+        return row if row is not None and row.live(now) else None
+
+    def _rows(self, group_id: str | None, now: float) -> list[RowEntry]:
+        names = [group_id] if group_id is not None else sorted(self._groups)
+        return [
+            (name, key, row)
+            for name in names
+            for key, row in sorted(self._groups.get(name, {}).items())
+            if row.live(now)
+        ]
+
+    def _put(self, group_id: str, key: str, row: Row | None) -> None:
+        if row is None:
+            group = self._groups.get(group_id)
+            if group is not None:
+                group.pop(key, None)
+                if not group:
+                    del self._groups[group_id]
+            return
+        self._groups.setdefault(group_id, {})[key] = row
+        if row.expires_at is not None:
+            heapq.heappush(self._expiries, (row.expires_at, group_id, key))
+
+    def _reclaim(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, group_id, key = heapq.heappop(self._expiries)
+            row = self._groups.get(group_id, {}).get(key)
+            if row is not None and not row.live(now):
+                self._put(group_id, key, None)
+
+    async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        return self._peek(group_id, key, now)
+
+    async def _read_rows(
+        self, group_id: str | None, now: float, filters: list[Filter]
+    ) -> list[RowEntry]:
+        return self._rows(group_id, now)
+
+    async def _read_groups(self, now: float) -> list[str]:
+        return [
+            name for name in sorted(self._groups)
+            if any(row.live(now) for row in self._groups[name].values())
+        ]
+
+    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+        async with self._lock:
+            self._reclaim(now)
+            current = self._peek(write.group_id, write.key, now)
+            plan = plan_write(write, current, now)
+            if plan is not UNCHANGED:
+                self._put(write.group_id, write.key, plan)  # type: ignore[arg-type]
+            return plan, current
+
+    async def _clear(self, group_id: str, now: float) -> None:
+        async with self._lock:
+            self._groups.pop(group_id, None)
+
+    async def _begin(self) -> TxStore:
+        await self._lock.acquire()
+        return _MemoryTx(self)
+
+    async def _close(self) -> None:
+        self._groups.clear()
+        self._expiries.clear()
+
+
+class _MemoryTx(TxStore):
+    __slots__ = ("_adapter",)
+
+    def __init__(self, adapter: MemoryStateAdapter) -> None:
+        self._adapter = adapter
+
+    async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        return self._adapter._peek(group_id, key, now)
+
+    async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
+        return self._adapter._rows(group_id, now)
+
+    async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
+        try:
+            for group_id in cleared:
+                self._adapter._groups.pop(group_id, None)
+            for (group_id, key), row in writes.items():
+                self._adapter._put(group_id, key, row)
+        finally:
+            self._adapter._lock.release()
+
+    async def rollback(self) -> None:
+        self._adapter._lock.release()

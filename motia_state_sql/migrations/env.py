@@ -1,0 +1,45 @@
+"""Alembic environment: runs on a connection handed in by the package, or from ``alembic.ini``.
+
+Inside the package, ``motia_state_sql.sqlite.migrate`` passes its own connection (already holding
+``BEGIN IMMEDIATE``) in ``config.attributes["connection"]``. From the command line
+(``alembic upgrade head`` at the repo root) the database comes from ``-x db=PATH``, then
+``MOTIA_STATE_DB``, then the default ``.motia/motia.state.db``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
+
+from motia_state_sql.sqlite.schema import metadata
+
+config = context.config
+
+
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _url() -> str:
+    path = context.get_x_argument(as_dictionary=True).get("db") or os.environ.get(
+        "MOTIA_STATE_DB", ".motia/motia.state.db"
+    )
+    return f"sqlite:///{path}"
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    given = config.attributes.get("connection")
+    if given is not None:
+        _run(given)
+    else:
+        with create_engine(_url()).begin() as connection:
+            _run(connection)

@@ -1,0 +1,499 @@
+"""SqliteStateAdapter: the default store, SQLite in WAL mode through aiosqlite.
+
+Two connections, each with its own aiosqlite thread: a writer and a reader (one shared
+connection for ``:memory:``). Writes queue up on the event loop and a flusher hands each batch
+to the writer thread in one call: ``BEGIN IMMEDIATE``, every write of the batch, ``COMMIT``
+(group commit). A failed condition or bad op fails only its own write. Reads are one call to the
+reader thread each and see committed data only (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar, cast
+
+import aiosqlite
+
+from .. import codec
+from ..base import (
+    UNCHANGED,
+    Clock,
+    Row,
+    RowEntry,
+    StateAdapter,
+    TxStore,
+    Write,
+    _Unchanged,
+    plan_write,
+)
+from ..errors import SchemaError, StateError, StoreUnavailableError
+from ..ops import Filter, parse_number
+from . import migrate
+from .schema import TABLE
+
+__all__ = ["DEFAULT_PATH", "SqliteStateAdapter"]
+
+DEFAULT_PATH: Final = ".motia/motia.state.db"
+T = TypeVar("T")
+
+_COLUMNS = "value, version, created_at, updated_at, expires_at"
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_SELECT_ROW: Final = f"SELECT {_COLUMNS} FROM {TABLE} WHERE group_id = ? AND key = ?"
+_SELECT_LIVE_ROW: Final = f"{_SELECT_ROW} AND {_LIVE}"
+_SELECT_ROWS: Final = f"SELECT group_id, key, {_COLUMNS} FROM {TABLE} WHERE {_LIVE}"
+_SELECT_KEYS: Final = f"SELECT key FROM {TABLE} WHERE group_id = ? AND {_LIVE} ORDER BY key"
+# Skip-scan over the primary key: one index seek per group, not one row visit per item.
+_SELECT_GROUPS: Final = f"""
+WITH RECURSIVE g(id) AS (
+  SELECT (SELECT min(group_id) FROM {TABLE} WHERE {_LIVE})
+  UNION ALL
+  SELECT (SELECT min(group_id) FROM {TABLE} WHERE group_id > g.id AND {_LIVE})
+  FROM g WHERE g.id IS NOT NULL
+)
+SELECT id FROM g WHERE id IS NOT NULL
+"""
+_UPSERT: Final = (
+    f"INSERT OR REPLACE INTO {TABLE} (group_id, key, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_ROW: Final = f"DELETE FROM {TABLE} WHERE group_id = ? AND key = ?"
+_DELETE_GROUP: Final = f"DELETE FROM {TABLE} WHERE group_id = ?"
+_PURGE: Final = (
+    f"DELETE FROM {TABLE} WHERE (group_id, key) IN (SELECT group_id, key FROM {TABLE} "
+    "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)"
+)
+_PURGE_BATCH = 1000
+
+# SQLite primary result codes (the low byte of sqlite_errorcode).
+_BUSY, _LOCKED, _CORRUPT, _FULL, _NOTADB = 5, 6, 11, 13, 26
+
+Job = tuple[Literal["write"], Write, float] | tuple[Literal["clear"], str, float]
+
+
+def _row(values: Any) -> Row:
+    return Row(*values)
+
+
+def _persist(raw: sqlite3.Connection, group_id: str, key: str, row: Row | None) -> None:
+    if row is None:
+        raw.execute(_DELETE_ROW, (group_id, key))
+    else:
+        raw.execute(_UPSERT, (group_id, key, *row))
+
+
+def _filter_sql(filters: list[Filter]) -> tuple[str, list[Any]]:
+    """SQL that pre-selects rows for ``filters``: never drops a row ``ops.matches`` keeps.
+
+    ``neq``/``notContains`` and field names holding quotes are left to the exact Python check.
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+    for flt in filters:
+        name, operation = flt["valueKey"], flt["operation"]
+        if '"' in name or "\\" in name or operation in ("neq", "notContains"):
+            continue
+        path = f'$."{name}"'
+        kind = "json_type(value, ?)"
+        field = "json_extract(value, ?)"
+        if operation == "isNull":
+            parts.append(f"COALESCE({kind}, 'null') = 'null'")
+            params += [path]
+            continue
+        if operation == "isNotNull":
+            parts.append(f"COALESCE({kind}, 'null') != 'null'")
+            params += [path]
+            continue
+        text = flt["value"]
+        if operation == "startsWith":
+            parts.append(f"({kind} = 'text' AND substr({field}, 1, ?) = ?)")
+            params += [path, path, len(text), text]
+        elif operation == "endsWith":
+            if text:
+                parts.append(f"({kind} = 'text' AND substr({field}, ?) = ?)")
+                params += [path, path, -len(text), text]
+            else:
+                parts.append(f"{kind} = 'text'")
+                params += [path]
+        elif operation == "contains":
+            parts.append(f"(({kind} = 'text' AND instr({field}, ?) > 0) OR {kind} = 'array')")
+            params += [path, path, text, path]
+        else:
+            sql_op = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[operation]
+            alternatives = [f"({kind} = 'text' AND {field} {sql_op} ?)"]
+            params += [path, path, text]
+            number = parse_number(text)
+            if number is not None:
+                alternatives.append(f"({kind} IN ('integer', 'real') AND {field} {sql_op} ?)")
+                params += [path, path, number]
+            if operation == "eq" and text in ("true", "false"):
+                alternatives.append(f"{kind} = ?")
+                params += [path, text]
+            parts.append("(" + " OR ".join(alternatives) + ")")
+    return "".join(f" AND {part}" for part in parts), params
+
+
+class SqliteStateAdapter(StateAdapter):
+    """State in one SQLite table keyed on ``(group_id, key)``, WAL mode, group commit."""
+
+    __slots__ = (
+        "_flusher", "_last_purge", "_lock", "_open_lock", "_pending", "_reader", "_writer",
+        "busy_timeout", "file_mode", "import_legacy", "path", "purge_interval", "synchronous",
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = DEFAULT_PATH,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+        file_mode: int = 0o600,
+        import_legacy: bool = True,
+        purge_interval: float = 60.0,
+        max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
+        clock: Clock = time.time,
+    ) -> None:
+        """Describe the database; it is opened (and migrated) on first use or ``async with``.
+
+        Args:
+            path: the database file, or ``":memory:"``.
+            synchronous: ``"NORMAL"`` (default: a power loss may lose the last commits, never
+                corrupts) or ``"FULL"`` (every acknowledged write survives a power loss).
+            busy_timeout: seconds to wait for another process's write lock before
+                ``StoreUnavailableError``.
+            file_mode: permissions of a database file this adapter creates.
+            import_legacy: import ``motia.state.json`` from the same folder into a new database.
+            purge_interval: seconds between sweeps that reclaim expired rows.
+            max_value_bytes: largest encoded value accepted.
+            clock: time source (seconds since the epoch), injectable for tests.
+        """
+        super().__init__(max_value_bytes=max_value_bytes, clock=clock)
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if not busy_timeout >= 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        self.path = str(path)
+        self.synchronous = synchronous
+        self.busy_timeout = float(busy_timeout)
+        self.file_mode = file_mode
+        self.import_legacy = import_legacy
+        self.purge_interval = purge_interval
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._open_lock = asyncio.Lock()
+        # Held by each group-commit batch and for a whole transaction: one writer at a time.
+        self._lock = asyncio.Lock()
+        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_purge = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"SqliteStateAdapter(path={self.path!r}, synchronous={self.synchronous!r})"
+
+    @property
+    def _memory(self) -> bool:
+        return self.path == ":memory:"
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _translate(self, exc: sqlite3.Error) -> StateError:
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if code in (_BUSY, _LOCKED):
+            return StoreUnavailableError(
+                f"{self.path} stayed locked by another writer past busy_timeout="
+                f"{self.busy_timeout}s ({exc}); nothing was written"
+            )
+        if code == _FULL:
+            return StoreUnavailableError(f"{self.path}: database or disk is full; nothing was written")
+        if code in (_CORRUPT, _NOTADB):
+            return SchemaError(f"{self.path} is damaged or not a SQLite database ({exc})")
+        if isinstance(exc, sqlite3.OperationalError):
+            return StoreUnavailableError(f"{self.path}: {exc}")
+        return StateError(f"{self.path}: sqlite error: {exc}")
+
+    async def _call(self, conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(raw_connection, *args)`` on the connection's thread: one round trip.
+
+        aiosqlite's public calls each cost a round trip (execute, fetch, commit...); its
+        ``_execute`` runs a whole function there, which is what group commit needs.
+        """
+        try:
+            return cast(T, await conn._execute(fn, conn._conn, *args))  # type: ignore[no-untyped-call]
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    async def _call_to_end(self, conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+        """Like ``_call``, but a cancelled caller still waits for the thread to finish ``fn``."""
+        task = asyncio.ensure_future(self._call(conn, fn, *args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+
+    def _setup(self, raw: sqlite3.Connection, writer: bool) -> int:
+        raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        if not writer:
+            raw.execute("PRAGMA query_only = ON")
+            return 0
+        legacy = None if self._memory or not self.import_legacy else Path(self.path).parent / "motia.state.json"
+        # The schema check comes first: a foreign or newer file must not be touched, and
+        # switching to WAL writes to the file header.
+        migrate.check(raw, self.path)
+        raw.execute("PRAGMA journal_mode = WAL")
+        raw.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return migrate.prepare(raw, self.path, legacy, self._clock())
+
+    async def _connect(self) -> aiosqlite.Connection:
+        if self._writer is not None:
+            return self._writer
+        self._check_open()
+        async with self._open_lock:
+            if self._writer is not None:
+                return self._writer
+            if not self._memory:
+                path = Path(self.path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, self.file_mode))
+            writer = await self._open_connection()
+            try:
+                await self._call(writer, self._setup, True)
+                reader = writer
+                if not self._memory:
+                    reader = await self._open_connection()
+                    await self._call(reader, self._setup, False)
+            except BaseException:
+                await writer.close()
+                raise
+            self._reader, self._writer = reader, writer
+            return writer
+
+    async def _open_connection(self) -> aiosqlite.Connection:
+        try:
+            return await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    async def __aenter__(self) -> SqliteStateAdapter:
+        await self._connect()
+        return self
+
+    async def _close(self) -> None:
+        if self._flusher is not None:
+            with contextlib.suppress(BaseException):
+                await self._flusher
+        reader, writer = self._reader, self._writer
+        self._reader = self._writer = None
+        if reader is not None and reader is not writer:
+            await reader.close()
+        if writer is not None:
+            await writer.close()
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def _query(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
+        await self._connect()
+        assert self._reader is not None
+        try:
+            if self._memory:  # one connection: wait out open transactions, read committed only
+                async with self._lock:
+                    return list(await self._reader.execute_fetchall(sql, params))
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        rows = await self._query(_SELECT_LIVE_ROW, (group_id, key, now))
+        return _row(rows[0]) if rows else None
+
+    async def _read_rows(
+        self, group_id: str | None, now: float, filters: list[Filter]
+    ) -> list[RowEntry]:
+        sql, params = _rows_sql(group_id, now, filters)
+        return [(g, k, Row(*rest)) for g, k, *rest in await self._query(sql, params)]
+
+    async def _read_keys(self, group_id: str, now: float) -> list[str]:
+        return [key for (key,) in await self._query(_SELECT_KEYS, (group_id, now))]
+
+    async def _read_groups(self, now: float) -> list[str]:
+        return [group for (group,) in await self._query(_SELECT_GROUPS, (now, now))]
+
+    # -- writes (group commit) ----------------------------------------------------------------
+
+    async def _submit(self, job: Job) -> Any:
+        writer = await self._connect()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((job, future))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(writer))
+        return await future
+
+    async def _flush(self, writer: aiosqlite.Connection) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                # A caller cancelled before its batch started is dropped: nothing written.
+                batch = [(job, future) for job, future in batch if not future.done()]
+                if not batch:
+                    continue
+                try:
+                    async with self._lock:
+                        results = await self._call(writer, self._apply_batch, [job for job, _ in batch])
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(_copy_error(exc))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, StateError):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flusher = None
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_exception(StateError("the write was abandoned: its flusher stopped"))
+            self._pending.clear()
+
+    def _apply_batch(self, raw: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
+        """On the writer thread: one transaction for the whole batch."""
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            results: list[Any] = []
+            for job in jobs:
+                try:
+                    results.append(self._apply_job(raw, job))
+                except StateError as exc:  # raised before this job wrote anything
+                    results.append(exc)
+            now = max(job[2] for job in jobs)
+            if now - self._last_purge >= self.purge_interval:
+                raw.execute(_PURGE, (now, _PURGE_BATCH))
+                self._last_purge = now
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+        return results
+
+    @staticmethod
+    def _apply_job(raw: sqlite3.Connection, job: Job) -> Any:
+        if job[0] == "clear":
+            raw.execute(_DELETE_GROUP, (job[1],))
+            return None
+        _, write, now = job
+        found = raw.execute(_SELECT_ROW, (write.group_id, write.key)).fetchone()
+        current = _row(found) if found is not None else None
+        if current is not None and not current.live(now):
+            current = None
+        plan = plan_write(write, current, now)
+        if plan is not UNCHANGED:
+            _persist(raw, write.group_id, write.key, plan)  # type: ignore[arg-type]
+        return plan, current
+
+    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+        return cast(tuple[Row | None | _Unchanged, Row | None], await self._submit(("write", write, now)))
+
+    async def _clear(self, group_id: str, now: float) -> None:
+        await self._submit(("clear", group_id, now))
+
+    # -- transactions -------------------------------------------------------------------------
+
+    async def _begin(self) -> TxStore:
+        writer = await self._connect()
+        await self._lock.acquire()
+        try:
+            await self._call_to_end(writer, _execute, "BEGIN IMMEDIATE")
+        except BaseException:
+            # Failed, or cancelled after BEGIN ran: leave no transaction and no lock behind.
+            with contextlib.suppress(BaseException):
+                await self._call_to_end(writer, _rollback_if_open)
+            self._lock.release()
+            raise
+        return _SqliteTx(self, writer)
+
+
+def _execute(raw: sqlite3.Connection, sql: str) -> None:
+    raw.execute(sql)
+
+
+def _rollback_if_open(raw: sqlite3.Connection) -> None:
+    if raw.in_transaction:
+        raw.execute("ROLLBACK")
+
+
+def _fetch(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
+    return raw.execute(sql, params).fetchall()
+
+
+def _rows_sql(group_id: str | None, now: float, filters: list[Filter]) -> tuple[str, list[Any]]:
+    where, params = _filter_sql(filters)
+    if group_id is None:
+        return f"{_SELECT_ROWS}{where} ORDER BY group_id, key", [now, *params]
+    return f"{_SELECT_ROWS} AND group_id = ?{where} ORDER BY key", [now, group_id, *params]
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """A fresh exception per waiting caller, so tracebacks do not pile onto one object."""
+    if isinstance(exc, StateError):
+        copy = type(exc)(*exc.args)
+        copy.__cause__ = exc.__cause__
+        return copy
+    return exc
+
+
+class _SqliteTx(TxStore):
+    __slots__ = ("_adapter", "_released", "_writer")
+
+    def __init__(self, adapter: SqliteStateAdapter, writer: aiosqlite.Connection) -> None:
+        self._adapter = adapter
+        self._writer = writer
+        self._released = False
+
+    async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        rows = await self._adapter._call(self._writer, _fetch, _SELECT_LIVE_ROW, (group_id, key, now))
+        return _row(rows[0]) if rows else None
+
+    async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
+        sql, params = _rows_sql(group_id, now, [])
+        rows = await self._adapter._call(self._writer, _fetch, sql, params)
+        return [(g, k, Row(*rest)) for g, k, *rest in rows]
+
+    async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
+        def apply(raw: sqlite3.Connection) -> None:
+            try:
+                for group_id in cleared:
+                    raw.execute(_DELETE_GROUP, (group_id,))
+                for (group_id, key), row in writes.items():
+                    _persist(raw, group_id, key, row)
+                raw.execute("COMMIT")
+            except BaseException:
+                _rollback_if_open(raw)
+                raise
+
+        try:
+            await self._adapter._call_to_end(self._writer, apply)
+        finally:
+            self._release()
+
+    async def rollback(self) -> None:
+        try:
+            await self._adapter._call_to_end(self._writer, _rollback_if_open)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._adapter._lock.release()

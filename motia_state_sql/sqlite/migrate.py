@@ -1,0 +1,167 @@
+"""Bring a SQLite database to the schema head, safely when several processes open it at once.
+
+The check runs before anything is written: a file that is not a database, holds foreign tables,
+or is stamped with a revision this package does not know raises ``SchemaError`` and is left
+byte-for-byte untouched. A migration runs under ``BEGIN IMMEDIATE`` (one process at a time; the
+others wait on the busy timeout and then find the head already there), in one transaction with
+the one-time import of a legacy ``motia.state.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from importlib import resources
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import SchemaError
+from .schema import HEAD_REVISION, TABLE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["alembic_config", "check", "current_revision", "known_revisions", "prepare"]
+
+log = logging.getLogger("motia_state_sql")
+
+_OUR_TABLES = {TABLE, "alembic_version"}
+
+
+def alembic_config() -> Config:
+    """An Alembic ``Config`` whose scripts are the ones inside the installed package."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "motia_state_sql:migrations")
+    return config
+
+
+def known_revisions() -> set[str]:
+    """Every revision id the packaged Alembic scripts define."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def current_revision(raw: sqlite3.Connection) -> tuple[str | None, set[str]]:
+    """The stamped revision (``None`` when unstamped) and the names of the user tables.
+
+    Raises:
+        sqlite3.DatabaseError: the file is not a database.
+    """
+    tables = {
+        name for (name,) in raw.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        )
+    }
+    if "alembic_version" not in tables:
+        return None, tables
+    rows = raw.execute("SELECT version_num FROM alembic_version").fetchall()
+    if len(rows) != 1:
+        raise SchemaError(f"alembic_version holds {len(rows)} rows, expected exactly one")
+    return str(rows[0][0]), tables
+
+
+def _check(revision: str | None, tables: set[str], where: str) -> None:
+    if revision is None:
+        if tables - _OUR_TABLES:
+            raise SchemaError(
+                f"{where} holds tables {sorted(tables - _OUR_TABLES)} and no motia_state_sql "
+                "schema stamp; refusing to add a schema to someone else's database"
+            )
+        return
+    if revision != HEAD_REVISION and revision not in known_revisions():
+        raise SchemaError(
+            f"{where} is at schema revision {revision!r}, which this version of motia_state_sql "
+            f"does not know (newest known: {HEAD_REVISION!r}); it was written by a newer version. "
+            "Upgrade motia_state_sql; the file was left untouched"
+        )
+
+
+def _upgrade(raw: sqlite3.Connection, then: Callable[[], None]) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    # Alembic runs on this very connection, inside the transaction the caller opened.
+    engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
+    with engine.connect() as connection:
+        connection.begin()  # Alembic then sees an external transaction and leaves it to us
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        then()
+        # SQLAlchemy's commit commits the caller's BEGIN IMMEDIATE: schema and import together.
+        connection.commit()
+
+
+def check(raw: sqlite3.Connection, where: str) -> None:
+    """Refuse, before anything is written, a database this package must not touch.
+
+    Raises:
+        SchemaError: not a database, someone else's database, or an unknown (newer) revision.
+    """
+    try:
+        revision, tables = current_revision(raw)
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"{where} is not a SQLite database ({exc}); the file was left untouched") from None
+    if revision != HEAD_REVISION:
+        _check(revision, tables, where)
+
+
+def prepare(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now: float) -> int:
+    """Bring the database behind ``raw`` to head; return how many legacy items were imported.
+
+    Call ``check`` first. ``raw`` must be in autocommit mode (``isolation_level=None``).
+
+    Raises:
+        SchemaError: a revision this package does not know appeared meanwhile, or the legacy
+            JSON file is not in Motia's format (then nothing is created).
+    """
+    if current_revision(raw)[0] == HEAD_REVISION:
+        return 0
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        revision, tables = current_revision(raw)  # another process may have migrated meanwhile
+        imported = 0
+
+        def import_legacy() -> None:
+            nonlocal imported
+            if revision is None and legacy_json is not None and legacy_json.exists():
+                imported = _import_legacy(raw, legacy_json, now)
+
+        if revision != HEAD_REVISION:
+            _check(revision, tables, where)
+            _upgrade(raw, import_legacy)
+        if raw.in_transaction:
+            raw.execute("COMMIT")
+    except BaseException:
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+    if imported:
+        log.info("imported %d items from %s into %s", imported, legacy_json, where)
+    return imported
+
+
+def _import_legacy(raw: sqlite3.Connection, path: Path, now: float) -> int:
+    from ..base import new_version
+    from ..file import read_motia_json
+
+    rows = [
+        (group_id, key, encoded, new_version(None), now, now, None)
+        for group_id, key, encoded in read_motia_json(path)
+    ]
+    raw.executemany(
+        f"INSERT OR REPLACE INTO {TABLE} "
+        "(group_id, key, value, version, created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?)",
+        rows,
+    )
+    return len(rows)
+
+
+def packaged_scripts() -> Path:
+    """Where the packaged migration scripts live (for diagnostics and tests)."""
+    return Path(str(resources.files("motia_state_sql") / "migrations"))
