@@ -280,7 +280,9 @@ class StateOperations(ABC):
 
     async def get_group(self, group_id: str) -> list[Any]:
         """The values of the group, ordered by key."""
-        return [item.value for item in await self.items(group_id)]
+        self._check_open()
+        rows = await self._read_rows(self._check_group(group_id), self._clock(), [])
+        return [codec.decode(row.value) for _, _, row in rows]
 
     async def clear(self, group_id: str) -> None:
         """Remove every item of the group, atomically."""
