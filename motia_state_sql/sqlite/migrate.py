@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from importlib import resources
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,23 +79,6 @@ def _check(revision: str | None, tables: set[str], where: str) -> None:
         )
 
 
-def _upgrade(raw: sqlite3.Connection, then: Callable[[], None]) -> None:
-    from alembic import command
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import StaticPool
-
-    # Alembic runs on this very connection, inside the transaction the caller opened.
-    engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
-    with engine.connect() as connection:
-        connection.begin()  # Alembic then sees an external transaction and leaves it to us
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-        then()
-        # SQLAlchemy's commit commits the caller's BEGIN IMMEDIATE: schema and import together.
-        connection.commit()
-
-
 def check(raw: sqlite3.Connection, where: str) -> None:
     """Refuse, before anything is written, a database this package must not touch.
 
@@ -122,25 +104,31 @@ def prepare(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now: 
     """
     if current_revision(raw)[0] == HEAD_REVISION:
         return 0
-    raw.execute("BEGIN IMMEDIATE")
-    try:
-        revision, tables = current_revision(raw)  # another process may have migrated meanwhile
-        imported = 0
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
 
-        def import_legacy() -> None:
-            nonlocal imported
-            if revision is None and legacy_json is not None and legacy_json.exists():
-                imported = _import_legacy(raw, legacy_json, now)
-
-        if revision != HEAD_REVISION:
-            _check(revision, tables, where)
-            _upgrade(raw, import_legacy)
-        if raw.in_transaction:
+    # Alembic runs on this very connection. SQLAlchemy's first connect sets up its dialect and
+    # rolls back, so it happens before BEGIN IMMEDIATE, not inside our transaction.
+    engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
+    imported = 0
+    with engine.connect() as connection:
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            revision, tables = current_revision(raw)  # another process may have migrated meanwhile
+            if revision != HEAD_REVISION:
+                _check(revision, tables, where)
+                connection.begin()  # Alembic sees an external transaction and leaves it to us
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if revision is None and legacy_json is not None and legacy_json.exists():
+                    imported = _import_legacy(raw, legacy_json, now)
             raw.execute("COMMIT")
-    except BaseException:
-        if raw.in_transaction:
-            raw.execute("ROLLBACK")
-        raise
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
     if imported:
         log.info("imported %d items from %s into %s", imported, legacy_json, where)
     return imported

@@ -1,0 +1,438 @@
+"""SQLite backend: schema and migrations, WAL and durability settings, locking, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from motia_state_sql import (
+    ConflictError,
+    InvalidOperationError,
+    SchemaError,
+    SqliteStateAdapter,
+    StoreUnavailableError,
+    increment,
+    open_state,
+)
+from motia_state_sql.sqlite import migrate
+from motia_state_sql.sqlite.schema import HEAD_REVISION, TABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _pragma(path: Path, name: str) -> Any:
+    with sqlite3.connect(path) as raw:
+        return raw.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+async def _adapter_pragma(store: SqliteStateAdapter, name: str) -> Any:
+    writer = await store._connect()
+
+    def read(raw: sqlite3.Connection) -> Any:
+        return raw.execute(f"PRAGMA {name}").fetchone()[0]
+
+    return await store._call(writer, read)
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+def test_head_constant_matches_the_scripts() -> None:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    assert scripts.get_current_head() == HEAD_REVISION
+    assert migrate.packaged_scripts().joinpath("env.py").is_file()
+
+
+async def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from motia_state_sql.sqlite.schema import metadata
+
+    async with SqliteStateAdapter(tmp_path / "s.db") as store:
+        await store.set("g", "k", 1)
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert context.get_current_revision() == HEAD_REVISION
+        assert compare_metadata(context, metadata) == []
+    engine.dispose()
+    with sqlite3.connect(tmp_path / "s.db") as raw:
+        (sql,) = raw.execute("SELECT sql FROM sqlite_master WHERE name = ?", (TABLE,)).fetchone()
+    assert "WITHOUT ROWID" in sql
+    assert "PRIMARY KEY (group_id, \"key\")" in sql or "PRIMARY KEY (group_id, key)" in sql
+
+
+async def test_fresh_create_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "folder" / "s.db"
+    async with SqliteStateAdapter(path) as store:
+        await store.set("g", "k", {"v": 1})
+    async with SqliteStateAdapter(path) as store:
+        assert await store.get("g", "k") == {"v": 1}
+    assert _pragma(path, "journal_mode") == "wal"
+
+
+def test_alembic_command_line_from_the_repo_root(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    alembic = Path(sys.executable).with_name("alembic")
+    subprocess.run([str(alembic), "-x", f"db={db}", "upgrade", "head"], cwd=ROOT, check=True,
+                   capture_output=True)
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
+
+
+async def test_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with SqliteStateAdapter() as store:
+        await store.set("g", "k", 1)
+    assert (tmp_path / ".motia" / "motia.state.db").is_file()
+    async with open_state() as store:
+        assert await store.get("g", "k") == 1
+
+
+async def test_memory_database_works_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with open_state("sqlite:///:memory:") as store:
+        await store.set("g", "k", 1)
+        assert await store.get("g", "k") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def _open_and_write(path: str, name: str, start_at: float) -> None:
+    async def main() -> None:
+        async with SqliteStateAdapter(path, busy_timeout=30) as store:
+            await store.set("who", name, True)
+
+    time.sleep(max(0.0, start_at - time.time()))
+    asyncio.run(main())
+
+
+def test_two_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
+    for attempt in range(4):
+        path = str(tmp_path / f"race{attempt}.db")
+        start_at = time.time() + 1.0
+        procs = [
+            SPAWN.Process(target=_open_and_write, args=(path, f"p{n}", start_at)) for n in range(2)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+            assert proc.exitcode == 0
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+            assert sorted(k for (k,) in raw.execute(f"SELECT key FROM {TABLE}")) == ["p0", "p1"]
+
+
+# -- refusing what must not be touched ---------------------------------------------------------
+
+async def test_unknown_revision_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    async with SqliteStateAdapter(path) as store:
+        await store.set("g", "k", 1)
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE alembic_version SET version_num = 'zz_from_the_future'")
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = path.read_bytes()
+    for _ in range(2):
+        store = SqliteStateAdapter(path)
+        with pytest.raises(SchemaError, match="zz_from_the_future"):
+            await store.get("g", "k")
+        await store.close()
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, os.urandom(8192)], ids=["text", "random"])
+async def test_a_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(content)
+    store = SqliteStateAdapter(path)
+    with pytest.raises(SchemaError, match="not a SQLite database"):
+        await store.set("g", "k", 1)
+    await store.close()
+    assert path.read_bytes() == content
+
+
+async def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE invoices (id INTEGER)")
+    before = path.read_bytes()
+    store = SqliteStateAdapter(path)
+    with pytest.raises(SchemaError, match="invoices"):
+        await store.get("g", "k")
+    await store.close()
+    assert path.read_bytes() == before
+
+
+# -- legacy motia.state.json import ------------------------------------------------------------
+
+LEGACY = (
+    b'{\n  "orders:o-1": "{\\"id\\":\\"o-1\\",\\"total\\":9.5}",\n'
+    b'  "trace:a:b": "[1,2]",\n  "orders:o-2": "null"\n}'
+)
+
+
+async def test_new_database_imports_legacy_json_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "motia.state.json").write_bytes(LEGACY)
+    with caplog.at_level(logging.INFO, logger="motia_state_sql"):
+        async with SqliteStateAdapter(tmp_path / "motia.state.db") as store:
+            assert await store.get_group("orders") == [{"id": "o-1", "total": 9.5}, None]
+            assert await store.get("trace", "a:b") == [1, 2]
+            await store.delete("orders", "o-1")
+    assert [r.getMessage() for r in caplog.records if "imported" in r.getMessage()] == [
+        f"imported 3 items from {tmp_path / 'motia.state.json'} into {tmp_path / 'motia.state.db'}"
+    ]
+    assert (tmp_path / "motia.state.json").read_bytes() == LEGACY
+    async with SqliteStateAdapter(tmp_path / "motia.state.db") as store:
+        assert await store.get("orders", "o-1") is None  # not imported a second time
+
+
+async def test_corrupt_legacy_json_creates_nothing(tmp_path: Path) -> None:
+    (tmp_path / "motia.state.json").write_bytes(b'{"orders:o-1": "{broken')
+    store = SqliteStateAdapter(tmp_path / "motia.state.db")
+    with pytest.raises(SchemaError, match="motia.state.json"):
+        await store.get("orders", "o-1")
+    await store.close()
+    with sqlite3.connect(tmp_path / "motia.state.db") as raw:
+        assert raw.execute("SELECT name FROM sqlite_master").fetchall() == []
+    (tmp_path / "motia.state.json").write_bytes(LEGACY)
+    async with SqliteStateAdapter(tmp_path / "motia.state.db") as store:
+        assert len(await store.items()) == 3
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("setting", "code"), [("NORMAL", 1), ("FULL", 2)])
+async def test_synchronous_setting(tmp_path: Path, setting: Any, code: int) -> None:
+    async with SqliteStateAdapter(tmp_path / "s.db", synchronous=setting) as store:
+        assert await _adapter_pragma(store, "synchronous") == code
+        assert await _adapter_pragma(store, "journal_mode") == "wal"
+        assert await _adapter_pragma(store, "busy_timeout") == 5000
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteStateAdapter(":memory:", synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_value_bytes"):
+        SqliteStateAdapter(":memory:", max_value_bytes=0)
+
+
+async def test_new_files_are_private_to_the_owner(tmp_path: Path) -> None:
+    async with SqliteStateAdapter(tmp_path / "s.db") as store:
+        await store.set("g", "k", 1)
+        for name in ("s.db", "s.db-wal", "s.db-shm"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+
+
+# -- locking and group commit ------------------------------------------------------------------
+
+async def test_write_lock_held_past_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SqliteStateAdapter(path, busy_timeout=0.2) as store:
+        await store.set("g", "k", 1)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="busy_timeout"):
+            await store.set("g", "k", 2)
+        assert time.monotonic() - started < 5
+        assert await store.get("g", "k") == 1  # readers are not blocked by a writer in WAL
+        other.execute("ROLLBACK")
+        other.close()
+        await store.set("g", "k", 3)
+        assert await store.get("g", "k") == 3
+
+
+async def test_group_commit_isolates_failures(tmp_path: Path) -> None:
+    async with SqliteStateAdapter(tmp_path / "s.db") as store:
+        await store.set("g", "taken", 0)
+        calls = [store.set("g", f"k{n}", n) for n in range(64)]
+        calls.insert(10, store.set("g", "taken", 1, if_absent=True))
+        calls.insert(20, store.update("g", "taken", [{"type": "nope"}]))
+        calls.insert(30, store.update("g", "k1", [increment("missing-object", 1)]))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[10], ConflictError)
+        assert isinstance(results[20], InvalidOperationError)
+        assert isinstance(results[30], InvalidOperationError)  # k1 holds an int, not an object
+        assert sum(isinstance(r, Exception) for r in results) == 3
+        assert await store.get_group("g") == [n for n in sorted(range(64), key=lambda n: f"k{n}")] + [0]
+
+
+async def test_coroutines_lose_no_update(tmp_path: Path) -> None:
+    async with SqliteStateAdapter(tmp_path / "s.db") as store:
+
+        async def bump() -> None:
+            for _ in range(20):
+                await store.update("c", "k", [increment("n")])
+
+        await asyncio.gather(*(bump() for _ in range(50)))
+        assert await store.get("c", "k") == {"n": 1000}
+
+
+def _increment_worker(path: str, count: int) -> None:
+    async def main() -> None:
+        async with SqliteStateAdapter(path, busy_timeout=30) as store:
+            for _ in range(count):
+                await store.update("c", "k", [increment("n")])
+
+    asyncio.run(main())
+
+
+def _transfer_worker(path: str, count: int, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+
+    async def main() -> None:
+        async with SqliteStateAdapter(path, busy_timeout=30) as store:
+            for _ in range(count):
+                src, dst = rng.sample(["a", "b", "c"], 2)
+                amount = rng.randint(1, 10)
+                async with store.transaction() as tx:
+                    have = await tx.get("acct", src)
+                    if have >= amount:
+                        await tx.set("acct", src, have - amount)
+                        await tx.set("acct", dst, await tx.get("acct", dst) + amount)
+
+    asyncio.run(main())
+
+
+def _run_processes(target: Any, args: list[tuple[Any, ...]]) -> None:
+    procs = [SPAWN.Process(target=target, args=a) for a in args]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+
+
+async def test_processes_lose_no_update(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    async with SqliteStateAdapter(path) as store:
+        await store.set("c", "k", {"n": 0})
+    await asyncio.to_thread(_run_processes, _increment_worker, [(path, 500)] * 4)
+    async with SqliteStateAdapter(path) as store:
+        assert await store.get("c", "k") == {"n": 2000}
+
+
+async def test_transfers_keep_the_total(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    async with SqliteStateAdapter(path) as store:
+        for name in "abc":
+            await store.set("acct", name, 100)
+    await asyncio.to_thread(_run_processes, _transfer_worker, [(path, 150, seed) for seed in range(3)])
+    async with SqliteStateAdapter(path) as store:
+        balances = await store.get_group("acct")
+        assert sum(balances) == 300
+        assert all(b >= 0 for b in balances)
+
+
+async def test_transaction_waits_for_other_process_without_blocking_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SqliteStateAdapter(path, busy_timeout=10) as store:
+        await store.set("g", "k", 1)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def tx() -> None:
+            async with store.transaction() as t:
+                await t.set("g", "k", 2)
+
+        tick_task = asyncio.create_task(ticker())
+        tx_task = asyncio.create_task(tx())
+        await asyncio.sleep(0.3)
+        assert not tx_task.done()
+        assert ticks >= 10  # the loop kept running while the transaction waited for the lock
+        other.execute("ROLLBACK")
+        other.close()
+        await tx_task
+        tick_task.cancel()
+        assert await store.get("g", "k") == 2
+
+
+async def test_cancelled_transaction_begin_leaves_no_lock(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SqliteStateAdapter(path, busy_timeout=10) as store:
+        await store.set("g", "k", 1)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+
+        async def tx() -> None:
+            async with store.transaction() as t:
+                await t.set("g", "k", 2)
+
+        task = asyncio.create_task(tx())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        other.execute("ROLLBACK")
+        other.close()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.set("g", "k", 3)
+        assert await store.get("g", "k") == 3
+
+
+# -- installed from a wheel --------------------------------------------------------------------
+
+def test_migrations_run_from_an_installed_wheel(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = dist.glob("motia_state_sql-*.whl")
+    target = tmp_path / "venv"
+    venv.create(target, with_pip=False)
+    python = target / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, str(wheel)],
+        check=True, capture_output=True,
+    )
+    # Dependencies come from this test run's environment, appended after the wheel's folder
+    # (a plain path line: the editable checkout's finder is not activated there).
+    deps = next(p for p in sys.path if p.endswith("site-packages") and "motia" not in p)
+    (Path(site) / "deps.pth").write_text(deps + "\n")
+    script = (
+        "import asyncio, motia_state_sql\n"
+        "from motia_state_sql import SqliteStateAdapter\n"
+        "async def main():\n"
+        "    async with SqliteStateAdapter('state.db') as s:\n"
+        "        await s.set('g', 'k', [1])\n"
+        "        print(motia_state_sql.__file__, await s.get('g', 'k'))\n"
+        "asyncio.run(main())\n"
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    out = subprocess.run([str(python), "-c", script], cwd=run, check=True, capture_output=True, text=True)
+    assert out.stdout.startswith(site)
+    assert out.stdout.strip().endswith("[1]")
+    with sqlite3.connect(run / "state.db") as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
