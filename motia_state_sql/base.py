@@ -100,6 +100,7 @@ UNCHANGED: Final = _Unchanged()
 
 
 def new_version(current: Row | None) -> int:
+    """The version a write gives a key: the next one, or a random start for a new key."""
     if current is not None and current.version is not None:
         return current.version + 1
     # A fresh key starts at a random version so a delete + re-create never repeats a version
@@ -122,9 +123,7 @@ def plan_write(write: Write, current: Row | None, now: float) -> Row | None | _U
         raise ConflictError(f"{write.kind} of {where} required the key to be absent, but it exists")
     if write.if_version is not None and (current is None or current.version != write.if_version):
         found = "absent" if current is None else f"at version {current.version}"
-        raise ConflictError(
-            f"{write.kind} of {where} required version {write.if_version}, but it is {found}"
-        )
+        raise ConflictError(f"{write.kind} of {where} required version {write.if_version}, but it is {found}")
     if write.kind == "delete":
         return UNCHANGED if current is None else None
     if write.kind == "set":
@@ -141,7 +140,12 @@ def plan_write(write: Write, current: Row | None, now: float) -> Row | None | _U
 
 def _item(group_id: str, key: str, row: Row) -> StateItem:
     return StateItem(
-        group_id, key, codec.decode(row.value), row.version, row.created_at, row.updated_at,
+        group_id,
+        key,
+        codec.decode(row.value),
+        row.version,
+        row.created_at,
+        row.updated_at,
         row.expires_at,
     )
 
@@ -164,9 +168,7 @@ class StateOperations(ABC):
         """The live row at (group_id, key), or ``None``."""
 
     @abstractmethod
-    async def _read_rows(
-        self, group_id: str | None, now: float, filters: list[Filter]
-    ) -> list[RowEntry]:
+    async def _read_rows(self, group_id: str | None, now: float, filters: list[Filter]) -> list[RowEntry]:
         """Live rows of one group (or all), ordered by (group, key).
 
         ``filters`` may be used to pre-select; every row returned is still checked exactly.
@@ -193,20 +195,25 @@ class StateOperations(ABC):
                 groups.append(group_id)
         return groups
 
+    @abstractmethod
     def _check_open(self) -> None:
         """Raise ``StateError`` when the adapter or transaction can no longer be used."""
 
     def _check_group(self, group_id: object) -> str:
         return codec.check_name("group_id", group_id)
 
-    def _check_write_support(self, write: Write) -> None:
+    def _check_write_support(self, write: Write) -> None:  # noqa: B027 - a hook: most store everything
         """Backends whose format cannot hold a feature refuse it here, before any I/O."""
 
     # -- public API ---------------------------------------------------------------------------
 
     def _checked(
-        self, kind: Literal["set", "delete", "update"], group_id: object, key: object,
-        if_version: int | None, if_absent: bool,
+        self,
+        kind: Literal["set", "delete", "update"],
+        group_id: object,
+        key: object,
+        if_version: int | None,
+        if_absent: bool,
     ) -> Write:
         self._check_open()
         group = self._check_group(group_id)
@@ -216,13 +223,27 @@ class StateOperations(ABC):
                 f"if_version for {group!r}/{name!r} must be an int, got {if_version!r}"
             )
         if if_version is not None and if_absent:
-            raise InvalidOperationError(f"{kind} of {group!r}/{name!r}: if_version and if_absent exclude each other")
-        return Write(kind, group, name, if_version=if_version, if_absent=bool(if_absent),
-                     max_bytes=self.max_value_bytes)
+            raise InvalidOperationError(
+                f"{kind} of {group!r}/{name!r}: if_version and if_absent exclude each other"
+            )
+        return Write(
+            kind,
+            group,
+            name,
+            if_version=if_version,
+            if_absent=bool(if_absent),
+            max_bytes=self.max_value_bytes,
+        )
 
     async def set(
-        self, group_id: str, key: str, value: Any, *, ttl: float | None = None,
-        if_version: int | None = None, if_absent: bool = False,
+        self,
+        group_id: str,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
     ) -> Any:
         """Store ``value`` and return it as stored (tuples come back as lists).
 
@@ -261,8 +282,13 @@ class StateOperations(ABC):
         return None if current is None else codec.decode(current.value)
 
     async def update(
-        self, group_id: str, key: str, ops: Sequence[Mapping[str, Any]], *,
-        if_version: int | None = None, if_absent: bool = False,
+        self,
+        group_id: str,
+        key: str,
+        ops: Sequence[Mapping[str, Any]],
+        *,
+        if_version: int | None = None,
+        if_absent: bool = False,
     ) -> UpdateResult:
         """Apply Motia update ops atomically to the current value (``{}`` when absent).
 
@@ -369,20 +395,14 @@ class StateTransaction(StateOperations):
             return None
         return await self._store.read_row(group_id, key, now)
 
-    async def _read_rows(
-        self, group_id: str | None, now: float, filters: list[Filter]
-    ) -> list[RowEntry]:
-        merged = {
-            (g, k): row
-            for g, k, row in await self._store.read_rows(group_id, now)
-            if g not in self._cleared
+    async def _read_rows(self, group_id: str | None, now: float, filters: list[Filter]) -> list[RowEntry]:
+        merged: dict[tuple[str, str], Row | None] = {
+            (g, k): row for g, k, row in await self._store.read_rows(group_id, now) if g not in self._cleared
         }
         for (g, k), row in self._writes.items():
             if group_id is None or g == group_id:
                 merged[g, k] = row
-        return [
-            (g, k, row) for (g, k), row in sorted(merged.items()) if row is not None and row.live(now)
-        ]
+        return [(g, k, row) for (g, k), row in sorted(merged.items()) if row is not None and row.live(now)]
 
     async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
         current = await self._read_row(write.group_id, write.key, now)
@@ -420,7 +440,9 @@ class _TransactionContext:
         return self._tx
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         assert self._tx is not None
@@ -472,7 +494,9 @@ class StateAdapter(StateOperations):
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()

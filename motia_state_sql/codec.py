@@ -54,9 +54,7 @@ def check_name(what: str, name: object, group_id: object = None) -> str:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidKeyError(
-            f"{what} {name!r}{where} is not valid Unicode text (lone surrogate)"
-        ) from None
+        raise InvalidKeyError(f"{what} {name!r}{where} is not valid Unicode text (lone surrogate)") from None
     return name
 
 
@@ -70,10 +68,12 @@ def check_ttl(ttl: object, group_id: str, key: str) -> float | None:
         return None
     if type(ttl) not in (int, float):
         raise InvalidKeyError(
-            f"ttl for {group_id!r}/{key!r} must be a number of seconds, "
-            f"got {type(ttl).__name__}: {ttl!r}"
+            f"ttl for {group_id!r}/{key!r} must be a number of seconds, got {type(ttl).__name__}: {ttl!r}"
         )
-    seconds = float(ttl)  # type: ignore[arg-type]
+    try:
+        seconds = float(ttl)  # type: ignore[arg-type]
+    except OverflowError:
+        seconds = math.inf
     if not (math.isfinite(seconds) and seconds > 0):
         raise InvalidKeyError(f"ttl for {group_id!r}/{key!r} must be > 0 and finite, got {ttl!r}")
     return seconds
@@ -98,9 +98,7 @@ def _check_value(value: Any, path: str, depth: int, group_id: str, key: str) -> 
             raise InvalidValueError(f"{_where(path, group_id, key)}: {value} is not a JSON number")
         return
     if depth >= MAX_DEPTH:
-        raise InvalidValueError(
-            f"{_where(path, group_id, key)}: nested deeper than {MAX_DEPTH} levels"
-        )
+        raise InvalidValueError(f"{_where(path, group_id, key)}: nested deeper than {MAX_DEPTH} levels")
     if kind is dict:
         for name, item in value.items():
             if type(name) is not str:

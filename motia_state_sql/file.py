@@ -103,13 +103,15 @@ class FileStateAdapter(StateAdapter):
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
-        """Args:
-        path: the folder holding ``motia.state.json`` (created on the first write).
-        lock_timeout: seconds to wait for another process's file lock before
-            ``StoreUnavailableError``.
-        durable: fsync the file before it replaces the old one.
-        max_value_bytes: largest encoded value accepted.
-        clock: time source (seconds since the epoch).
+        """Describe the store; nothing is read or written until the first call.
+
+        Args:
+            path: the folder holding ``motia.state.json`` (created on the first write).
+            lock_timeout: seconds to wait for another process's file lock before
+                ``StoreUnavailableError``.
+            durable: fsync the file before it replaces the old one.
+            max_value_bytes: largest encoded value accepted.
+            clock: time source (seconds since the epoch).
         """
         super().__init__(max_value_bytes=max_value_bytes, clock=clock)
         self.path = Path(path)
@@ -198,9 +200,7 @@ class FileStateAdapter(StateAdapter):
     async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
         return _row(await self._read(), group_id, key)
 
-    async def _read_rows(
-        self, group_id: str | None, now: float, filters: list[Filter]
-    ) -> list[RowEntry]:
+    async def _read_rows(self, group_id: str | None, now: float, filters: list[Filter]) -> list[RowEntry]:
         return _rows(await self._read(), group_id)
 
     async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:

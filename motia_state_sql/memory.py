@@ -80,15 +80,12 @@ class MemoryStateAdapter(StateAdapter):
     async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
         return self._peek(group_id, key, now)
 
-    async def _read_rows(
-        self, group_id: str | None, now: float, filters: list[Filter]
-    ) -> list[RowEntry]:
+    async def _read_rows(self, group_id: str | None, now: float, filters: list[Filter]) -> list[RowEntry]:
         return self._rows(group_id, now)
 
     async def _read_groups(self, now: float) -> list[str]:
         return [
-            name for name in sorted(self._groups)
-            if any(row.live(now) for row in self._groups[name].values())
+            name for name in sorted(self._groups) if any(row.live(now) for row in self._groups[name].values())
         ]
 
     async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:

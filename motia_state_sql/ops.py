@@ -7,9 +7,10 @@ how non-string fields compare.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, TypedDict, cast
 
 import orjson
 
@@ -114,14 +115,14 @@ def check_ops(ops: object) -> list[tuple[str, tuple[str, ...], Mapping[str, Any]
         InvalidOperationError: not a list of op dicts, an unknown type or field, a bad path,
             a non-object ``merge`` value or a non-numeric ``by``.
     """
-    if isinstance(ops, Mapping) or not isinstance(ops, Sequence) or isinstance(ops, str):
+    if isinstance(ops, Mapping | str | bytes | bytearray) or not isinstance(ops, Sequence):
         raise InvalidOperationError(f"update ops must be a list of op dicts, got {ops!r}")
     parsed = []
     for index, op in enumerate(ops):
         if not isinstance(op, Mapping):
             raise InvalidOperationError(f"update op #{index} must be a dict, got {op!r}")
         kind = op.get("type")
-        if kind not in _OP_FIELDS:
+        if not isinstance(kind, str) or kind not in _OP_FIELDS:
             raise _fail(index, op, f"type must be one of {sorted(_OP_FIELDS)}")
         unknown = set(op) - _OP_FIELDS[kind]
         if unknown:
@@ -169,7 +170,7 @@ def _add(index: int, op: Mapping[str, Any], current: Any, delta: int | float) ->
         raise _fail(index, op, f"result {result} is outside signed 64-bit range")
     if type(result) is float and not math.isfinite(result):
         raise _fail(index, op, f"result {result} is not a finite number")
-    return result
+    return cast(int | float, result)
 
 
 def apply_update(current: Any, ops: list[tuple[str, tuple[str, ...], Mapping[str, Any]]]) -> Any:
@@ -182,11 +183,11 @@ def apply_update(current: Any, ops: list[tuple[str, tuple[str, ...], Mapping[str
     for index, (kind, path, op) in enumerate(ops):
         if not path:
             if kind == "set":
-                root = op["value"]
+                root = copy.deepcopy(op["value"])
             elif kind == "merge":
                 if not isinstance(root, dict):
                     raise _fail(index, op, f"cannot merge into {type(root).__name__}, not an object")
-                root.update(op["value"])
+                root.update(copy.deepcopy(op["value"]))
             else:
                 sign = 1 if kind == "increment" else -1
                 root = _add(index, op, root, sign * op["by"])
@@ -195,13 +196,13 @@ def apply_update(current: Any, ops: list[tuple[str, tuple[str, ...], Mapping[str
         name = path[-1]
         if kind == "set":
             assert parent is not None
-            parent[name] = op["value"]
+            parent[name] = copy.deepcopy(op["value"])  # later ops must not change the caller's op
         elif kind == "merge":
             assert parent is not None
             target = parent.setdefault(name, {})
             if not isinstance(target, dict):
                 raise _fail(index, op, f"cannot merge into {type(target).__name__} at {'.'.join(path)}")
-            target.update(op["value"])
+            target.update(copy.deepcopy(op["value"]))
         elif kind == "remove":
             if parent is not None:
                 parent.pop(name, None)
@@ -216,8 +217,20 @@ def apply_update(current: Any, ops: list[tuple[str, tuple[str, ...], Mapping[str
 # Filters
 
 FILTER_OPERATIONS: Final = frozenset(
-    {"eq", "neq", "gt", "gte", "lt", "lte", "contains", "notContains", "startsWith", "endsWith",
-     "isNull", "isNotNull"}
+    {
+        "eq",
+        "neq",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "contains",
+        "notContains",
+        "startsWith",
+        "endsWith",
+        "isNull",
+        "isNotNull",
+    }
 )
 _MISSING: Final = object()
 
@@ -231,7 +244,7 @@ def check_filters(filters: object) -> list[Filter]:
     """
     if filters is None:
         return []
-    if isinstance(filters, Mapping) or not isinstance(filters, Sequence) or isinstance(filters, str):
+    if isinstance(filters, Mapping | str | bytes | bytearray) or not isinstance(filters, Sequence):
         raise InvalidOperationError(f"filters must be a list of filter dicts, got {filters!r}")
     checked: list[Filter] = []
     for index, flt in enumerate(filters):
@@ -240,7 +253,7 @@ def check_filters(filters: object) -> list[Filter]:
         field, operation = flt.get("valueKey"), flt.get("operation")
         if type(field) is not str or not field:
             raise InvalidOperationError(f"filter #{index}: valueKey must be a non-empty str, got {field!r}")
-        if operation not in FILTER_OPERATIONS:
+        if not isinstance(operation, str) or operation not in FILTER_OPERATIONS:
             raise InvalidOperationError(
                 f"filter #{index}: operation {operation!r} is not one of {sorted(FILTER_OPERATIONS)}"
             )
@@ -263,6 +276,7 @@ def filter_field(value: Any, name: str) -> Any:
 
 
 def parse_number(text: str) -> int | float | None:
+    """The number a filter's text holds as a JSON number, or ``None``."""
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -294,7 +308,7 @@ def _order(field: Any, text: str) -> int | None:
             return None
     else:
         return None
-    return (field > other) - (field < other)
+    return int(field > other) - int(field < other)
 
 
 def _holds(field: Any, flt: Filter) -> bool:

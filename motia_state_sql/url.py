@@ -35,8 +35,12 @@ def _sync(text: str) -> str:
 _COMMON: Final[dict[str, Callable[[str], Any]]] = {"max_value_bytes": int}
 _PARAMETERS: Final[dict[str, dict[str, Callable[[str], Any]]]] = {
     "sqlite": {
-        **_COMMON, "synchronous": _sync, "busy_timeout": float, "import_legacy": _bool,
-        "purge_interval": float, "file_mode": lambda text: int(text, 8),
+        **_COMMON,
+        "synchronous": _sync,
+        "busy_timeout": float,
+        "import_legacy": _bool,
+        "purge_interval": float,
+        "file_mode": lambda text: int(text, 8),
     },
     "memory": dict(_COMMON),
     "file": {**_COMMON, "lock_timeout": float, "durable": _bool},
@@ -84,7 +88,9 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     path = unquote(parts.path)
     if scheme == "sqlite":
         if parts.netloc:
-            raise InvalidKeyError(f"sqlite URLs have no host: use sqlite:///relative or sqlite:////absolute, got {url!r}")
+            raise InvalidKeyError(
+                f"sqlite URLs have no host: use sqlite:///relative or sqlite:////absolute, got {url!r}"
+            )
         if not path.startswith("/") or path == "/":
             raise InvalidKeyError(f"sqlite URL {url!r} names no file")
         return SqliteStateAdapter(path[1:], **merged)

@@ -7,6 +7,7 @@ import decimal
 import math
 import struct
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -26,14 +27,14 @@ from motia_state_sql import (
     set_op,
 )
 
-from .conftest import FakeClock, Factory, is_file
+from .conftest import Factory, FakeClock, is_file
 
 # -- exact values ------------------------------------------------------------------------------
 
 FALSY = [0, 0.0, "", False, [], {}, None]
 ODD_VALUES: list[Any] = [
     {"nested": {"list": [1, "two", 3.5, None, True, {"deep": []}]}},
-    "unicode: é ü 中文 😀 \u2028 \x1f tab\t quote\" backslash\\",
+    'unicode: é ü 中文 😀 \u2028 \x1f tab\t quote" backslash\\',
     2**63 - 1,
     -(2**63),
     [[[[[]]]]],
@@ -92,6 +93,7 @@ async def test_overwrite_replaces(store: StateAdapter) -> None:
 
 # -- exact groups and names --------------------------------------------------------------------
 
+
 async def test_group_never_sees_a_longer_group(store: StateAdapter) -> None:
     await store.set("order", "1", "a")
     await store.set("orders", "2", "b")
@@ -145,6 +147,7 @@ async def test_order_is_by_code_point(store: StateAdapter) -> None:
 
 # -- operations --------------------------------------------------------------------------------
 
+
 async def test_delete_returns_the_value(store: StateAdapter) -> None:
     await store.set("g", "k", {"v": 0})
     assert await store.delete("g", "k") == {"v": 0}
@@ -160,12 +163,17 @@ async def test_get_group_keys_items_and_clear(store: StateAdapter) -> None:
     assert await store.get_group("g") == ["A", "B", "C"]
     assert await store.keys("g") == ["a", "b", "c"]
     assert [(i.group_id, i.key, i.value) for i in await store.items("g")] == [
-        ("g", "a", "A"), ("g", "b", "B"), ("g", "c", "C"),
+        ("g", "a", "A"),
+        ("g", "b", "B"),
+        ("g", "c", "C"),
     ]
     assert [(i.group_id, i.key) for i in await store.items()] == [
-        ("g", "a"), ("g", "b"), ("g", "c"), ("h", "x"),
+        ("g", "a"),
+        ("g", "b"),
+        ("g", "c"),
+        ("h", "x"),
     ]
-    assert await store.clear("g") is None
+    await store.clear("g")
     assert await store.get_group("g") == []
     assert await store.keys("g") == []
     assert await store.list_groups() == ["h"]
@@ -230,22 +238,27 @@ async def test_filters_combine_and_span_groups(store: StateAdapter) -> None:
     for key, value in FILTER_ROWS.items():
         await store.set("f", key, value)
         await store.set("g", key, value)
-    found = await store.items(filters=[
-        {"valueKey": "status", "operation": "startsWith", "value": "paid"},
-        {"valueKey": "total", "operation": "eq", "value": "10"},
-    ])
+    found = await store.items(
+        filters=[
+            {"valueKey": "status", "operation": "startsWith", "value": "paid"},
+            {"valueKey": "total", "operation": "eq", "value": "10"},
+        ]
+    )
     assert [(i.group_id, i.key) for i in found] == [("f", "a"), ("f", "c"), ("g", "a"), ("g", "c")]
 
 
-@pytest.mark.parametrize("filters", [
-    {"valueKey": "a", "operation": "eq", "value": "1"},
-    [{"valueKey": "a", "operation": "like", "value": "1"}],
-    [{"valueKey": "", "operation": "eq", "value": "1"}],
-    [{"valueKey": "a", "operation": "eq", "value": 1}],
-    [{"valueKey": "a", "operation": "eq"}],
-    [{"valueKey": "a", "operation": "eq", "value": "1", "extra": 1}],
-    ["not a dict"],
-])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"valueKey": "a", "operation": "eq", "value": "1"},
+        [{"valueKey": "a", "operation": "like", "value": "1"}],
+        [{"valueKey": "", "operation": "eq", "value": "1"}],
+        [{"valueKey": "a", "operation": "eq", "value": 1}],
+        [{"valueKey": "a", "operation": "eq"}],
+        [{"valueKey": "a", "operation": "eq", "value": "1", "extra": 1}],
+        ["not a dict"],
+    ],
+)
 async def test_bad_filters_are_refused(store: StateAdapter, filters: Any) -> None:
     with pytest.raises(InvalidOperationError, match="filter"):
         await store.items(filters=filters)
@@ -300,11 +313,16 @@ BAD_NAMES: list[Any] = ["", None, 1, b"g", "nul\x00inside", "\udc80"]
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
 async def test_bad_group_and_key_are_refused(store: StateAdapter, name: Any) -> None:
-    calls = [
-        lambda: store.set(name, "k", 1), lambda: store.set("g", name, 1),
-        lambda: store.get(name, "k"), lambda: store.get("g", name),
-        lambda: store.get_item("g", name), lambda: store.delete("g", name),
-        lambda: store.get_group(name), lambda: store.clear(name), lambda: store.keys(name),
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: store.set(name, "k", 1),
+        lambda: store.set("g", name, 1),
+        lambda: store.get(name, "k"),
+        lambda: store.get("g", name),
+        lambda: store.get_item("g", name),
+        lambda: store.delete("g", name),
+        lambda: store.get_group(name),
+        lambda: store.clear(name),
+        lambda: store.keys(name),
         lambda: store.update("g", name, []),
     ]
     if name is not None:  # items(None) means every group
@@ -335,6 +353,7 @@ async def test_value_over_max_bytes_is_refused(factory: Factory) -> None:
 
 # -- lifecycle ---------------------------------------------------------------------------------
 
+
 async def test_close_twice_and_use_after_close(factory: Factory) -> None:
     store = factory()
     await store.set("g", "k", 1)
@@ -360,11 +379,20 @@ async def test_state_persists_across_adapters(factory: Factory, backend: str) ->
 
 # -- update ops --------------------------------------------------------------------------------
 
+
 async def test_update_applies_ops_in_order(store: StateAdapter) -> None:
-    result = await store.update("g", "k", [
-        set_op("status", "new"), increment("count", 2), increment(["stats", "seen"]),
-        merge(None, {"extra": [1]}), decrement("count", 0.5), remove("status"),
-    ])
+    result = await store.update(
+        "g",
+        "k",
+        [
+            set_op("status", "new"),
+            increment("count", 2),
+            increment(["stats", "seen"]),
+            merge(None, {"extra": [1]}),
+            decrement("count", 0.5),
+            remove("status"),
+        ],
+    )
     assert result.old_value is None
     assert result.new_value == {"count": 1.5, "stats": {"seen": 1}, "extra": [1]}
     assert await store.get("g", "k") == result.new_value
@@ -386,6 +414,7 @@ async def test_failed_update_writes_nothing(store: StateAdapter) -> None:
 
 
 # -- TTL ---------------------------------------------------------------------------------------
+
 
 async def test_expired_items_are_invisible_everywhere(store: StateAdapter, clock: FakeClock) -> None:
     if is_file(store):
@@ -429,6 +458,7 @@ async def test_update_keeps_expiry_and_set_drops_it(store: StateAdapter, clock: 
 
 
 # -- versions and conditional writes -----------------------------------------------------------
+
 
 async def test_versions_change_on_every_write(store: StateAdapter, clock: FakeClock) -> None:
     await store.set("g", "k", 1)
@@ -493,6 +523,7 @@ async def test_malformed_conditions(store: StateAdapter) -> None:
 
 # -- transactions ------------------------------------------------------------------------------
 
+
 async def test_transaction_commits_all(store: StateAdapter) -> None:
     await store.set("acct", "a", 100)
     await store.set("acct", "b", 0)
@@ -512,7 +543,8 @@ async def test_transaction_commits_all(store: StateAdapter) -> None:
 
 async def test_transaction_rolls_back_on_exception(store: StateAdapter) -> None:
     await store.set("g", "a", 1)
-    with pytest.raises(RuntimeError, match="boom"):
+
+    async def failing() -> None:
         async with store.transaction() as tx:
             await tx.set("g", "a", 2)
             await tx.delete("g", "a")
@@ -520,6 +552,9 @@ async def test_transaction_rolls_back_on_exception(store: StateAdapter) -> None:
             await tx.clear("g")
             assert await tx.get_group("g") == []
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await failing()
     assert await store.get_group("g") == [1]
     assert await store.keys("g") == ["a"]
 

@@ -31,14 +31,17 @@ T = TypeVar("T")
 
 # Groups that are prefixes of each other, glob and LIKE characters, ':' and quotes.
 GROUPS = st.sampled_from(["a", "ab", "a*", "a%", "a_", "a:b", "a:", "é", "'q\"", "a b", "[a]"]) | st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=5
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=5
 )
 NAMES = st.sampled_from(["k", "k:1", "k*", "K", "ké", "%", "_", "*", "?", "'", '"', "k k"]) | st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=6
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=6
 )
 SCALARS = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
 )
 VALUES = st.recursive(
     SCALARS,
@@ -51,11 +54,15 @@ OPS = st.lists(
         st.builds(lambda f, v: {"type": "set", "path": f, "value": v}, FIELDS, SCALARS),
         st.builds(lambda f, by: {"type": "increment", "path": f, "by": by}, FIELDS, st.integers(-5, 5)),
         st.builds(lambda f, by: {"type": "decrement", "path": [f, "x"], "by": by}, FIELDS, st.integers(0, 3)),
-        st.builds(lambda f, v: {"type": "merge", "path": f, "value": v}, FIELDS,
-                  st.dictionaries(st.sampled_from(["x", "y"]), SCALARS, max_size=2)),
+        st.builds(
+            lambda f, v: {"type": "merge", "path": f, "value": v},
+            FIELDS,
+            st.dictionaries(st.sampled_from(["x", "y"]), SCALARS, max_size=2),
+        ),
         st.builds(lambda f: {"type": "remove", "path": f}, FIELDS),
     ),
-    min_size=1, max_size=3,
+    min_size=1,
+    max_size=3,
 )
 Entry = tuple[Any, float | None]  # value, expires_at
 
@@ -180,10 +187,8 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             item = self.run(self.store.get_item(group, key))
             version = (item.version or 0) + (7 if stale else 0) if item is not None else 42
-            if self.file:
-                expected = UnsupportedError
-            else:
-                expected = ConflictError if stale or item is None else None
+            conflict = ConflictError if stale or item is None else None
+            expected = UnsupportedError if self.file else conflict
             _, error = self.attempt(self.store.set(group, key, value, if_version=version))
         _same_error(expected, error)
         if error is None:
@@ -195,11 +200,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(
         writes=st.lists(st.tuples(GROUPS, NAMES, st.none() | SCALARS), min_size=1, max_size=4),
-        clear=st.none() | GROUPS, fail=st.booleans(),
+        clear=st.none() | GROUPS,
+        fail=st.booleans(),
     )
-    def transaction(
-        self, writes: list[tuple[str, str, Any]], clear: str | None, fail: bool
-    ) -> None:
+    def transaction(self, writes: list[tuple[str, str, Any]], clear: str | None, fail: bool) -> None:
         if any(self.refused_group(g) for g, _, _ in writes) or (clear and self.refused_group(clear)):
             return
         staged = dict(self.model)
@@ -254,9 +258,11 @@ MACHINES = {
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_agrees_with_dict_model(backend: str) -> None:
-    machine = MACHINES[backend]
+    machine: Any = MACHINES[backend]
     machine.TestCase.settings = settings(
-        max_examples=60, stateful_step_count=30, deadline=None,
+        max_examples=60,
+        stateful_step_count=30,
+        deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     machine.TestCase().runTest()

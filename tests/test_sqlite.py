@@ -49,6 +49,7 @@ async def _adapter_pragma(store: SqliteStateAdapter, name: str) -> Any:
 
 # -- schema ------------------------------------------------------------------------------------
 
+
 def test_head_constant_matches_the_scripts() -> None:
     from alembic.script import ScriptDirectory
 
@@ -75,7 +76,7 @@ async def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> N
     with sqlite3.connect(tmp_path / "s.db") as raw:
         (sql,) = raw.execute("SELECT sql FROM sqlite_master WHERE name = ?", (TABLE,)).fetchone()
     assert "WITHOUT ROWID" in sql
-    assert "PRIMARY KEY (group_id, \"key\")" in sql or "PRIMARY KEY (group_id, key)" in sql
+    assert 'PRIMARY KEY (group_id, "key")' in sql or "PRIMARY KEY (group_id, key)" in sql
 
 
 async def test_fresh_create_and_reopen(tmp_path: Path) -> None:
@@ -90,8 +91,9 @@ async def test_fresh_create_and_reopen(tmp_path: Path) -> None:
 def test_alembic_command_line_from_the_repo_root(tmp_path: Path) -> None:
     db = tmp_path / "cli.db"
     alembic = Path(sys.executable).with_name("alembic")
-    subprocess.run([str(alembic), "-x", f"db={db}", "upgrade", "head"], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(alembic), "-x", f"db={db}", "upgrade", "head"], cwd=ROOT, check=True, capture_output=True
+    )
     with sqlite3.connect(db) as raw:
         assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
 
@@ -126,9 +128,7 @@ def test_two_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
     for attempt in range(4):
         path = str(tmp_path / f"race{attempt}.db")
         start_at = time.time() + 1.0
-        procs = [
-            SPAWN.Process(target=_open_and_write, args=(path, f"p{n}", start_at)) for n in range(2)
-        ]
+        procs = [SPAWN.Process(target=_open_and_write, args=(path, f"p{n}", start_at)) for n in range(2)]
         for proc in procs:
             proc.start()
         for proc in procs:
@@ -140,6 +140,7 @@ def test_two_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
 
 
 # -- refusing what must not be touched ---------------------------------------------------------
+
 
 async def test_unknown_revision_is_refused_and_untouched(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
@@ -158,7 +159,9 @@ async def test_unknown_revision_is_refused_and_untouched(tmp_path: Path) -> None
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("content", [b"not a database at all" * 100, os.urandom(8192)], ids=["text", "random"])
+@pytest.mark.parametrize(
+    "content", [b"not a database at all" * 100, os.urandom(8192)], ids=["text", "random"]
+)
 async def test_a_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "junk.db"
     path.write_bytes(content)
@@ -189,7 +192,9 @@ LEGACY = (
 )
 
 
-async def test_new_database_imports_legacy_json_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_new_database_imports_legacy_json_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "motia.state.json").write_bytes(LEGACY)
     with caplog.at_level(logging.INFO, logger="motia_state_sql"):
         async with SqliteStateAdapter(tmp_path / "motia.state.db") as store:
@@ -207,7 +212,7 @@ async def test_new_database_imports_legacy_json_once(tmp_path: Path, caplog: pyt
 async def test_corrupt_legacy_json_creates_nothing(tmp_path: Path) -> None:
     (tmp_path / "motia.state.json").write_bytes(b'{"orders:o-1": "{broken')
     store = SqliteStateAdapter(tmp_path / "motia.state.db")
-    with pytest.raises(SchemaError, match="motia.state.json"):
+    with pytest.raises(SchemaError, match=r"motia\.state\.json"):
         await store.get("orders", "o-1")
     await store.close()
     with sqlite3.connect(tmp_path / "motia.state.db") as raw:
@@ -218,6 +223,7 @@ async def test_corrupt_legacy_json_creates_nothing(tmp_path: Path) -> None:
 
 
 # -- settings ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("setting", "code"), [("NORMAL", 1), ("FULL", 2)])
 async def test_synchronous_setting(tmp_path: Path, setting: Any, code: int) -> None:
@@ -242,6 +248,7 @@ async def test_new_files_are_private_to_the_owner(tmp_path: Path) -> None:
 
 
 # -- locking and group commit ------------------------------------------------------------------
+
 
 async def test_write_lock_held_past_busy_timeout(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
@@ -398,11 +405,24 @@ async def test_cancelled_transaction_begin_leaves_no_lock(tmp_path: Path) -> Non
 
 # -- installed from a wheel --------------------------------------------------------------------
 
+
 def test_migrations_run_from_an_installed_wheel(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = dist.glob("motia_state_sql-*.whl")
     target = tmp_path / "venv"
@@ -410,11 +430,14 @@ def test_migrations_run_from_an_installed_wheel(tmp_path: Path) -> None:
     python = target / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, str(wheel)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     # Dependencies come from this test run's environment, appended after the wheel's folder
     # (a plain path line: the editable checkout's finder is not activated there).

@@ -58,9 +58,7 @@ WITH RECURSIVE g(id) AS (
 )
 SELECT id FROM g WHERE id IS NOT NULL
 """
-_UPSERT: Final = (
-    f"INSERT OR REPLACE INTO {TABLE} (group_id, key, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+_UPSERT: Final = f"INSERT OR REPLACE INTO {TABLE} (group_id, key, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _DELETE_ROW: Final = f"DELETE FROM {TABLE} WHERE group_id = ? AND key = ?"
 _DELETE_GROUP: Final = f"DELETE FROM {TABLE} WHERE group_id = ?"
 _PURGE: Final = (
@@ -141,8 +139,19 @@ class SqliteStateAdapter(StateAdapter):
     """State in one SQLite table keyed on ``(group_id, key)``, WAL mode, group commit."""
 
     __slots__ = (
-        "_flusher", "_last_purge", "_lock", "_open_lock", "_pending", "_reader", "_writer",
-        "busy_timeout", "file_mode", "import_legacy", "path", "purge_interval", "synchronous",
+        "_flusher",
+        "_last_purge",
+        "_lock",
+        "_open_lock",
+        "_pending",
+        "_reader",
+        "_writer",
+        "busy_timeout",
+        "file_mode",
+        "import_legacy",
+        "path",
+        "purge_interval",
+        "synchronous",
     )
 
     def __init__(
@@ -241,7 +250,9 @@ class SqliteStateAdapter(StateAdapter):
         if not writer:
             raw.execute("PRAGMA query_only = ON")
             return 0
-        legacy = None if self._memory or not self.import_legacy else Path(self.path).parent / "motia.state.json"
+        legacy = (
+            None if self._memory or not self.import_legacy else Path(self.path).parent / "motia.state.json"
+        )
         # The schema check comes first: a foreign or newer file must not be touched, and
         # switching to WAL writes to the file header.
         migrate.check(raw, self.path)
@@ -312,9 +323,7 @@ class SqliteStateAdapter(StateAdapter):
         rows = await self._query(_SELECT_LIVE_ROW, (group_id, key, now))
         return _row(rows[0]) if rows else None
 
-    async def _read_rows(
-        self, group_id: str | None, now: float, filters: list[Filter]
-    ) -> list[RowEntry]:
+    async def _read_rows(self, group_id: str | None, now: float, filters: list[Filter]) -> list[RowEntry]:
         sql, params = _rows_sql(group_id, now, filters)
         return [(g, k, Row(*rest)) for g, k, *rest in await self._query(sql, params)]
 

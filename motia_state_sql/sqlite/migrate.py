@@ -51,7 +51,8 @@ def current_revision(raw: sqlite3.Connection) -> tuple[str | None, set[str]]:
         sqlite3.DatabaseError: the file is not a database.
     """
     tables = {
-        name for (name,) in raw.execute(
+        name
+        for (name,) in raw.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
         )
     }
