@@ -369,7 +369,7 @@ async def test_many_writes_leave_no_temp_files(tmp_path: Path) -> None:
         assert await fresh.keys("tx") == ["0", "10", "20", "30"]
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o666])
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o666], ids=oct)
 async def test_existing_permission_bits_are_kept(tmp_path: Path, mode: int) -> None:
     path = state_file(tmp_path)
     async with FileStateAdapter(tmp_path, durable=False) as store:
