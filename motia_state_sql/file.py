@@ -63,6 +63,7 @@ def _parse(raw: bytes, path: Path) -> Entries:
                 f"{path}: entry {entry!r} holds {type(text).__name__}, expected the JSON text of a value"
             )
         try:
+            codec.check_name("group_id", group_id)
             codec.check_name("key", key, group_id)
             codec.check_encoded(text, group_id, key, max_bytes=2**62)
         except (InvalidKeyError, InvalidValueError) as exc:
@@ -70,17 +71,21 @@ def _parse(raw: bytes, path: Path) -> Entries:
     return data
 
 
-def read_motia_json(path: Path) -> list[tuple[str, str, str]]:
-    """Read a ``motia.state.json`` as ``(group_id, key, json_text)`` in file order.
-
-    Raises:
-        SchemaError: the file is not in Motia's format; it names the entry at fault.
-    """
+def _read(path: Path) -> Entries:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise SchemaError(f"cannot read {path}: {exc.strerror}") from None
-    return [(*entry.split(":", 1), text) for entry, text in _parse(raw, path).items()]  # type: ignore[misc]
+    return _parse(raw, path)
+
+
+def read_motia_json(path: Path) -> list[tuple[str, str, str]]:
+    """Read a ``motia.state.json`` as ``(group_id, key, json_text)`` in file order.
+
+    Raises:
+        SchemaError: the file is unreadable or not in Motia's format; it names the entry at fault.
+    """
+    return [(*entry.split(":", 1), text) for entry, text in _read(path).items()]  # type: ignore[misc]
 
 
 def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:
@@ -148,7 +153,7 @@ class FileStateAdapter(StateAdapter):
             return {}
         stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._cache is None or self._cache[0] != stamp:
-            self._cache = (stamp, _parse(self._file.read_bytes(), self._file))
+            self._cache = (stamp, _read(self._file))
         return self._cache[1]
 
     def _save(self, data: Entries) -> None:
