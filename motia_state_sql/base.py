@@ -8,6 +8,7 @@ overlay. A backend implements a handful of row primitives (``_read_row``, ``_rea
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from abc import ABC, abstractmethod
@@ -379,7 +380,7 @@ class StateTransaction(StateOperations):
     def _check_open(self) -> None:
         if self._done:
             raise StateError("this transaction has ended; start a new one")
-        self._adapter._check_open()
+        self._adapter._check_closed()
 
     def _check_group(self, group_id: object) -> str:
         return self._adapter._check_group(group_id)
@@ -437,6 +438,7 @@ class _TransactionContext:
     async def __aenter__(self) -> StateTransaction:
         self._adapter._check_open()
         self._tx = StateTransaction(self._adapter, await self._adapter._begin())
+        self._adapter._tx_owner = asyncio.current_task()
         return self._tx
 
     async def __aexit__(
@@ -446,13 +448,14 @@ class _TransactionContext:
         tb: TracebackType | None,
     ) -> None:
         assert self._tx is not None
+        self._adapter._tx_owner = None
         await self._tx._finish(commit=exc_type is None)
 
 
 class StateAdapter(StateOperations):
     """The abstract base every backend implements; an async context manager."""
 
-    __slots__ = ("_clock", "_closed", "max_value_bytes")
+    __slots__ = ("_clock", "_closed", "_tx_owner", "max_value_bytes")
 
     def __init__(
         self, *, max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, clock: Clock = time.time
@@ -462,10 +465,21 @@ class StateAdapter(StateOperations):
         self.max_value_bytes = max_value_bytes
         self._clock = clock
         self._closed = False
+        # The task inside ``async with transaction()``: it holds the write lock, so its own calls
+        # on the adapter would wait for themselves forever. They are refused instead.
+        self._tx_owner: asyncio.Task[Any] | None = None
 
-    def _check_open(self) -> None:
+    def _check_closed(self) -> None:
         if self._closed:
             raise StateError(f"{type(self).__name__} is closed")
+
+    def _check_open(self) -> None:
+        self._check_closed()
+        if self._tx_owner is not None and self._tx_owner is asyncio.current_task():
+            raise StateError(
+                "this task is inside a transaction of this adapter: call the transaction object "
+                "(`async with adapter.transaction() as tx: await tx.get(...)`), not the adapter"
+            )
 
     @abstractmethod
     async def _begin(self) -> TxStore:

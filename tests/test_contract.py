@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import math
@@ -578,3 +579,25 @@ async def test_conflict_inside_transaction_can_be_handled(store: StateAdapter) -
         await tx.set("g", "other", 3)
     assert await store.get("g", "k") == 1
     assert await store.get("g", "other") == 3
+
+
+async def test_adapter_calls_inside_its_own_transaction_are_refused(store: StateAdapter) -> None:
+    async with store.transaction() as tx:
+        for call in (store.set("g", "k", 1), store.get("g", "k"), store.clear("g"), store.list_groups()):
+            with pytest.raises(StateError, match="inside a transaction"):
+                await call
+        with pytest.raises(StateError, match="inside a transaction"):
+            async with store.transaction():
+                pass
+        await tx.set("g", "k", 2)
+    assert await store.get("g", "k") == 2
+
+
+async def test_other_tasks_wait_for_a_transaction(store: StateAdapter) -> None:
+    await store.set("g", "n", 0)
+    async with store.transaction() as tx:
+        writer = asyncio.create_task(store.update("g", "n", [increment(None, 1)]))
+        await asyncio.sleep(0.05)
+        assert not writer.done()
+        await tx.set("g", "n", 10)
+    assert (await writer).new_value == 11

@@ -263,7 +263,7 @@ class SqliteStateAdapter(StateAdapter):
     async def _connect(self) -> aiosqlite.Connection:
         if self._writer is not None:
             return self._writer
-        self._check_open()
+        self._check_closed()
         async with self._open_lock:
             if self._writer is not None:
                 return self._writer
