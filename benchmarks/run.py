@@ -147,7 +147,10 @@ async def run(quick: bool) -> list[Result]:
             write = base.set
             results.append(
                 await measure(
-                    f"raw-sqlite3-{sync.lower()}", "set x1", _sync_op(lambda i: write(f"k{i}", encoded)), n  # noqa: B023 - awaited here
+                    f"raw-sqlite3-{sync.lower()}",
+                    "set x1",
+                    _sync_op(lambda i: write(f"k{i}", encoded)),
+                    n,  # noqa: B023 - awaited here
                 )
             )
         read = raw["NORMAL"].get

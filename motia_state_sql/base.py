@@ -12,13 +12,13 @@ import asyncio
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, Self
 
 from . import codec
-from .errors import ConflictError, InvalidOperationError, StateError, UnsupportedError
+from .errors import ConflictError, InvalidOperationError, InvalidValueError, StateError, UnsupportedError
 from .ops import Filter, apply_update, check_filters, check_ops, matches
 
 __all__ = [
@@ -260,6 +260,32 @@ class StateOperations(ABC):
         await self._write(write, self._clock())
         return codec.decode(write.encoded)
 
+    async def set_json(
+        self,
+        group_id: str,
+        key: str,
+        text: str,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+    ) -> None:
+        """Store a value given as JSON text, kept byte for byte (import, export and copy use it).
+
+        Raises:
+            InvalidValueError: ``text`` is not JSON text of a storable value.
+            InvalidKeyError, ConflictError: as for ``set``.
+        """
+        write = self._checked("set", group_id, key, if_version, if_absent)
+        write.ttl = codec.check_ttl(ttl, write.group_id, write.key)
+        if type(text) is not str:
+            raise InvalidValueError(
+                f"JSON text for {write.group_id!r}/{write.key!r} must be a str, got {type(text).__name__}"
+            )
+        write.encoded = codec.check_encoded(text, write.group_id, write.key, self.max_value_bytes)
+        self._check_write_support(write)
+        await self._write(write, self._clock())
+
     async def get(self, group_id: str, key: str) -> Any:
         """The value at (group_id, key), or ``None`` when absent or expired."""
         item = await self.get_item(group_id, key)
@@ -336,6 +362,33 @@ class StateOperations(ABC):
         rows = await self._read_rows(group, self._clock(), checked)
         found = (_item(g, k, row) for g, k, row in rows)
         return [item for item in found if matches(item.value, checked)] if checked else list(found)
+
+    async def _read_batches(self, group_id: str | None, batch_size: int) -> AsyncIterator[list[RowEntry]]:
+        """Live rows in (group, key) order, a batch at a time; memory bounded by the largest group.
+
+        Backends that can page through the whole store (SQLite) override this.
+        """
+        groups = [group_id] if group_id is not None else await self._read_groups(self._clock())
+        for group in groups:
+            rows = await self._read_rows(group, self._clock(), [])
+            for start in range(0, len(rows), batch_size):
+                yield rows[start : start + batch_size]
+
+    async def iter_json(
+        self, group_id: str | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[tuple[str, str, str]]:
+        """Stream live items as ``(group_id, key, json_text)``, ordered by (group, key).
+
+        Reads ``batch_size`` items at a time, so exporting or copying a large store does not hold
+        it all in memory. Not a snapshot: writes made meanwhile may or may not be seen.
+        """
+        self._check_open()
+        group = None if group_id is None else self._check_group(group_id)
+        if type(batch_size) is not int or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        async for batch in self._read_batches(group, batch_size):
+            for g, k, row in batch:
+                yield g, k, row.value
 
 
 class TxStore(ABC):

@@ -601,3 +601,24 @@ async def test_other_tasks_wait_for_a_transaction(store: StateAdapter) -> None:
         assert not writer.done()
         await tx.set("g", "n", 10)
     assert (await writer).new_value == 11
+
+
+async def test_json_text_is_kept_verbatim_and_streamed_in_order(store: StateAdapter) -> None:
+    texts = {"b": '{"x":0.000001,"y":[1,2]}', "a": "1e+21", "c": '"caf\\u00e9"'}
+    for key, text in texts.items():
+        await store.set_json("g", key, text)
+    await store.set("h", "z", [1])
+    await store.set("f", "y", None)
+    assert await store.get("g", "b") == {"x": 1e-6, "y": [1, 2]}
+    assert await store.get("g", "c") == "café"
+    streamed = [row async for row in store.iter_json(batch_size=2)]
+    assert streamed == [("f", "y", "null"), *sorted(("g", k, t) for k, t in texts.items()), ("h", "z", "[1]")]
+    assert [row async for row in store.iter_json("g", batch_size=1)] == sorted(
+        ("g", k, t) for k, t in texts.items()
+    )
+    for bad in ("{broken", "NaN", "[1,]"):
+        with pytest.raises(InvalidValueError, match="'g'"):
+            await store.set_json("g", "bad", bad)
+    with pytest.raises(InvalidValueError):
+        await store.set_json("g", "bad", b"1")  # type: ignore[arg-type]
+    assert await store.get("g", "bad") is None

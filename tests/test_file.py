@@ -214,9 +214,7 @@ async def test_reads_a_file_written_by_motia(motia_folder: Path) -> None:
 async def test_writing_keeps_motia_entries_byte_for_byte(motia_folder: Path) -> None:
     async with FileStateAdapter(motia_folder, durable=False) as store:
         await store.set("new", "k", {"x": 1})
-        assert state_file(motia_folder).read_bytes() == MOTIA_FILE[:-2] + (
-            b',\n  "new:k": "{\\"x\\":1}"\n}'
-        )
+        assert state_file(motia_folder).read_bytes() == MOTIA_FILE[:-2] + (b',\n  "new:k": "{\\"x\\":1}"\n}')
         await store.delete("new", "k")
         assert state_file(motia_folder).read_bytes() == MOTIA_FILE
         await store.clear("order")
@@ -340,6 +338,7 @@ async def test_file_corrupted_after_use_is_not_served_from_memory(tmp_path: Path
 
 # -- 4. atomic writes ---------------------------------------------------------------------------
 
+
 async def test_many_writes_leave_no_temp_files(tmp_path: Path) -> None:
     async with FileStateAdapter(tmp_path, durable=True) as store:
         for i in range(40):
@@ -439,8 +438,13 @@ async def run_children(
     """Start every child, release them at once, and wait (running ``while_running`` meanwhile)."""
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", script, *argv,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-c",
+            script,
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for argv in argvs
     ]
@@ -498,6 +502,7 @@ async def test_transfers_from_two_processes_keep_the_total(tmp_path: Path) -> No
 
 
 # -- 6. what the format cannot hold -------------------------------------------------------------
+
 
 async def test_ttl_and_if_version_are_refused_and_write_nothing(
     tmp_path: Path, adapter: FileStateAdapter
@@ -599,6 +604,7 @@ async def test_get_item_has_no_version_or_times(adapter: FileStateAdapter) -> No
 
 
 # -- 7. update and transactions under the file lock --------------------------------------------
+
 
 async def test_transaction_lands_in_one_write(tmp_path: Path, adapter: FileStateAdapter) -> None:
     path = state_file(tmp_path)

@@ -619,8 +619,18 @@ def test_check_filters_accepts_every_operation() -> None:
     for operation in sorted(FILTER_OPERATIONS):
         assert flt("f", operation, "x")["operation"] == operation
     expected = {
-        "eq", "neq", "gt", "gte", "lt", "lte", "contains", "notContains", "startsWith", "endsWith",
-        "isNull", "isNotNull",
+        "eq",
+        "neq",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "contains",
+        "notContains",
+        "startsWith",
+        "endsWith",
+        "isNull",
+        "isNotNull",
     }
     assert expected == FILTER_OPERATIONS
 
@@ -700,7 +710,12 @@ def test_filter_field_reads_top_level_fields_only() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("1", 1), ("-1", -1), ("1.5", 1.5), ("1e3", 1000.0), (" 7 ", 7), ("-0", 0),
+        ("1", 1),
+        ("-1", -1),
+        ("1.5", 1.5),
+        ("1e3", 1000.0),
+        (" 7 ", 7),
+        ("-0", 0),
         ("9223372036854775807", INT64_MAX),
     ],
     ids=repr,
@@ -1127,8 +1142,25 @@ def test_check_ttl_refuses_int_too_large_for_float_with_invalid_key_error() -> N
 # codec.encode / decode: accepted values
 
 GOOD_VALUES: list[Any] = [
-    None, True, False, 0, -1, INT64_MAX, INT64_MIN, 0.0, -0.0, 1.5, 5e-324, 1.7976931348623157e308,
-    "", "text", "é中😀\x00\u2028", [], {}, [1, "a", None], {"": 1, "a": {"b": [True]}},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    INT64_MAX,
+    INT64_MIN,
+    0.0,
+    -0.0,
+    1.5,
+    5e-324,
+    1.7976931348623157e308,
+    "",
+    "text",
+    "é中😀\x00\u2028",
+    [],
+    {},
+    [1, "a", None],
+    {"": 1, "a": {"b": [True]}},
 ]
 
 
@@ -1366,8 +1398,10 @@ SCALARS = (
 )
 JSON_VALUES = st.recursive(
     SCALARS,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(alphabet=st.characters(exclude_categories=["Cs"])), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(alphabet=st.characters(exclude_categories=["Cs"])), children, max_size=5)
+    ),
     max_leaves=30,
 )
 

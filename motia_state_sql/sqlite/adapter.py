@@ -14,7 +14,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
@@ -332,6 +332,21 @@ class SqliteStateAdapter(StateAdapter):
 
     async def _read_groups(self, now: float) -> list[str]:
         return [group for (group,) in await self._query(_SELECT_GROUPS, (now, now))]
+
+    async def _read_batches(self, group_id: str | None, batch_size: int) -> AsyncIterator[list[RowEntry]]:
+        after: tuple[str, str] | None = None
+        while True:
+            now = self._clock()
+            where = f"{_SELECT_ROWS}{' AND group_id = ?' if group_id is not None else ''}"
+            params: list[Any] = [now] if group_id is None else [now, group_id]
+            if after is not None:
+                where += " AND (group_id, key) > (?, ?)"
+                params += after
+            rows = await self._query(f"{where} ORDER BY group_id, key LIMIT ?", [*params, batch_size])
+            if not rows:
+                return
+            yield [(g, k, Row(*rest)) for g, k, *rest in rows]
+            after = (rows[-1][0], rows[-1][1])
 
     # -- writes (group commit) ----------------------------------------------------------------
 
