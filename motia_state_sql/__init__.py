@@ -20,6 +20,7 @@ from .errors import (
 from .file import FileStateAdapter
 from .memory import MemoryStateAdapter
 from .ops import decrement, increment, merge, remove, set_op
+from .redis import RedisStateAdapter
 from .sqlite import SqliteStateAdapter
 from .url import open_state
 
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidOperationError",
     "InvalidValueError",
     "MemoryStateAdapter",
+    "RedisStateAdapter",
     "SchemaError",
     "SqliteStateAdapter",
     "StateAdapter",

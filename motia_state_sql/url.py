@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import StateAdapter
 from .errors import InvalidKeyError
+from .redis.adapter import redact
 
 __all__ = ["ENV_VAR", "open_state"]
 
@@ -23,6 +24,12 @@ def _bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _layout(text: str) -> str:
+    if text not in ("native", "motia"):
+        raise ValueError(f"expected native or motia, got {text!r}")
+    return text
 
 
 def _sync(text: str) -> str:
@@ -44,16 +51,49 @@ _PARAMETERS: Final[dict[str, dict[str, Callable[[str], Any]]]] = {
     },
     "memory": dict(_COMMON),
     "file": {**_COMMON, "lock_timeout": float, "durable": _bool},
+    "redis": {
+        **_COMMON,
+        "key_prefix": str,
+        "layout": _layout,
+        "cluster": _bool,
+        "socket_timeout": float,
+        "connect_timeout": float,
+    },
+}
+# Parameters left in the URL for redis-py itself to parse.
+_REDIS_OWN: Final = frozenset(
+    {
+        "db",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+        "health_check_interval",
+        "client_name",
+        "protocol",
+    }
+)
+_SCHEMES: Final = {
+    "sqlite": "sqlite",
+    "memory": "memory",
+    "file": "file",
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
 }
 
 
-def _options(scheme: str, query: str) -> dict[str, Any]:
+def _options(scheme: str, query: str, passthrough: frozenset[str] = frozenset()) -> dict[str, Any]:
     accepted = _PARAMETERS[scheme]
     options: dict[str, Any] = {}
     for name, text in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if name in passthrough:
+            continue
         if name not in accepted:
             raise InvalidKeyError(
-                f"unknown parameter {name!r} for {scheme}:// URLs; accepted: {sorted(accepted)}"
+                f"unknown parameter {name!r} for {scheme}:// URLs; "
+                f"accepted: {sorted([*accepted, *passthrough])}"
             )
         try:
             options[name] = accepted[name](text)
@@ -66,7 +106,8 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     """Build an adapter from ``url``, else ``$MOTIA_STATE_URL``, else the default SQLite file.
 
     Schemes: ``sqlite:///relative/path``, ``sqlite:////absolute/path``, ``sqlite:///:memory:``,
-    ``memory://``, ``file:///dir`` (Motia's ``motia.state.json`` in ``dir``). Keyword
+    ``memory://``, ``file:///dir`` (Motia's ``motia.state.json`` in ``dir``), ``redis://``,
+    ``rediss://`` and ``unix://`` (Redis; ``?layout=motia&key_prefix=...``). Keyword
     ``options`` are passed to the adapter and win over query parameters.
 
     Raises:
@@ -74,17 +115,26 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     """
     from .file import FileStateAdapter
     from .memory import MemoryStateAdapter
+    from .redis import RedisStateAdapter
     from .sqlite import DEFAULT_PATH, SqliteStateAdapter
 
     url = url or os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}"
     parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _PARAMETERS:
+    scheme = _SCHEMES.get(parts.scheme.lower(), "")
+    if not scheme:
         raise InvalidKeyError(
-            f"unknown state URL scheme {parts.scheme!r} in {url!r}; accepted: "
-            "sqlite:///path, sqlite:///:memory:, memory://, file:///dir"
+            f"unknown state URL scheme {parts.scheme!r} in {redact(url)!r}; accepted: "
+            "sqlite:///path, sqlite:///:memory:, memory://, file:///dir, redis://, rediss://, unix://"
         )
-    merged: Mapping[str, Any] = {**_options(scheme, parts.query), **options}
+    if scheme == "redis":
+        merged: Mapping[str, Any] = {**_options(scheme, parts.query, _REDIS_OWN), **options}
+        kept = [
+            (name, text)
+            for name, text in parse_qsl(parts.query, keep_blank_values=True)
+            if name in _REDIS_OWN
+        ]
+        return RedisStateAdapter(urlunsplit(parts._replace(query=urlencode(kept))), **merged)
+    merged = {**_options(scheme, parts.query), **options}
     path = unquote(parts.path)
     if scheme == "sqlite":
         if parts.netloc:
