@@ -114,6 +114,10 @@ class JsonFileStore:
         self.path.write_text(json.dumps(self.data, indent=2))
 
 
+def _raw_set(base: RawSqlite, encoded: str) -> Callable[[int], Awaitable[Any]]:
+    return _sync_op(lambda i: base.set(f"k{i}", encoded))
+
+
 def _sync_op(fn: Callable[[int], Any]) -> Callable[[int], Awaitable[Any]]:
     async def op(index: int) -> Any:
         return fn(index)
@@ -144,15 +148,7 @@ async def run(quick: bool) -> list[Result]:
         raw = {sync: RawSqlite(folder / f"raw-{sync}.db", sync) for sync in ("NORMAL", "FULL")}
         encoded = json.dumps(VALUE)
         for sync, base in raw.items():
-            write = base.set
-            results.append(
-                await measure(
-                    f"raw-sqlite3-{sync.lower()}",
-                    "set x1",
-                    _sync_op(lambda i: write(f"k{i}", encoded)),
-                    n,  # noqa: B023 - awaited here
-                )
-            )
+            results.append(await measure(f"raw-sqlite3-{sync.lower()}", "set x1", _raw_set(base, encoded), n))
         read = raw["NORMAL"].get
         results.append(
             await measure("raw-sqlite3-normal", "get x1", _sync_op(lambda i: read(f"k{i % n}")), n)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, Self
+from typing import Any, Final, Literal, NamedTuple, Self, TypeVar
 
 from . import codec
 from .errors import ConflictError, InvalidOperationError, InvalidValueError, StateError, UnsupportedError
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,6 +546,27 @@ class StateAdapter(StateOperations):
     def transaction(self) -> _TransactionContext:
         """``async with adapter.transaction() as tx``: all-or-nothing; an exception rolls back."""
         return _TransactionContext(self)
+
+    async def run_transaction(
+        self, work: Callable[[StateTransaction], Awaitable[T]], *, attempts: int = 10
+    ) -> T:
+        """Run ``work(tx)`` in a transaction, again (with a short random pause) on ``ConflictError``.
+
+        Only optimistic backends (Redis) raise conflicts at commit; locking ones run ``work``
+        once. ``work`` may run several times, so it should only touch state through ``tx``.
+
+        Raises:
+            ConflictError: still conflicting after ``attempts`` tries.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.transaction() as tx:
+                    return await work(tx)
+            except ConflictError:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         """Release the adapter's resources; closing twice is harmless."""

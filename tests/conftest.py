@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,12 @@ import pytest
 from motia_state_sql import (
     FileStateAdapter,
     MemoryStateAdapter,
+    RedisStateAdapter,
     SqliteStateAdapter,
     StateAdapter,
 )
+
+from .redis_server import RedisServer
 
 START = 1_800_000_000.0
 
@@ -33,10 +38,20 @@ class FakeClock:
 Factory = Callable[..., StateAdapter]
 
 
-def make_factory(backend: str, folder: Path, clock: FakeClock) -> Factory:
-    """A function building a fresh adapter of ``backend`` over the same storage each call."""
+def make_factory(backend: str, folder: Path, clock: FakeClock, redis_url: str = "") -> Factory:
+    """A function building a fresh adapter of ``backend`` over the same storage each call.
+
+    Redis adapters of one factory share a key prefix no other factory uses, so tests never see
+    each other's keys, even on an external server.
+    """
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
 
     def build(**options: object) -> StateAdapter:
+        if backend.startswith("redis-"):
+            layout = backend.removeprefix("redis-")
+            return RedisStateAdapter(
+                redis_url, key_prefix=prefix, layout=layout, clock=clock, **options  # type: ignore[arg-type]
+            )
         if backend == "memory":
             return MemoryStateAdapter(clock=clock, **options)  # type: ignore[arg-type]
         if backend == "sqlite-file":
@@ -50,7 +65,22 @@ def make_factory(backend: str, folder: Path, clock: FakeClock) -> Factory:
     return build
 
 
-BACKENDS = ["memory", "sqlite-file", "sqlite-memory", "file"]
+BACKENDS = ["memory", "sqlite-file", "sqlite-memory", "file", "redis-native", "redis-motia"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``$REDIS_URL`` when set, else a throwaway redis-server for the session."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.close()
 
 
 @pytest.fixture
@@ -64,8 +94,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def factory(backend: str, tmp_path: Path, clock: FakeClock) -> Factory:
-    return make_factory(backend, tmp_path, clock)
+def factory(backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest) -> Factory:
+    url = request.getfixturevalue("redis_url") if backend.startswith("redis-") else ""
+    return make_factory(backend, tmp_path, clock, url)
 
 
 @pytest.fixture
@@ -77,3 +108,13 @@ async def store(factory: Factory) -> AsyncIterator[StateAdapter]:
 def is_file(store: StateAdapter) -> bool:
     """The legacy JSON file cannot hold versions, TTLs or ':' in group ids (contract decision)."""
     return isinstance(store, FileStateAdapter)
+
+
+def is_motia_redis(store: StateAdapter) -> bool:
+    """Motia's Redis layout: versions identify content, no times, no ':' in group ids."""
+    return isinstance(store, RedisStateAdapter) and store.layout == "motia"
+
+
+def colon_groups(store: StateAdapter) -> bool:
+    """Whether group ids may hold ':' (not in Motia's two formats, which split on it)."""
+    return not (is_file(store) or is_motia_redis(store))

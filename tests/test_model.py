@@ -64,7 +64,7 @@ OPS = st.lists(
     min_size=1,
     max_size=3,
 )
-Entry = tuple[Any, float | None]  # value, expires_at
+Entry = tuple[Any, float | None, float]  # value, expires_at, created_at
 
 
 def _same_error(expected: type[BaseException] | None, got: BaseException | None) -> None:
@@ -75,9 +75,10 @@ def _same_error(expected: type[BaseException] | None, got: BaseException | None)
 
 
 class StoreMachine(RuleBasedStateMachine):
-    """One backend against a dict model ``{(group, key): (value, expires_at)}``."""
+    """One backend against a dict model ``{(group, key): (value, expires_at, created_at)}``."""
 
     backend = "memory"
+    redis_url = ""
     keys = Bundle("keys")
 
     def __init__(self) -> None:
@@ -85,9 +86,11 @@ class StoreMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.folder = Path(tempfile.mkdtemp(prefix="model-"))
         self.clock = FakeClock()
-        self.store: StateAdapter = make_factory(self.backend, self.folder, self.clock)()
+        self.store: StateAdapter = make_factory(self.backend, self.folder, self.clock, self.redis_url)()
         self.model: dict[tuple[str, str], Entry] = {}
         self.file = self.backend == "file"
+        self.motia = self.backend == "redis-motia"
+        self.times = self.backend not in ("file", "redis-motia")
 
     def run(self, call: Awaitable[T]) -> T:
         return self.loop.run_until_complete(call)
@@ -107,10 +110,17 @@ class StoreMachine(RuleBasedStateMachine):
 
     def live(self) -> dict[tuple[str, str], Any]:
         now = self.clock.now
-        return {gk: value for gk, (value, exp) in self.model.items() if exp is None or exp > now}
+        return {gk: value for gk, (value, exp, _) in self.model.items() if exp is None or exp > now}
+
+    def created(self, model: dict[tuple[str, str], Entry], gk: tuple[str, str]) -> float:
+        """A write keeps the creation time of a live key; an absent or expired one starts now."""
+        entry = model.get(gk)
+        if entry is not None and (entry[1] is None or entry[1] > self.clock.now):
+            return entry[2]
+        return self.clock.now
 
     def refused_group(self, group: str) -> type[StateError] | None:
-        return InvalidKeyError if self.file and ":" in group else None
+        return InvalidKeyError if (self.file or self.motia) and ":" in group else None
 
     # -- rules ---------------------------------------------------------------------------------
 
@@ -129,7 +139,8 @@ class StoreMachine(RuleBasedStateMachine):
         _same_error(expected, error)
         if error is None:
             assert result == value
-            self.model[group, key] = (copy.deepcopy(value), None if ttl is None else self.clock.now + ttl)
+            expires = None if ttl is None else self.clock.now + ttl
+            self.model[group, key] = (copy.deepcopy(value), expires, self.created(self.model, (group, key)))
 
     @rule(group=GROUPS, key=keys)
     def get(self, group: str, key: str) -> None:
@@ -174,7 +185,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert result.old_value == old
             assert result.new_value == new
             expires = self.model[group, key][1] if (group, key) in live else None
-            self.model[group, key] = (new, expires)
+            self.model[group, key] = (new, expires, self.created(self.model, (group, key)))
 
     @rule(group=GROUPS, key=keys, value=SCALARS, stale=st.booleans(), absent=st.booleans())
     def conditional_set(self, group: str, key: str, value: Any, stale: bool, absent: bool) -> None:
@@ -192,7 +203,7 @@ class StoreMachine(RuleBasedStateMachine):
             _, error = self.attempt(self.store.set(group, key, value, if_version=version))
         _same_error(expected, error)
         if error is None:
-            self.model[group, key] = (value, None)
+            self.model[group, key] = (value, None, self.created(self.model, (group, key)))
 
     @rule(seconds=st.sampled_from([0.5, 1, 3, 11]))
     def advance_clock(self, seconds: float) -> None:
@@ -220,7 +231,7 @@ class StoreMachine(RuleBasedStateMachine):
                         staged.pop((group, key), None)
                     else:
                         await tx.set(group, key, value)
-                        staged[group, key] = (value, None)
+                        staged[group, key] = (value, None, self.created(staged, (group, key)))
                     assert await tx.get(group, key) == value
                 if fail:
                     raise RuntimeError("roll back")
@@ -241,6 +252,8 @@ class StoreMachine(RuleBasedStateMachine):
         assert [(i.group_id, i.key, i.value) for i in items] == [
             (g, k, v) for (g, k), v in sorted(live.items())
         ]
+        if self.times:
+            assert [i.created_at for i in items] == [self.model[gk][2] for gk in sorted(live)]
         groups = sorted({g for g, _ in live})
         assert self.run(self.store.list_groups()) == groups
         for group in groups[:3]:
@@ -257,8 +270,10 @@ MACHINES = {
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_backend_agrees_with_dict_model(backend: str) -> None:
+def test_backend_agrees_with_dict_model(backend: str, request: pytest.FixtureRequest) -> None:
     machine: Any = MACHINES[backend]
+    if backend.startswith("redis-"):
+        machine.redis_url = request.getfixturevalue("redis_url")
     machine.TestCase.settings = settings(
         max_examples=60,
         stateful_step_count=30,
