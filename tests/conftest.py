@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from motia_state_sql import (
     StateAdapter,
 )
 
-from .redis_server import RedisServer
+from .redis_server import RedisCluster, RedisServer
 
 START = 1_800_000_000.0
 
@@ -47,11 +48,11 @@ def make_factory(backend: str, folder: Path, clock: FakeClock, redis_url: str = 
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
 
     def build(**options: object) -> StateAdapter:
-        if backend.startswith("redis-"):
-            layout = backend.removeprefix("redis-")
-            return RedisStateAdapter(
-                redis_url, key_prefix=prefix, layout=layout, clock=clock, **options  # type: ignore[arg-type]
-            )
+        if backend == "redis-cluster":
+            return RedisStateAdapter(redis_url, key_prefix=prefix, cluster=True, clock=clock, **options)  # type: ignore[arg-type]
+        if backend in ("redis-native", "redis-motia"):
+            layout: Any = backend.removeprefix("redis-")
+            return RedisStateAdapter(redis_url, key_prefix=prefix, layout=layout, clock=clock, **options)  # type: ignore[arg-type]
         if backend == "memory":
             return MemoryStateAdapter(clock=clock, **options)  # type: ignore[arg-type]
         if backend == "sqlite-file":
@@ -65,7 +66,8 @@ def make_factory(backend: str, folder: Path, clock: FakeClock, redis_url: str = 
     return build
 
 
-BACKENDS = ["memory", "sqlite-file", "sqlite-memory", "file", "redis-native", "redis-motia"]
+MODEL_BACKENDS = ["memory", "sqlite-file", "sqlite-memory", "file", "redis-native", "redis-motia"]
+BACKENDS = [*MODEL_BACKENDS, "redis-cluster"]
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +90,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A throwaway 3-node Redis Cluster on loopback ports for the session."""
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -95,7 +108,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def factory(backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest) -> Factory:
-    url = request.getfixturevalue("redis_url") if backend.startswith("redis-") else ""
+    url = ""
+    if backend == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+    elif backend.startswith("redis-"):
+        url = request.getfixturevalue("redis_url")
     return make_factory(backend, tmp_path, clock, url)
 
 
@@ -113,6 +130,10 @@ def is_file(store: StateAdapter) -> bool:
 def is_motia_redis(store: StateAdapter) -> bool:
     """Motia's Redis layout: versions identify content, no times, no ':' in group ids."""
     return isinstance(store, RedisStateAdapter) and store.layout == "motia"
+
+
+def is_cluster(store: StateAdapter) -> bool:
+    return isinstance(store, RedisStateAdapter) and store.cluster
 
 
 def colon_groups(store: StateAdapter) -> bool:

@@ -37,9 +37,24 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log"), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--logfile",
+                str(self.folder / "redis.log"),
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while True:
@@ -47,10 +62,10 @@ class RedisServer:
                 with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5) as client:
                     if client.ping():
                         return
+            except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):
+                return  # it answered: up, and asking for a password
             except redis.exceptions.ConnectionError:
                 pass
-            except redis.exceptions.ResponseError:  # e.g. AUTH required: it is up
-                return
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on port {self.port} did not start: {self.log()}")
             time.sleep(0.05)
@@ -72,3 +87,56 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RedisCluster:
+    """Three redis-server primaries on loopback ports, joined into a cluster by redis-cli."""
+
+    def __init__(self) -> None:
+        self.nodes = [
+            RedisServer(None, "--cluster-enabled", "yes", "--cluster-node-timeout", "5000") for _ in range(3)
+        ]
+        for node in self.nodes:
+            node.extra += ["--cluster-config-file", str(node.folder / "nodes.conf")]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed: `make test` installs redis-server with it")
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            states = []
+            for node in self.nodes:
+                with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1) as client:
+                    info = client.execute_command("CLUSTER", "INFO")
+                    text = info.decode() if isinstance(info, bytes) else str(info)
+                    states.append("cluster_state:ok" in text)
+            if all(states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis cluster did not become ready")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

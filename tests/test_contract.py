@@ -30,7 +30,7 @@ from motia_state_sql import (
     set_op,
 )
 
-from .conftest import Factory, FakeClock, colon_groups, is_file, is_motia_redis
+from .conftest import Factory, FakeClock, colon_groups, is_cluster, is_file, is_motia_redis
 
 # -- exact values ------------------------------------------------------------------------------
 
@@ -558,6 +558,24 @@ async def test_malformed_conditions(store: StateAdapter) -> None:
 # -- transactions ------------------------------------------------------------------------------
 
 
+async def test_transaction_across_cluster_slots_is_refused(store: StateAdapter) -> None:
+    await store.set("acct", "a", 100)
+    work = {"acct": 1, "new": 2}
+
+    async def write_both() -> None:
+        async with store.transaction() as tx:
+            for group, value in work.items():
+                await tx.set(group, "k", value)
+
+    if not is_cluster(store):
+        await write_both()
+        assert [await store.get(g, "k") for g in work] == [1, 2]
+        return
+    with pytest.raises(StateError, match="hash slots"):
+        await write_both()
+    assert [await store.get(g, "k") for g in work] == [None, None]
+
+
 async def test_transaction_commits_all(store: StateAdapter) -> None:
     await store.set("acct", "a", 100)
     await store.set("acct", "b", 0)
@@ -567,10 +585,9 @@ async def test_transaction_commits_all(store: StateAdapter) -> None:
         await tx.update("acct", "b", [set_op(None, 30)])
         assert await tx.get("acct", "a") == 70
         assert await tx.get_group("acct") == [70, 30]
-        await tx.set("new", "k", True)
-        assert await tx.list_groups() == ["acct", "new"]
-    assert await store.get_group("acct") == [70, 30]
-    assert await store.get("new", "k") is True
+        await tx.set("acct", "z", True)
+        assert await tx.keys("acct") == ["a", "b", "z"]
+    assert await store.get_group("acct") == [70, 30, True]
     with pytest.raises(StateError, match="ended"):
         await tx.get("acct", "a")
 

@@ -25,7 +25,7 @@ from motia_state_sql import (
 )
 from motia_state_sql.ops import apply_update, check_ops
 
-from .conftest import BACKENDS, FakeClock, make_factory
+from .conftest import MODEL_BACKENDS, FakeClock, make_factory
 
 T = TypeVar("T")
 
@@ -265,11 +265,11 @@ class StoreMachine(RuleBasedStateMachine):
 
 MACHINES = {
     backend: type(f"StoreMachine_{backend.replace('-', '_')}", (StoreMachine,), {"backend": backend})
-    for backend in BACKENDS
+    for backend in MODEL_BACKENDS
 }
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", MODEL_BACKENDS)
 def test_backend_agrees_with_dict_model(backend: str, request: pytest.FixtureRequest) -> None:
     machine: Any = MACHINES[backend]
     if backend.startswith("redis-"):

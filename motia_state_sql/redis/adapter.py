@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from .. import codec
@@ -539,6 +540,11 @@ class _RedisTx(TxStore):
                 ]
         if not keys:
             return 1
+        if self._adapter.cluster and len({key_slot(name.encode()) for name in keys}) > 1:
+            raise StateError(
+                f"this transaction spans groups in different Redis Cluster hash slots ({sorted(index)}); "
+                "on a cluster a transaction must stay within one group; nothing was applied"
+            )
         return await self._adapter._run(scripts.NATIVE_COMMIT, keys, args)
 
     async def _commit_motia(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> Any:
