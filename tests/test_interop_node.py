@@ -10,7 +10,6 @@ import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ SCRIPT = Path(__file__).resolve().parent / "node" / "interop.mjs"
 
 
 @pytest.fixture(scope="session")
-def node_dir() -> Iterator[Path]:
+def node_dir() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are not installed: the Node interop tests need them (see README)")
@@ -40,7 +39,7 @@ def node_dir() -> Iterator[Path]:
         )
         stamp.write_text(PACKAGE)
     shutil.copy(SCRIPT, target / SCRIPT.name)
-    yield target
+    return target
 
 
 def node(folder: Path, url: str, prefix: str, command: str, payload: Any) -> Any:
