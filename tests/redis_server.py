@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -12,10 +13,23 @@ from pathlib import Path
 import redis
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(cluster: bool = False) -> int:
+    """A free loopback port; for a cluster node also its bus port (+10000), so at most 55535."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randint(20000, 45000)
+        if _bindable(port) and (not cluster or _bindable(port + 10000)):
+            return port
+    raise RuntimeError("no free loopback port found")
 
 
 class RedisServer:
@@ -94,7 +108,8 @@ class RedisCluster:
 
     def __init__(self) -> None:
         self.nodes = [
-            RedisServer(None, "--cluster-enabled", "yes", "--cluster-node-timeout", "5000") for _ in range(3)
+            RedisServer(free_port(cluster=True), "--cluster-enabled", "yes", "--cluster-node-timeout", "5000")
+            for _ in range(3)
         ]
         for node in self.nodes:
             node.extra += ["--cluster-config-file", str(node.folder / "nodes.conf")]
