@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from motia_state_sql import (
+    ConflictError,
     InvalidKeyError,
     RedisStateAdapter,
     StoreUnavailableError,
@@ -306,3 +307,38 @@ async def test_processes_lose_no_update(redis_url: str, layout: Any) -> None:
         assert proc.exitcode == 0
     async with RedisStateAdapter(redis_url, key_prefix=prefix, layout=layout) as store:
         assert await store.get("c", "k") == {"n": 2000}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_commit_checks_every_read(redis_url: str, layout: Any) -> None:
+    prefix = _prefix()
+    async with (
+        RedisStateAdapter(redis_url, key_prefix=prefix, layout=layout) as store,
+        RedisStateAdapter(redis_url, key_prefix=prefix, layout=layout) as other,
+    ):
+        await store.set("g", "a", 1)
+        changes = [
+            other.set("g", "new", 1),  # a key appears in a group the transaction listed
+            other.delete("g", "new"),  # ... or disappears from it
+            other.set("g", "a", 2),  # a listed value changes
+            other.set("absent", "k", 1),  # a key read as absent appears
+        ]
+
+        async def interfered(change: Coroutine[Any, Any, Any]) -> None:
+            async with store.transaction() as tx:
+                await tx.get_group("g")
+                await tx.get("absent", "k")
+                await tx.set("out", "k", "written")
+                await tx.clear("g2")
+                await change
+
+        for change in changes:
+            with pytest.raises(ConflictError, match="nothing of it was applied"):
+                await interfered(change)
+            assert await store.get("out", "k") is None
+            await store.delete("absent", "k")
+        # without interference the same transaction commits
+        async with store.transaction() as tx:
+            await tx.get_group("g")
+            await tx.set("out", "k", "written")
+        assert await store.get("out", "k") == "written"
