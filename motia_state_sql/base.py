@@ -32,6 +32,7 @@ __all__ = [
     "StateTransaction",
     "TxStore",
     "UpdateResult",
+    "WriteResult",
     "Write",
     "new_version",
     "plan_write",
@@ -154,6 +155,9 @@ def _item(group_id: str, key: str, row: Row) -> StateItem:
 
 
 RowEntry = tuple[str, str, Row]
+#: What ``_write`` reports: ``(plan, current)``; ``None`` for an unconditional set whose backend
+#: wrote it without reading the row before (``set`` needs neither).
+WriteResult = tuple[Row | None | _Unchanged, Row | None] | None
 
 
 class StateOperations(ABC):
@@ -178,10 +182,10 @@ class StateOperations(ABC):
         """
 
     @abstractmethod
-    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+    async def _write(self, write: Write, now: float) -> WriteResult:
         """Atomically plan ``write`` against the current live row and persist the plan.
 
-        Returns ``(plan, current)``.
+        Returns ``(plan, current)``; an unconditional set may return ``None`` instead.
         """
 
     @abstractmethod
@@ -307,7 +311,9 @@ class StateOperations(ABC):
         """Remove the item and return its value, or ``None`` when it was absent."""
         write = self._checked("delete", group_id, key, if_version, if_absent)
         self._check_write_support(write)
-        _, current = await self._write(write, self._clock())
+        result = await self._write(write, self._clock())
+        assert result is not None
+        current = result[1]
         return None if current is None else codec.decode(current.value)
 
     async def update(
@@ -328,7 +334,9 @@ class StateOperations(ABC):
         write = self._checked("update", group_id, key, if_version, if_absent)
         write.ops = check_ops(ops)
         self._check_write_support(write)
-        new, current = await self._write(write, self._clock())
+        result = await self._write(write, self._clock())
+        assert result is not None
+        new, current = result
         assert isinstance(new, Row)
         old = None if current is None else codec.decode(current.value)
         return UpdateResult(old, codec.decode(new.value))

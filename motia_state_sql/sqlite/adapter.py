@@ -1,10 +1,19 @@
 """SqliteStateAdapter: the default store, SQLite in WAL mode through aiosqlite.
 
-Two connections, each with its own aiosqlite thread: a writer and a reader (one shared
-connection for ``:memory:``). Writes queue up on the event loop and a flusher hands each batch
-to the writer thread in one call: ``BEGIN IMMEDIATE``, every write of the batch, ``COMMIT``
-(group commit). A failed condition or bad op fails only its own write. Reads are one call to the
-reader thread each and see committed data only (WAL lets them run beside the writer).
+Connections: a writer and a reader, each with its own aiosqlite thread, plus a "fast" reader
+used on the event loop itself (one shared connection for ``:memory:``).
+
+Writes queue up on the event loop; a flusher takes everything queued in one loop turn as a batch
+and runs it as one transaction: ``BEGIN IMMEDIATE``, every write, ``COMMIT`` (group commit). A
+failed condition or bad op fails only its own write. With ``synchronous="NORMAL"`` a commit never
+waits for the disk, so the batch runs right on the loop, trying the write lock without waiting;
+when another process holds the lock, or with ``FULL`` (a commit waits for fsync), the batch goes
+to the writer thread in one call and waits there (busy timeout), never blocking the loop. WAL
+checkpoints run on the writer thread, off the loop, every few thousand writes.
+
+Point reads and small results are read on the loop through the fast reader (a few microseconds,
+no thread hop); a busy database or a large result goes to the reader thread. Every read sees
+committed data only (WAL lets readers run beside the writer).
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from ..base import (
     StateAdapter,
     TxStore,
     Write,
-    _Unchanged,
+    WriteResult,
+    new_version,
     plan_write,
 )
 from ..errors import SchemaError, StateError, StoreUnavailableError
@@ -59,6 +69,20 @@ WITH RECURSIVE g(id) AS (
 SELECT id FROM g WHERE id IS NOT NULL
 """
 _UPSERT: Final = f"INSERT OR REPLACE INTO {TABLE} (group_id, key, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+# An unconditional set in one statement: the version and creation time continue a live row and
+# start afresh over an absent or expired one, as ``plan_write`` decides for every other write
+# (the state machine tests hold both paths to the same model).
+_SET: Final = f"""
+INSERT INTO {TABLE} (group_id, key, {_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+ON CONFLICT (group_id, key) DO UPDATE SET
+  value = excluded.value,
+  version = CASE WHEN {TABLE}.expires_at IS NULL OR {TABLE}.expires_at > ?5
+                 THEN {TABLE}.version + 1 ELSE excluded.version END,
+  created_at = CASE WHEN {TABLE}.expires_at IS NULL OR {TABLE}.expires_at > ?5
+                    THEN {TABLE}.created_at ELSE excluded.created_at END,
+  updated_at = excluded.updated_at,
+  expires_at = excluded.expires_at
+"""
 _DELETE_ROW: Final = f"DELETE FROM {TABLE} WHERE group_id = ? AND key = ?"
 _DELETE_GROUP: Final = f"DELETE FROM {TABLE} WHERE group_id = ?"
 _PURGE: Final = (
@@ -66,6 +90,10 @@ _PURGE: Final = (
     "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)"
 )
 _PURGE_BATCH = 1000
+#: Results up to this many rows are read on the loop; larger ones on the reader thread.
+_INLINE_ROWS = 256
+#: Rows written between WAL checkpoints (run on the writer thread) when commits run on the loop.
+_CHECKPOINT_EVERY = 1000
 
 # SQLite primary result codes (the low byte of sqlite_errorcode).
 _BUSY, _LOCKED, _CORRUPT, _FULL, _NOTADB = 5, 6, 11, 13, 26
@@ -75,6 +103,10 @@ Job = tuple[Literal["write"], Write, float] | tuple[Literal["clear"], str, float
 
 def _row(values: Any) -> Row:
     return Row(*values)
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in (_BUSY, _LOCKED)
 
 
 def _persist(raw: sqlite3.Connection, group_id: str, key: str, row: Row | None) -> None:
@@ -139,11 +171,17 @@ class SqliteStateAdapter(StateAdapter):
     """State in one SQLite table keyed on ``(group_id, key)``, WAL mode, group commit."""
 
     __slots__ = (
+        "_checkpoint",
+        "_dirty",
+        "_fast",
+        "_flush_soon",
         "_flusher",
+        "_inline",
         "_last_purge",
         "_lock",
         "_open_lock",
         "_pending",
+        "_raw",
         "_reader",
         "_writer",
         "busy_timeout",
@@ -193,11 +231,18 @@ class SqliteStateAdapter(StateAdapter):
         self.purge_interval = purge_interval
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._raw: sqlite3.Connection | None = None  # the writer's own sqlite3 connection
+        self._fast: sqlite3.Connection | None = None  # reads on the loop (file databases)
+        # Commits that never wait for the disk run on the loop (see the module docstring).
+        self._inline = synchronous == "NORMAL" or self.path == ":memory:"
+        self._dirty = 0
+        self._checkpoint: asyncio.Task[None] | None = None
         self._open_lock = asyncio.Lock()
         # Held by each group-commit batch and for a whole transaction: one writer at a time.
         self._lock = asyncio.Lock()
         self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._flush_soon = False
         self._last_purge = float("-inf")
 
     def __repr__(self) -> str:
@@ -245,8 +290,12 @@ class SqliteStateAdapter(StateAdapter):
                 await task
             raise
 
+    def _wait_for_lock(self, raw: sqlite3.Connection, wait: bool) -> None:
+        """Writes on the loop must never wait for the lock; writes on the thread wait up to busy_timeout."""
+        raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000) if wait else 0}")
+
     def _setup(self, raw: sqlite3.Connection, writer: bool) -> int:
-        raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        self._wait_for_lock(raw, True)
         if not writer:
             raw.execute("PRAGMA query_only = ON")
             return 0
@@ -258,7 +307,12 @@ class SqliteStateAdapter(StateAdapter):
         migrate.check(raw, self.path)
         raw.execute("PRAGMA journal_mode = WAL")
         raw.execute(f"PRAGMA synchronous = {self.synchronous}")
-        return migrate.prepare(raw, self.path, legacy, self._clock())
+        imported = migrate.prepare(raw, self.path, legacy, self._clock())
+        if self._inline:
+            # Checkpoints would run inside a commit, on the loop: run them on the reader thread.
+            raw.execute("PRAGMA wal_autocheckpoint = 0")
+            self._wait_for_lock(raw, False)
+        return imported
 
     async def _connect(self) -> aiosqlite.Connection:
         if self._writer is not None:
@@ -273,21 +327,32 @@ class SqliteStateAdapter(StateAdapter):
                 with contextlib.suppress(FileExistsError):
                     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, self.file_mode))
             writer = await self._open_connection()
+            reader: aiosqlite.Connection | None = None
             try:
                 await self._call(writer, self._setup, True)
                 reader = writer
                 if not self._memory:
                     reader = await self._open_connection()
                     await self._call(reader, self._setup, False)
+                    fast = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+                    fast.execute("PRAGMA query_only = ON")
+                    self._fast = fast
             except BaseException:
+                if reader is not None and reader is not writer:
+                    await reader.close()
                 await writer.close()
                 raise
+            self._raw = writer._conn
             self._reader, self._writer = reader, writer
             return writer
 
     async def _open_connection(self) -> aiosqlite.Connection:
         try:
-            return await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+            # check_same_thread=False: the loop uses the writer directly while holding ``_lock``,
+            # when nothing is queued on its thread.
+            return await aiosqlite.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
@@ -296,11 +361,16 @@ class SqliteStateAdapter(StateAdapter):
         return self
 
     async def _close(self) -> None:
-        if self._flusher is not None:
-            with contextlib.suppress(BaseException):
-                await self._flusher
+        for task in (self._flusher, self._checkpoint):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         reader, writer = self._reader, self._writer
         self._reader = self._writer = None
+        self._raw = None
         if reader is not None and reader is not writer:
             await reader.close()
         if writer is not None:
@@ -309,12 +379,25 @@ class SqliteStateAdapter(StateAdapter):
     # -- reads --------------------------------------------------------------------------------
 
     async def _query(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
-        await self._connect()
+        if self._reader is None:
+            await self._connect()
         assert self._reader is not None
         try:
             if self._memory:  # one connection: wait out open transactions, read committed only
                 async with self._lock:
-                    return list(await self._reader.execute_fetchall(sql, params))
+                    assert self._raw is not None
+                    return self._raw.execute(sql, params).fetchall()
+            if self._fast is not None:
+                try:
+                    cursor = self._fast.execute(sql, params)
+                    rows = cursor.fetchmany(_INLINE_ROWS + 1)
+                    cursor.close()
+                    if len(rows) <= _INLINE_ROWS:
+                        return rows
+                    # large: read it whole, as one snapshot, on the reader thread
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc):
+                        raise
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
@@ -350,39 +433,59 @@ class SqliteStateAdapter(StateAdapter):
 
     # -- writes (group commit) ----------------------------------------------------------------
 
-    async def _submit(self, job: Job) -> Any:
-        writer = await self._connect()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    def _submit(self, writer: aiosqlite.Connection, job: Job) -> asyncio.Future[Any]:
+        """Queue ``job`` for the next batch; the future resolves once its batch committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((job, future))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush(writer))
-        return await future
+        if self._flusher is None and not self._flush_soon:
+            # Run after every coroutine ready in this loop turn has queued its write: one batch.
+            self._flush_soon = True
+            loop.call_soon(self._flush_now, writer)
+        return future
+
+    def _take(self) -> list[tuple[Job, asyncio.Future[Any]]]:
+        batch, self._pending = self._pending, []
+        # A caller cancelled before its batch started is dropped: nothing written.
+        return [(job, future) for job, future in batch if not future.done()]
+
+    def _flush_now(self, writer: aiosqlite.Connection) -> None:
+        """Loop callback: run the queued batch right here when the lock is free, else in a task."""
+        self._flush_soon = False
+        if self._flusher is not None:
+            return  # the flusher task takes the queue
+        if self._inline and not self._lock.locked():
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                results = self._inline_batch([job for job, _ in batch])
+            except BaseException as exc:
+                _deliver_error(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            if results is not None:
+                _deliver(batch, results)
+                return
+            self._pending[:0] = batch  # another process holds the lock: wait for it on the thread
+        self._flusher = asyncio.get_running_loop().create_task(self._flush(writer))
 
     async def _flush(self, writer: aiosqlite.Connection) -> None:
         try:
             while self._pending:
-                batch, self._pending = self._pending, []
-                # A caller cancelled before its batch started is dropped: nothing written.
-                batch = [(job, future) for job, future in batch if not future.done()]
+                batch = self._take()
                 if not batch:
                     continue
                 try:
                     async with self._lock:
-                        results = await self._call(writer, self._apply_batch, [job for job, _ in batch])
+                        results = await self._run_batch(writer, [job for job, _ in batch])
                 except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(_copy_error(exc))
+                    _deliver_error(batch, exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, StateError):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                _deliver(batch, results)
         finally:
             self._flusher = None
             for _, future in self._pending:
@@ -390,8 +493,58 @@ class SqliteStateAdapter(StateAdapter):
                     future.set_exception(StateError("the write was abandoned: its flusher stopped"))
             self._pending.clear()
 
+    def _inline_batch(self, jobs: list[Job]) -> list[Any] | None:
+        """Run a batch on the loop; ``None`` when another process holds the write lock."""
+        assert self._raw is not None
+        try:
+            results = self._apply_batch(self._raw, jobs)
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                return None
+            raise self._translate(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        self._dirty += len(jobs)
+        if self._dirty >= _CHECKPOINT_EVERY and self._checkpoint is None and not self._memory:
+            self._dirty = 0
+            self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+        return results
+
+    async def _run_batch(self, writer: aiosqlite.Connection, jobs: list[Job]) -> list[Any]:
+        """With ``_lock`` held: on the loop if the write lock is free at once, else on the writer thread."""
+        results = self._inline_batch(jobs) if self._inline else None
+        if results is None:
+            results = await self._call(writer, self._apply_batch_waiting, jobs)
+        return results
+
+    async def _run_checkpoint(self) -> None:
+        """Checkpoint the WAL on the writer thread, holding our write lock.
+
+        Holding the lock lets the checkpoint finish (no new frames are appended meanwhile), so
+        the next commit starts the WAL over instead of growing it; queued writes wait, the loop
+        does not.
+        """
+        try:
+            async with self._lock:
+                if self._writer is not None:
+                    await self._call(self._writer, _execute, "PRAGMA wal_checkpoint(PASSIVE)")
+        except StateError:
+            pass  # another process is checkpointing: a later checkpoint catches up
+        finally:
+            self._checkpoint = None
+
+    def _apply_batch_waiting(self, raw: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
+        """On the writer thread: wait for the write lock up to busy_timeout, then run the batch."""
+        if not self._inline:
+            return self._apply_batch(raw, jobs)
+        self._wait_for_lock(raw, True)
+        try:
+            return self._apply_batch(raw, jobs)
+        finally:
+            self._wait_for_lock(raw, False)
+
     def _apply_batch(self, raw: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
-        """On the writer thread: one transaction for the whole batch."""
+        """One transaction for the whole batch (on the loop or on the writer thread)."""
         raw.execute("BEGIN IMMEDIATE")
         try:
             results: list[Any] = []
@@ -417,6 +570,10 @@ class SqliteStateAdapter(StateAdapter):
             raw.execute(_DELETE_GROUP, (job[1],))
             return None
         _, write, now = job
+        if write.kind == "set" and write.if_version is None and not write.if_absent:
+            expires_at = now + write.ttl if write.ttl is not None else None
+            raw.execute(_SET, (write.group_id, write.key, write.encoded, new_version(None), now, expires_at))
+            return None
         found = raw.execute(_SELECT_ROW, (write.group_id, write.key)).fetchone()
         current = _row(found) if found is not None else None
         if current is not None and not current.live(now):
@@ -426,11 +583,13 @@ class SqliteStateAdapter(StateAdapter):
             _persist(raw, write.group_id, write.key, plan)  # type: ignore[arg-type]
         return plan, current
 
-    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
-        return cast(tuple[Row | None | _Unchanged, Row | None], await self._submit(("write", write, now)))
+    async def _write(self, write: Write, now: float) -> WriteResult:
+        writer = self._writer or await self._connect()
+        return cast(WriteResult, await self._submit(writer, ("write", write, now)))
 
     async def _clear(self, group_id: str, now: float) -> None:
-        await self._submit(("clear", group_id, now))
+        writer = self._writer or await self._connect()
+        await self._submit(writer, ("clear", group_id, now))
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -438,7 +597,16 @@ class SqliteStateAdapter(StateAdapter):
         writer = await self._connect()
         await self._lock.acquire()
         try:
-            await self._call_to_end(writer, _execute, "BEGIN IMMEDIATE")
+            if self._inline:
+                assert self._raw is not None
+                try:
+                    self._raw.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc):
+                        raise self._translate(exc) from exc
+                    await self._call_to_end(writer, self._begin_waiting)
+            else:
+                await self._call_to_end(writer, _execute, "BEGIN IMMEDIATE")
         except BaseException:
             # Failed, or cancelled after BEGIN ran: leave no transaction and no lock behind.
             with contextlib.suppress(BaseException):
@@ -446,6 +614,23 @@ class SqliteStateAdapter(StateAdapter):
             self._lock.release()
             raise
         return _SqliteTx(self, writer)
+
+    def _begin_waiting(self, raw: sqlite3.Connection) -> None:
+        self._wait_for_lock(raw, True)
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        finally:
+            self._wait_for_lock(raw, False)
+
+    async def _on_writer(self, writer: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(raw, *args)`` with ``_lock`` held: on the loop when commits do not wait for disk."""
+        if self._inline:
+            assert self._raw is not None
+            try:
+                return fn(self._raw, *args)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+        return await self._call_to_end(writer, fn, *args)
 
 
 def _execute(raw: sqlite3.Connection, sql: str) -> None:
@@ -468,6 +653,22 @@ def _rows_sql(group_id: str | None, now: float, filters: list[Filter]) -> tuple[
     return f"{_SELECT_ROWS} AND group_id = ?{where} ORDER BY key", [now, group_id, *params]
 
 
+def _deliver(batch: list[tuple[Job, asyncio.Future[Any]]], results: list[Any]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, StateError):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def _deliver_error(batch: list[tuple[Job, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(_copy_error(exc))
+
+
 def _copy_error(exc: BaseException) -> BaseException:
     """A fresh exception per waiting caller, so tracebacks do not pile onto one object."""
     if isinstance(exc, StateError):
@@ -486,12 +687,12 @@ class _SqliteTx(TxStore):
         self._released = False
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
-        rows = await self._adapter._call(self._writer, _fetch, _SELECT_LIVE_ROW, (group_id, key, now))
+        rows = await self._adapter._on_writer(self._writer, _fetch, _SELECT_LIVE_ROW, (group_id, key, now))
         return _row(rows[0]) if rows else None
 
     async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
         sql, params = _rows_sql(group_id, now, [])
-        rows = await self._adapter._call(self._writer, _fetch, sql, params)
+        rows = await self._adapter._on_writer(self._writer, _fetch, sql, params)
         return [(g, k, Row(*rest)) for g, k, *rest in rows]
 
     async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
@@ -507,13 +708,13 @@ class _SqliteTx(TxStore):
                 raise
 
         try:
-            await self._adapter._call_to_end(self._writer, apply)
+            await self._adapter._on_writer(self._writer, apply)
         finally:
             self._release()
 
     async def rollback(self) -> None:
         try:
-            await self._adapter._call_to_end(self._writer, _rollback_if_open)
+            await self._adapter._on_writer(self._writer, _rollback_if_open)
         finally:
             self._release()
 
