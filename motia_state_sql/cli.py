@@ -1,0 +1,753 @@
+"""The ``motia-state`` command line: inspect state, migrate SQLite schemas, import, export, copy.
+
+Every command takes ``--url`` (else ``$MOTIA_STATE_URL``, else ``.motia/motia.state.db``), prints
+rich tables for people and ``--json`` for scripts, and turns the package's errors into one line
+on stderr with a documented exit code (``EXIT_CODES``). Reference: ``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import click
+import orjson
+
+from . import __version__
+from .base import StateAdapter, StateItem
+from .cli_io import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    FORMATS,
+    CliError,
+    NotFoundError,
+    ProgressBar,
+    UnavailableError,
+    copy_items,
+    count_items,
+    export_items,
+    format_of,
+    from_state_error,
+    import_items,
+    not_found,
+    parse_json,
+    peek,
+    plural,
+    read_import_file,
+)
+from .errors import SchemaError, StateError
+from .file import FILE_NAME, FileStateAdapter
+from .memory import MemoryStateAdapter
+from .sqlite import DEFAULT_PATH, SqliteStateAdapter
+from .url import ENV_VAR, open_state
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CODES",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "CliError",
+    "NotFoundError",
+    "UnavailableError",
+    "main",
+]
+
+T = TypeVar("T")
+
+_DEFAULT_URL: Final = f"sqlite:///{DEFAULT_PATH}"
+_URL_HELP: Final = (
+    f"The store, as a URL open_state accepts (sqlite:///PATH, file:///DIR, ...). "
+    f"Default: ${ENV_VAR}, else {_DEFAULT_URL}."
+)
+
+
+class _Group(click.Group):
+    """Maps the package's errors, and OS errors on the files it was given, to one-line messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StateError as exc:
+            raise from_state_error(exc) from None
+        except BrokenPipeError:
+            raise  # click ends quietly when a reader such as `head` goes away
+        except OSError as exc:  # a file named on the command line: "PATH: No such file or directory"
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise CliError(f"{where}{exc.strerror or exc}") from None
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(work)
+
+
+# -- opening stores ---------------------------------------------------------------------------
+
+
+def _location(adapter: StateAdapter) -> Path | None:
+    """The file holding the store, or ``None`` when it lives elsewhere (memory, a server)."""
+    if isinstance(adapter, SqliteStateAdapter) and adapter.path != ":memory:":
+        return Path(adapter.path)
+    if isinstance(adapter, FileStateAdapter):
+        return adapter.path / FILE_NAME
+    return None
+
+
+def _shown(url: str) -> str:
+    """``url`` as it may be printed: a password in it (Redis URLs) is replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _label(url: str | None) -> str:
+    """The store a command works on, as it may be printed."""
+    return _shown(url or os.environ.get(ENV_VAR) or _DEFAULT_URL)
+
+
+def _same_store(source: StateAdapter, target: StateAdapter, source_url: str, target_url: str) -> bool:
+    here, there = _location(source), _location(target)
+    if here is not None and there is not None:
+        return here.resolve() == there.resolve()
+    in_process = isinstance(source, MemoryStateAdapter) or (
+        isinstance(source, SqliteStateAdapter) and source.path == ":memory:"
+    )
+    return source_url == target_url and not in_process
+
+
+def _adapter(url: str | None, *, only_given: bool = False) -> StateAdapter:
+    """An adapter for ``url``, not yet connected.
+
+    ``only_given``: a new SQLite database takes only what the command writes, not also the
+    ``motia.state.json`` lying beside it (the adapter's one-time legacy import).
+    """
+    adapter = open_state(url)
+    if only_given and isinstance(adapter, SqliteStateAdapter) and adapter.import_legacy:
+        return open_state(url, import_legacy=False)  # the first one never connected: nothing to close
+    return adapter
+
+
+@contextlib.asynccontextmanager
+async def _entered(adapter: StateAdapter, url: str | None, *, create: bool) -> AsyncIterator[StateAdapter]:
+    """Open ``adapter``; unless ``create``, a store file that does not exist is not found."""
+    try:
+        where = _location(adapter)
+        if not create and where is not None and not where.exists():
+            hint = "" if url else f" (give --url or set ${ENV_VAR})"
+            not_found(f"no state store at {where}{hint}")
+        async with adapter:
+            yield adapter
+    finally:
+        await adapter.close()
+
+
+def _opened(
+    url: str | None, *, create: bool, only_given: bool = False
+) -> contextlib.AbstractAsyncContextManager[StateAdapter]:
+    """Open the store at ``url`` (see ``_adapter`` and ``_entered``)."""
+    return _entered(_adapter(url, only_given=only_given), url, create=create)
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _dumps(value: Any, *, pretty: bool = False) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0).decode()
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(_dumps(value))
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> None:
+    """Print a rich table on stdout (plain text when it is not a terminal)."""
+    if not rows:
+        click.echo(empty)
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, highlight=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        # Text cells: a value holding "[bold]" is shown as written, never read as markup.
+        table.add_row(*(Text(cell) for cell in row))
+    Console(file=sys.stdout, highlight=False, soft_wrap=False).print(table)
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+def _item_json(item: StateItem) -> dict[str, Any]:
+    return {
+        "group": item.group_id,
+        "key": item.key,
+        "value": item.value,
+        "version": item.version,
+        "created_at": item.created_at,
+        "updated_at": item.updated_at,
+        "expires_at": item.expires_at,
+    }
+
+
+# -- the command tree -------------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _url_option(function: F) -> F:
+    return click.option("--url", metavar="URL", default=None, help=_URL_HELP)(function)
+
+
+def _json_option(function: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")(
+        function
+    )
+
+
+_EPILOG: Final = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+
+@click.group(cls=_Group, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="motia-state")
+def main() -> None:
+    """Inspect and manage Motia workflow state: SQLite, Motia's JSON file, memory.
+
+    Commands on one store take --url URL, else $MOTIA_STATE_URL, else
+    sqlite:///.motia/motia.state.db; copy takes two URLs.
+    """
+
+
+@main.command()
+@_url_option
+@_json_option
+def groups(url: str | None, as_json: bool) -> None:
+    """List the groups that hold items.
+
+    Groups with at least one live item, in code point order.
+    """
+
+    async def work() -> list[str]:
+        async with _opened(url, create=False) as state:
+            return await state.list_groups()
+
+    found = _run(work())
+    if as_json:
+        _echo_json(found)
+    else:
+        _table(["group"], [[group] for group in found], "No groups.")
+
+
+@main.command()
+@click.argument("group")
+@_url_option
+@_json_option
+def keys(group: str, url: str | None, as_json: bool) -> None:
+    """List the keys of GROUP.
+
+    In code point order; exit 1 when the group has no items.
+    """
+
+    async def work() -> list[str]:
+        async with _opened(url, create=False) as state:
+            return await state.keys(group)
+
+    found = _run(work())
+    if not found:
+        not_found(f"group {group!r} has no items")
+    if as_json:
+        _echo_json(found)
+    else:
+        _table(["key"], [[key] for key in found], "")
+
+
+@main.command()
+@click.argument("group")
+@click.argument("key")
+@_url_option
+@_json_option
+def get(group: str, key: str, url: str | None, as_json: bool) -> None:
+    """Print the value of KEY in GROUP as JSON.
+
+    Indented by default; one line with --json. Exit 1 when the key is absent or expired; a
+    stored null prints null.
+    """
+
+    async def work() -> StateItem | None:
+        async with _opened(url, create=False) as state:
+            return await state.get_item(group, key)
+
+    item = _run(work())
+    if item is None:
+        not_found(f"no item {key!r} in group {group!r}")
+    click.echo(_dumps(item.value, pretty=not as_json))
+
+
+def _read_json_argument(text: str) -> Any:
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        return parse_json(text)
+    except ValueError as exc:
+        raise CliError(f"the JSON value is not valid JSON: {exc}") from None
+
+
+@main.command(name="set")
+@click.argument("group")
+@click.argument("key")
+@click.argument("value", metavar="JSON")
+@click.option("--ttl", type=float, default=None, metavar="S", help="Expire the item after S seconds.")
+@_url_option
+@_json_option
+def set_(group: str, key: str, value: str, ttl: float | None, url: str | None, as_json: bool) -> None:
+    """Store a JSON value at KEY in GROUP.
+
+    JSON is strict JSON, or - to read it from stdin. Replaces any value there; without --ttl
+    the item never expires.
+    """
+    parsed = _read_json_argument(value)
+
+    async def work() -> Any:
+        async with _opened(url, create=True) as state:
+            return await state.set(group, key, parsed, ttl=ttl)
+
+    stored = _run(work())
+    if as_json:
+        _echo_json({"group": group, "key": key, "value": stored})
+    else:
+        click.echo(f"Stored {group!r}/{key!r}.")
+
+
+@main.command()
+@click.argument("group")
+@click.argument("key")
+@_url_option
+@_json_option
+def delete(group: str, key: str, url: str | None, as_json: bool) -> None:
+    """Delete KEY from GROUP.
+
+    Exit 1 when the key is absent.
+    """
+
+    async def work() -> StateItem | None:
+        async with _opened(url, create=False) as state, state.transaction() as tx:
+            item = await tx.get_item(group, key)
+            if item is not None:
+                await tx.delete(group, key)
+            return item
+
+    item = _run(work())
+    if item is None:
+        not_found(f"no item {key!r} in group {group!r}")
+    if as_json:
+        _echo_json({"group": group, "key": key, "value": item.value})
+    else:
+        click.echo(f"Deleted {group!r}/{key!r}.")
+
+
+@main.command()
+@click.argument("group")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_url_option
+@_json_option
+def clear(group: str, yes: bool, url: str | None, as_json: bool) -> None:
+    """Delete every item of GROUP, atomically.
+
+    Asks first unless --yes. Exit 1 when the group has no items or the answer is no.
+    """
+
+    async def count() -> int:
+        async with _opened(url, create=False) as state:
+            return len(await state.keys(group))
+
+    async def work() -> None:
+        async with _opened(url, create=False) as state:
+            await state.clear(group)
+
+    found = _run(count())
+    if not found:
+        not_found(f"group {group!r} has no items")
+    if not yes and not click.confirm(
+        f"Delete all {plural(found, 'item')} of group {group!r} in {_label(url)}?", err=True
+    ):
+        not_found("nothing was deleted")
+    _run(work())
+    if as_json:
+        _echo_json({"group": group, "cleared": found})
+    else:
+        click.echo(f"Cleared group {group!r} ({plural(found, 'item')}).")
+
+
+@main.command()
+@click.option("--group", "group", default=None, metavar="G", help="Only the items of group G.")
+@click.option(
+    "--filter",
+    "filters",
+    nargs=3,
+    multiple=True,
+    metavar="FIELD OP VALUE",
+    help="Keep items whose top-level FIELD passes OP VALUE (Motia's StateFilter: eq, neq, gt, gte, "
+    "lt, lte, contains, notContains, startsWith, endsWith, isNull, isNotNull; give '' as VALUE "
+    "for isNull/isNotNull). Repeat to require several.",
+)
+@_url_option
+@_json_option
+def items(
+    group: str | None, filters: tuple[tuple[str, str, str], ...], url: str | None, as_json: bool
+) -> None:
+    """List items with their values.
+
+    Ordered by group and key, with expiry times; --filter keeps items matching Motia's
+    StateFilter.
+    """
+    wanted = [{"valueKey": field, "operation": op, "value": text} for field, op, text in filters]
+
+    async def work() -> list[StateItem]:
+        async with _opened(url, create=False) as state:
+            return await state.items(group, wanted)
+
+    found = _run(work())
+    if as_json:
+        _echo_json([_item_json(item) for item in found])
+        return
+    rows = [[item.group_id, item.key, _dumps(item.value), _when(item.expires_at)] for item in found]
+    _table(["group", "key", "value", "expires (UTC)"], rows, "No items.")
+
+
+# -- import / export / copy -------------------------------------------------------------------
+
+
+async def _import(url: str | None, path: Path, fmt: str) -> tuple[int, int]:
+    numbered = read_import_file(path, fmt)  # all checked before the store is even opened
+    async with _opened(url, create=True, only_given=True) as state:
+        with ProgressBar(f"Importing {path.name}", len(numbered)) as progress:
+            return await import_items(state, path, numbered, progress.advance)
+
+
+@main.command(name="import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="motia (Motia's motia.state.json) or jsonl; default: jsonl for a .jsonl PATH, else motia.",
+)
+@_url_option
+def import_(path: Path, fmt: str | None, url: str | None) -> None:
+    """Import a motia.state.json or JSON Lines file, all or nothing.
+
+    Every item of PATH is checked, then written in one transaction: on any error nothing is
+    imported. Items replace those with the same group and key; other items stay.
+    """
+    started = time.perf_counter()
+    count, group_count = _run(_import(url, path, format_of(str(path), fmt)))
+    seconds = time.perf_counter() - started
+    click.echo(
+        f"Imported {plural(count, 'item')} in {plural(group_count, 'group')} from {path} "
+        f"into {_label(url)} in {seconds:.2f} s."
+    )
+
+
+async def _export(url: str | None, group: str | None, fmt: str, output: str | None) -> tuple[int, int]:
+    async with _opened(url, create=False) as state:
+        first, entries = await peek(state.iter_json(group))
+        if first is None and group is not None:
+            not_found(f"group {group!r} has no items")
+        total = await count_items(state, group) if ProgressBar.wanted() else None
+        with ProgressBar("Exporting", total) as progress:
+            return await export_items(entries, fmt, output, progress.advance)
+
+
+@main.command()
+@click.option("--group", "group", default=None, metavar="G", help="Only the items of group G.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="motia (the bytes Motia writes to motia.state.json) or jsonl (one item per line); "
+    "default: jsonl when --output ends in .jsonl, else motia.",
+)
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    metavar="FILE",
+    help="Write to FILE (replaced only once complete) instead of stdout.",
+)
+@_url_option
+def export(group: str | None, fmt: str | None, output: str | None, url: str | None) -> None:
+    """Write items as motia.state.json or JSON Lines.
+
+    Ordered by group and key, to stdout or --output FILE. The motia format is the exact bytes
+    Motia writes for the same state.
+    """
+    started = time.perf_counter()
+    count, group_count = _run(_export(url, group, format_of(output, fmt), output))
+    if output not in (None, "-"):
+        seconds = time.perf_counter() - started
+        click.echo(
+            f"Exported {plural(count, 'item')} in {plural(group_count, 'group')} from {_label(url)} "
+            f"to {output} in {seconds:.2f} s."
+        )
+
+
+async def _copy(source_url: str, target_url: str, group: str | None, batch_size: int) -> tuple[int, int]:
+    async with _opened(source_url, create=False) as source:
+        first, entries = await peek(source.iter_json(group, batch_size=batch_size))
+        if first is None and group is not None:
+            not_found(f"group {group!r} has no items in {_shown(source_url)}")
+        target = _adapter(target_url, only_given=True)
+        if _same_store(source, target, source_url, target_url):
+            await target.close()
+            raise CliError(f"{_shown(source_url)} and {_shown(target_url)} are the same store")
+        async with _entered(target, target_url, create=True):
+            total = await count_items(source, group) if ProgressBar.wanted() else None
+            with ProgressBar("Copying", total) as progress:
+                return await copy_items(entries, target, batch_size, progress.advance)
+
+
+@main.command()
+@click.argument("source_url", metavar="SRC_URL")
+@click.argument("target_url", metavar="DST_URL")
+@click.option("--group", "group", default=None, metavar="G", help="Only the items of group G.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    metavar="N",
+    help="Items read and written per destination transaction.",
+)
+def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -> None:
+    """Copy items from SRC_URL to DST_URL, any backend to any.
+
+    Streams N items at a time, each batch written in one destination transaction, so memory
+    stays flat however large the store. Items replace those with the same group and key; other
+    items stay. Values are copied as stored JSON text; expiry times are not carried over.
+    """
+    started = time.perf_counter()
+    count, group_count = _run(_copy(source_url, target_url, group, batch_size))
+    seconds = time.perf_counter() - started
+    click.echo(
+        f"Copied {plural(count, 'item')} in {plural(group_count, 'group')} from {_shown(source_url)} "
+        f"to {_shown(target_url)} in {seconds:.2f} s."
+    )
+
+
+# -- db: SQLite schema migrations -------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def db() -> None:
+    """Manage the schema of a SQLite database (Alembic underneath)."""
+
+
+def _sqlite_path(url: str | None) -> Path:
+    adapter = open_state(url)
+    if not isinstance(adapter, SqliteStateAdapter):
+        raise CliError(f"db commands manage SQLite databases; {_label(url)} is not a sqlite:/// URL")
+    if adapter.path == ":memory:":
+        raise CliError("db commands need a database file; sqlite:///:memory: vanishes on exit")
+    return Path(adapter.path)
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to an existing database (exit 1 when the file is missing)."""
+    if not path.exists():
+        not_found(f"no database at {path}")
+    raw = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        yield raw
+    finally:
+        raw.close()
+
+
+def _revision(path: Path) -> str | None:
+    """The revision stamped in the database at ``path`` (``None`` when unstamped)."""
+    from .sqlite.migrate import current_revision
+
+    with _read_only(path) as raw:
+        try:
+            return current_revision(raw)[0]
+        except sqlite3.DatabaseError as exc:
+            raise SchemaError(f"{path} is not a SQLite database ({exc})") from None
+
+
+@db.command()
+@_url_option
+def upgrade(url: str | None) -> None:
+    """Create the database or migrate it to head.
+
+    Head is the newest schema revision this version knows.
+    """
+    from .sqlite.schema import HEAD_REVISION
+
+    path = _sqlite_path(url)
+    before = _revision(path) if path.exists() else None
+    existed = path.exists()
+
+    async def work() -> None:
+        async with open_state(url):  # opening migrates, under BEGIN IMMEDIATE
+            pass
+
+    _run(work())
+    if not existed:
+        click.echo(f"Created {path} at revision {HEAD_REVISION}.")
+    elif before == HEAD_REVISION:
+        click.echo(f"{path} is already at head ({HEAD_REVISION}).")
+    else:
+        click.echo(f"Upgraded {path} from {before or 'no schema'} to {HEAD_REVISION}.")
+
+
+@db.command()
+@_url_option
+@_json_option
+def current(url: str | None, as_json: bool) -> None:
+    """Show the database's schema revision.
+
+    Read-only; exit 1 when the database does not exist.
+    """
+    from .sqlite.schema import HEAD_REVISION
+
+    path = _sqlite_path(url)
+    revision = _revision(path)
+    if as_json:
+        _echo_json(
+            {
+                "path": str(path),
+                "revision": revision,
+                "head": HEAD_REVISION,
+                "at_head": revision == HEAD_REVISION,
+            }
+        )
+    elif revision == HEAD_REVISION:
+        click.echo(f"{revision} (head)")
+    else:
+        click.echo(f"{revision or 'none'} (head is {HEAD_REVISION}; run `motia-state db upgrade`)")
+
+
+@db.command()
+@_url_option
+@_json_option
+def history(url: str | None, as_json: bool) -> None:
+    """List the schema revisions this version knows.
+
+    Newest first; marks head and the database's current revision.
+    """
+    from alembic.script import ScriptDirectory
+
+    from .sqlite.migrate import alembic_config
+
+    path = _sqlite_path(url)
+    at = _revision(path) if path.exists() else None
+    scripts = list(ScriptDirectory.from_config(alembic_config()).walk_revisions())
+    rows = [
+        {
+            "revision": script.revision,
+            "down_revision": script.down_revision,
+            "description": (script.doc or "").strip(),
+            "head": script.is_head,
+            "current": script.revision == at,
+        }
+        for script in scripts
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    marks = [
+        ", ".join(m for m, on in (("head", row["head"]), ("current", row["current"])) if on) for row in rows
+    ]
+    _table(
+        ["revision", "revises", "description", ""],
+        [
+            [str(row["revision"]), str(row["down_revision"] or "-"), str(row["description"]), mark]
+            for row, mark in zip(rows, marks, strict=True)
+        ],
+        "No revisions.",
+    )
+
+
+def _describe_diff(diff: Any) -> str:
+    """One line for one difference reported by ``alembic.autogenerate.compare_metadata``."""
+    if isinstance(diff, list):
+        return "; ".join(_describe_diff(part) for part in diff)
+    kind = diff[0]
+    if kind in ("add_table", "remove_table"):
+        return f"{kind} {diff[1].name}"
+    if kind in ("add_column", "remove_column"):
+        return f"{kind} {diff[2]}.{diff[3].name}"
+    if kind in ("add_index", "remove_index", "add_constraint", "remove_constraint"):
+        return f"{kind} {diff[1].name}"
+    if kind.startswith("modify_"):
+        return f"{kind} {diff[2]}.{diff[3]}: {diff[5]!r} -> {diff[6]!r}"
+    return str(diff)
+
+
+def _schema_differences(path: Path) -> list[str]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    from .sqlite.schema import metadata
+
+    with _read_only(path) as raw:
+        engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
+        try:
+            with engine.connect() as connection:
+                context = MigrationContext.configure(connection)
+                return [_describe_diff(diff) for diff in compare_metadata(context, metadata)]
+        finally:
+            engine.dispose()
+
+
+@db.command()
+@_url_option
+def check(url: str | None) -> None:
+    """Check the database is at head and matches the schema.
+
+    Compares the tables and indexes with the SQLAlchemy schema (Alembic's compare_metadata).
+    Exit 1 with the differences otherwise. Read-only.
+    """
+    from .sqlite.schema import HEAD_REVISION
+
+    path = _sqlite_path(url)
+    revision = _revision(path)
+    if revision != HEAD_REVISION:
+        not_found(
+            f"{path} is at revision {revision or 'none'}, not head ({HEAD_REVISION}); "
+            "run `motia-state db upgrade`"
+        )
+    differences = _schema_differences(path)
+    if differences:
+        not_found(f"{path} is at head ({HEAD_REVISION}) but its schema differs: {'; '.join(differences)}")
+    click.echo(f"{path} is at head ({HEAD_REVISION}) and matches the schema.")
