@@ -6,6 +6,7 @@ backend is touched, so refused input never writes anything.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -147,8 +148,11 @@ def check_encoded(text: str, group_id: str, key: str, max_bytes: int = DEFAULT_M
         InvalidValueError: not JSON, or a value ``encode`` would refuse.
     """
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        # The standard parser keeps big integers exact (orjson would read them as floats), so
+        # the range check sees them; NaN and Infinity are not JSON.
+        value = json.loads(text, parse_constant=_not_json)
+        orjson.loads(text)  # and the decoder every read uses takes it (no lone surrogates)
+    except (ValueError, RecursionError) as exc:
         raise InvalidValueError(f"value of {group_id!r}/{key!r} is not valid JSON: {exc}") from None
     _check_value(value, "$", 0, group_id, key)
     if len(text.encode()) > max_bytes:
@@ -156,6 +160,10 @@ def check_encoded(text: str, group_id: str, key: str, max_bytes: int = DEFAULT_M
             f"value of {group_id!r}/{key!r} is over the limit max_value_bytes={max_bytes}"
         )
     return text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def decode(text: str | bytes) -> Any:

@@ -1430,3 +1430,18 @@ def test_floats_round_trip_bit_for_bit(value: float) -> None:
 def test_set_op_stores_any_json_value(value: Any, ops_value: Any) -> None:
     result = run({"keep": value}, [set_op(["a", "b"], ops_value)])
     assert same(result, {"keep": value, "a": {"b": ops_value}})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("18446744073709551616", "outside signed 64-bit"),
+        ("[-9223372036854775809]", "outside signed 64-bit"),
+        ("NaN", "not a JSON value"),
+        ("[1e400]", "not a JSON number"),
+        ('"\\ud800"', "surrogate"),
+    ],
+)
+def test_check_encoded_refuses_what_encode_refuses(text: str, message: str) -> None:
+    with pytest.raises(InvalidValueError, match=message):
+        check_encoded(text, "g", "k")

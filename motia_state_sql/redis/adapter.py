@@ -91,6 +91,7 @@ class RedisStateAdapter(StateAdapter):
         "_owns_client",
         "_safe_url",
         "_scripts",
+        "_stripes",
         "cluster",
         "key_prefix",
         "layout",
@@ -152,6 +153,7 @@ class RedisStateAdapter(StateAdapter):
             raise ValueError("layout='motia' needs a standalone Redis (Motia's adapter scans one server)")
         self._client: Client = client
         self._scripts: dict[str, AsyncScript] = {}
+        self._stripes = tuple(asyncio.Lock() for _ in range(64))
         self._layout: _Native | _Motia = _Native(self) if layout == "native" else _Motia(self)
 
     def __repr__(self) -> str:
@@ -225,6 +227,12 @@ class RedisStateAdapter(StateAdapter):
     async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
         if write.kind != "update":
             return await self._layout.write(write, now)
+        # Updates of one key from this process take turns (a striped lock), so they do not
+        # fight each other's compare-and-set; other processes are handled by the retries.
+        async with self._stripes[hash((write.group_id, write.key)) % len(self._stripes)]:
+            return await self._update(write, now)
+
+    async def _update(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
         for attempt in range(UPDATE_ATTEMPTS):
             current = await self._layout.read_row(write.group_id, write.key, now)
             plan = plan_write(write, current, now)
