@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench redis-server clean
+.PHONY: demo test lint bench bench-quick redis-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ lint: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev redis-server lint
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-dev
+# The full benchmark (minutes; run by hand): writes docs/benchmarks.md and docs/benchmarks.png.
+bench: $(VENV)/.installed-dev redis-server
 	$(BIN)/python -m benchmarks.run
+
+# Small counts, a few seconds: only checks the harness runs (tests/test_bench.py runs it too).
+bench-quick: $(VENV)/.installed-dev redis-server
+	$(BIN)/python -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
