@@ -6,7 +6,7 @@ contract in ``docs/contract-decisions.md``: exact values, exact groups, atomic w
 
 from __future__ import annotations
 
-from .base import StateAdapter, StateItem, StateTransaction, UpdateResult
+from .base import JsonEntry, StateAdapter, StateItem, StateTransaction, UpdateResult
 from .errors import (
     ConflictError,
     InvalidKeyError,
@@ -30,6 +30,7 @@ __all__ = [
     "InvalidKeyError",
     "InvalidOperationError",
     "InvalidValueError",
+    "JsonEntry",
     "MemoryStateAdapter",
     "RedisStateAdapter",
     "SchemaError",

@@ -25,6 +25,7 @@ from .ops import Filter, apply_update, check_filters, check_ops, matches
 __all__ = [
     "UNCHANGED",
     "Clock",
+    "JsonEntry",
     "Row",
     "StateAdapter",
     "StateItem",
@@ -384,10 +385,10 @@ class StateOperations(ABC):
             for start in range(0, len(rows), batch_size):
                 yield rows[start : start + batch_size]
 
-    async def iter_json(
+    async def iter_entries(
         self, group_id: str | None = None, *, batch_size: int = 1000
-    ) -> AsyncIterator[tuple[str, str, str]]:
-        """Stream live items as ``(group_id, key, json_text)``, ordered by (group, key).
+    ) -> AsyncIterator[JsonEntry]:
+        """Stream live items as ``JsonEntry(group_id, key, text, expires_at)``, ordered by (group, key).
 
         Reads ``batch_size`` items at a time, so exporting or copying a large store does not hold
         it all in memory. Not a snapshot: writes made meanwhile may or may not be seen.
@@ -398,7 +399,23 @@ class StateOperations(ABC):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         async for batch in self._read_batches(group, batch_size):
             for g, k, row in batch:
-                yield g, k, row.value
+                yield JsonEntry(g, k, row.value, row.expires_at)
+
+    async def iter_json(
+        self, group_id: str | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[tuple[str, str, str]]:
+        """Stream live items as ``(group_id, key, json_text)`` in (group, key) order; see ``iter_entries``."""
+        async for entry in self.iter_entries(group_id, batch_size=batch_size):
+            yield entry.group_id, entry.key, entry.text
+
+
+class JsonEntry(NamedTuple):
+    """One item as ``iter_entries`` streams it: the value as JSON text, and its expiry."""
+
+    group_id: str
+    key: str
+    text: str
+    expires_at: float | None
 
 
 class TxStore(ABC):

@@ -521,7 +521,7 @@ def export(group: str | None, fmt: str | None, output: str | None, url: str | No
 
 async def _copy(source_url: str, target_url: str, group: str | None, batch_size: int) -> tuple[int, int]:
     async with _opened(source_url, create=False) as source:
-        first, entries = await peek(source.iter_json(group, batch_size=batch_size))
+        first, entries = await peek(source.iter_entries(group, batch_size=batch_size))
         if first is None and group is not None:
             not_found(f"group {group!r} has no items in {_shown(source_url)}")
         target = _adapter(target_url, only_given=True)

@@ -18,13 +18,15 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
 
+from .base import JsonEntry
 from .errors import StateError, StoreUnavailableError
 from .file import dump_motia_json, read_motia_json
 
@@ -65,6 +67,7 @@ __all__ = [
 ]
 
 Entry = tuple[str, str, str]  # (group_id, key, json_text)
+E = TypeVar("E")
 Numbered = list[tuple[int, Entry]]  # with the line of the import file (0: no line numbers)
 
 EXIT_OK: Final = 0
@@ -421,11 +424,11 @@ async def import_items(
     return len(numbered), _groups_in([entry for _, entry in numbered])
 
 
-async def peek(entries: AsyncIterator[Entry]) -> tuple[Entry | None, AsyncIterator[Entry]]:
+async def peek(entries: AsyncIterator[E]) -> tuple[E | None, AsyncIterator[E]]:
     """The first entry (``None`` when there is none) and an iterator over all of them."""
     first = await anext(entries, None)
 
-    async def chained() -> AsyncIterator[Entry]:
+    async def chained() -> AsyncIterator[E]:
         if first is not None:
             yield first
             async for entry in entries:
@@ -481,22 +484,28 @@ async def export_items(
     return count, groups
 
 
-async def _write_batch(target: StateAdapter, batch: list[Entry], copied: int) -> None:
+async def _write_batch(target: StateAdapter, batch: list[JsonEntry], copied: int) -> None:
     try:
         async with target.transaction() as tx:
-            for group, key, text in batch:
-                await tx.set_json(group, key, text)
+            now = time.time()
+            for group, key, text, expires_at in batch:
+                if expires_at is None:
+                    await tx.set_json(group, key, text)
+                elif expires_at > now:  # the item keeps its expiry; one that expired meanwhile is gone
+                    await tx.set_json(group, key, text, ttl=expires_at - now)
     except StateError as exc:
         raise from_state_error(exc, f"copy stopped after {plural(copied, 'item')}: ") from None
 
 
 async def copy_items(
-    entries: AsyncIterator[Entry],
+    entries: AsyncIterator[JsonEntry],
     target: StateAdapter,
     batch_size: int,
     advance: Callable[[int], None] = _nothing,
 ) -> tuple[int, int]:
-    """Write ``entries`` (from ``iter_json``) to ``target``, ``batch_size`` per transaction.
+    """Write ``entries`` (from ``iter_entries``) to ``target``, ``batch_size`` per transaction.
+
+    Items keep their expiry; a target that cannot hold one (Motia's JSON file) refuses it.
 
     Holds one batch at a time, so memory does not grow with the store. Returns (items, groups).
 
@@ -506,7 +515,7 @@ async def copy_items(
     """
     copied = groups = 0
     last: str | None = None
-    batch: list[Entry] = []
+    batch: list[JsonEntry] = []
     async for entry in entries:
         batch.append(entry)
         if entry[0] != last:

@@ -675,6 +675,27 @@ def test_copy_between_backends(cli: Run, tmp_path: Path) -> None:
     assert cli("copy", "sqlite:///:memory:", "sqlite:///c.db").stdout.startswith("Copied 0 items in 0 groups")
 
 
+def test_copy_keeps_expiry(cli: Run, tmp_path: Path) -> None:
+    assert cli("set", "cache", "rates", '{"eur": 1.08}', "--ttl", "300", "--url", "sqlite:///a.db").code == 0
+    assert cli("set", "cache", "forever", "1", "--url", "sqlite:///a.db").code == 0
+    assert cli("copy", "sqlite:///a.db", "sqlite:///b.db").code == 0
+
+    async def expiries(url: str) -> dict[str, float | None]:
+        async with open_state(url) as state:
+            return {item.key: item.expires_at for item in await state.items("cache")}
+
+    before, after = (
+        asyncio.run(expiries(f"sqlite:///{tmp_path}/a.db")),
+        asyncio.run(expiries(f"sqlite:///{tmp_path}/b.db")),
+    )
+    assert after["forever"] is None
+    assert before["rates"] is not None
+    assert after["rates"] is not None
+    assert abs(after["rates"] - before["rates"]) < 5
+    # Motia's JSON file cannot hold an expiry: the copy says so instead of keeping the item forever
+    _one_line_error(cli("copy", "sqlite:///a.db", "file:f"), 2, "ttl")
+
+
 def test_copy_refuses_a_store_onto_itself(cli: Run, tmp_path: Path) -> None:
     assert cli("set", "g", "k", "1", "--url", "sqlite:///a.db").code == 0
     _one_line_error(cli("copy", "sqlite:///a.db", f"sqlite:///{tmp_path}/./a.db"), 2, "same store")
@@ -762,7 +783,7 @@ async def test_round_trip_through_a_chain_of_stores_in_one_process(tmp_path: Pat
         numbered = read_import_file(tmp_path / "in.json", "motia")
         assert await import_items(stores[0], tmp_path / "in.json", numbered) == (11, 4)
         for source, target in itertools.pairwise(stores):
-            assert await copy_items(source.iter_json(batch_size=4), target, 4) == (11, 4)
+            assert await copy_items(source.iter_entries(batch_size=4), target, 4) == (11, 4)
         output = tmp_path / "out.json"
         assert await export_items(stores[-1].iter_json(), "motia", str(output)) == (11, 4)
         assert output.read_bytes() == original
