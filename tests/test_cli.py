@@ -195,9 +195,12 @@ def test_every_command(how: str, tmp_path: Path) -> None:
         "Imported 2 items in 1 group" in step("import", "orders.jsonl", "--url", "sqlite:///other.db").stdout
     )
     assert step("keys", "orders", "--url", "sqlite:///other.db", "--json").json() == ["o1", "o2"]
-    copied = step("copy", "sqlite:///.motia/motia.state.db", "file:copied").stdout
-    assert re.fullmatch(r"Copied 3 items in 2 groups from \S+ to file:copied in \d+\.\d\d s\.\n", copied)
-    assert json.loads((tmp_path / "copied" / "motia.state.json").read_text()) == exported
+    copied = step("copy", "sqlite:///.motia/motia.state.db", "sqlite:///copied.db").stdout
+    assert re.fullmatch(
+        r"Copied 3 items in 2 groups from \S+ to sqlite:///copied.db in \d+\.\d\d s\.\n", copied
+    )
+    step("export", "--url", "sqlite:///copied.db", "--output", "copied.json")
+    assert json.loads((tmp_path / "copied.json").read_text()) == exported
     assert step("delete", "orders", "o2", "--json").json()["value"] == {"status": "new", "total": 5}
     assert "no item 'o2' in group 'orders'" in step("delete", "orders", "o2", code=1).stderr
     assert "nothing was deleted" in step("clear", "orders", input="n\n", code=1).stderr
