@@ -139,7 +139,7 @@ def plan_write(write: Write, current: Row | None, now: float) -> Row | None | _U
         new_value = apply_update(base, write.ops)
         encoded = codec.encode(new_value, write.group_id, write.key, write.max_bytes)
         expires_at = current.expires_at if current is not None else None
-    created_at = current.created_at if current is not None and current.created_at else now
+    created_at = current.created_at if current is not None and current.created_at is not None else now
     return Row(encoded, new_version(current), created_at, now, expires_at)
 
 

@@ -157,9 +157,14 @@ class FileStateAdapter(StateAdapter):
         return self._cache[1]
 
     def _save(self, data: Entries) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
         raw = dump_motia_json((*entry.split(":", 1), text) for entry, text in data.items())  # type: ignore[misc]
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{FILE_NAME}.", suffix=".tmp")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{FILE_NAME}.", suffix=".tmp")
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot write in {self.path}: {exc.strerror}; nothing was written"
+            ) from None
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(raw)
@@ -169,9 +174,13 @@ class FileStateAdapter(StateAdapter):
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(tmp, self._file.stat().st_mode & 0o777)
             os.replace(tmp, self._file)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):  # disk full, file too large, read-only...
+                raise StoreUnavailableError(
+                    f"cannot write {self._file}: {exc.strerror}; the previous file is intact"
+                ) from None
             raise
         stat = self._file.stat()
         self._cache = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), data)

@@ -253,6 +253,8 @@ def check_filters(filters: object) -> list[Filter]:
         field, operation = flt.get("valueKey"), flt.get("operation")
         if type(field) is not str or not field:
             raise InvalidOperationError(f"filter #{index}: valueKey must be a non-empty str, got {field!r}")
+        if not _unicode(field):
+            raise InvalidOperationError(f"filter #{index}: valueKey {field!r} is not valid Unicode text")
         if not isinstance(operation, str) or operation not in FILTER_OPERATIONS:
             raise InvalidOperationError(
                 f"filter #{index}: operation {operation!r} is not one of {sorted(FILTER_OPERATIONS)}"
@@ -266,8 +268,18 @@ def check_filters(filters: object) -> list[Filter]:
         text = flt.get("value")
         if type(text) is not str:
             raise InvalidOperationError(f"filter #{index} ({operation}): value must be a str, got {text!r}")
+        if not _unicode(text):
+            raise InvalidOperationError(f"filter #{index}: value {text!r} is not valid Unicode text")
         checked.append({"valueKey": field, "operation": operation, "value": text})
     return checked
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # lone surrogates: no stored text can hold them
+        return False
+    return True
 
 
 def filter_field(value: Any, name: str) -> Any:

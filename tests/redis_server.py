@@ -49,7 +49,8 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, tls_ca: str | None = None) -> None:
+        """Start the server and wait until it answers (over TLS, trusting ``tls_ca``, if given)."""
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -73,7 +74,8 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5) as client:
+                tls: dict[str, object] = {"ssl": True, "ssl_ca_certs": tls_ca} if tls_ca else {}
+                with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5, **tls) as client:  # type: ignore[arg-type]
                     if client.ping():
                         return
             except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):

@@ -13,6 +13,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -751,23 +752,37 @@ def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 
 # Each store is filled from the one before; the last one is exported. A Redis URL
 # (`redis://...`) belongs in these lists as soon as the Redis backend is there.
-def _chain_of_processes(tmp_path: Path) -> list[str]:
-    return [f"sqlite:///{tmp_path}/first.db", f"file://{tmp_path}/legacy", f"sqlite:///{tmp_path}/last.db"]
+def _redis(redis_url: str, layout: str) -> str:
+    return f"{redis_url}?layout={layout}&key_prefix=cli-{uuid.uuid4().hex[:8]}:"
 
 
-def _chain_in_process(tmp_path: Path) -> list[str]:
+def _chain_of_processes(tmp_path: Path, redis_url: str) -> list[str]:
     return [
         f"sqlite:///{tmp_path}/first.db",
-        "memory://",
+        _redis(redis_url, "native"),
         f"file://{tmp_path}/legacy",
-        "sqlite:///:memory:",
+        _redis(redis_url, "motia"),
         f"sqlite:///{tmp_path}/last.db",
     ]
 
 
-def test_round_trip_through_a_chain_of_stores_with_the_command_line(cli: Run, tmp_path: Path) -> None:
+def _chain_in_process(tmp_path: Path, redis_url: str) -> list[str]:
+    return [
+        f"sqlite:///{tmp_path}/first.db",
+        "memory://",
+        _redis(redis_url, "motia"),
+        f"file://{tmp_path}/legacy",
+        "sqlite:///:memory:",
+        _redis(redis_url, "native"),
+        f"sqlite:///{tmp_path}/last.db",
+    ]
+
+
+def test_round_trip_through_a_chain_of_stores_with_the_command_line(
+    cli: Run, tmp_path: Path, redis_url: str
+) -> None:
     original = _motia_file(tmp_path / "in.json")
-    chain = _chain_of_processes(tmp_path)
+    chain = _chain_of_processes(tmp_path, redis_url)
     assert cli("import", "in.json", "--url", chain[0]).code == 0
     for source, target in itertools.pairwise(chain):
         assert cli("copy", source, target, "--batch-size", "4").stdout.startswith(
@@ -777,9 +792,9 @@ def test_round_trip_through_a_chain_of_stores_with_the_command_line(cli: Run, tm
     assert (tmp_path / "out.json").read_bytes() == original
 
 
-async def test_round_trip_through_a_chain_of_stores_in_one_process(tmp_path: Path) -> None:
+async def test_round_trip_through_a_chain_of_stores_in_one_process(tmp_path: Path, redis_url: str) -> None:
     original = _motia_file(tmp_path / "in.json")
-    stores = [open_state(url) for url in _chain_in_process(tmp_path)]
+    stores = [open_state(url) for url in _chain_in_process(tmp_path, redis_url)]
     try:
         for store in stores:
             await store.__aenter__()

@@ -264,7 +264,9 @@ class SqliteStateAdapter(StateAdapter):
         if code == _FULL:
             return StoreUnavailableError(f"{self.path}: database or disk is full; nothing was written")
         if code in (_CORRUPT, _NOTADB):
-            return SchemaError(f"{self.path} is damaged or not a SQLite database ({exc})")
+            return SchemaError(
+                f"{self.path} is damaged or not a SQLite database ({exc}); nothing was written"
+            )
         if isinstance(exc, sqlite3.OperationalError):
             return StoreUnavailableError(f"{self.path}: {exc}")
         return StateError(f"{self.path}: sqlite error: {exc}")

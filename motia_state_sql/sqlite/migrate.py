@@ -84,14 +84,36 @@ def check(raw: sqlite3.Connection, where: str) -> None:
     """Refuse, before anything is written, a database this package must not touch.
 
     Raises:
-        SchemaError: not a database, someone else's database, or an unknown (newer) revision.
+        SchemaError: not a database, a damaged (e.g. truncated) one, someone else's database, or
+            an unknown (newer) revision.
     """
     try:
         revision, tables = current_revision(raw)
+        _check_size(raw, where)
     except sqlite3.DatabaseError as exc:
-        raise SchemaError(f"{where} is not a SQLite database ({exc}); the file was left untouched") from None
+        raise SchemaError(
+            f"{where} is damaged or not a SQLite database ({exc}); the file was left untouched"
+        ) from None
     if revision != HEAD_REVISION:
         _check(revision, tables, where)
+
+
+def _check_size(raw: sqlite3.Connection, where: str) -> None:
+    """A main file shorter than its pages, with no WAL holding them, was truncated."""
+    if where == ":memory:":
+        return
+    path = Path(where)
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return  # pages may live in the WAL until a checkpoint
+    (pages,) = raw.execute("PRAGMA page_count").fetchone()
+    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+    size = path.stat().st_size
+    if size < pages * page_size:
+        raise SchemaError(
+            f"{where} is damaged: {size} bytes on disk, but its header counts {pages} pages of "
+            f"{page_size} bytes (truncated?); the file was left untouched"
+        )
 
 
 def prepare(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now: float) -> int:
