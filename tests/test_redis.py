@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import random
 import signal
@@ -31,7 +30,6 @@ from motia_state_sql.redis.adapter import _text
 
 from .redis_server import RedisServer
 
-SPAWN = multiprocessing.get_context("spawn")
 LAYOUTS = ["native", "motia"]
 
 
@@ -285,28 +283,6 @@ async def test_cancelled_calls_leave_connections_in_step(redis_url: str, layout:
 
 
 # -- real processes ----------------------------------------------------------------------------
-
-
-def _increment_worker(url: str, prefix: str, layout: Any, count: int) -> None:
-    async def main() -> None:
-        async with RedisStateAdapter(url, key_prefix=prefix, layout=layout) as store:
-            for _ in range(count):
-                await store.update("c", "k", [increment("n")])
-
-    asyncio.run(main())
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-async def test_processes_lose_no_update(redis_url: str, layout: Any) -> None:
-    prefix = _prefix()
-    procs = [SPAWN.Process(target=_increment_worker, args=(redis_url, prefix, layout, 500)) for _ in range(4)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        await asyncio.to_thread(proc.join, 120)
-        assert proc.exitcode == 0
-    async with RedisStateAdapter(redis_url, key_prefix=prefix, layout=layout) as store:
-        assert await store.get("c", "k") == {"n": 2000}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -298,64 +298,6 @@ async def test_coroutines_lose_no_update(tmp_path: Path) -> None:
         assert await store.get("c", "k") == {"n": 1000}
 
 
-def _increment_worker(path: str, count: int) -> None:
-    async def main() -> None:
-        async with SqliteStateAdapter(path, busy_timeout=30) as store:
-            for _ in range(count):
-                await store.update("c", "k", [increment("n")])
-
-    asyncio.run(main())
-
-
-def _transfer_worker(path: str, count: int, seed: int) -> None:
-    import random
-
-    rng = random.Random(seed)
-
-    async def main() -> None:
-        async with SqliteStateAdapter(path, busy_timeout=30) as store:
-            for _ in range(count):
-                src, dst = rng.sample(["a", "b", "c"], 2)
-                amount = rng.randint(1, 10)
-                async with store.transaction() as tx:
-                    have = await tx.get("acct", src)
-                    if have >= amount:
-                        await tx.set("acct", src, have - amount)
-                        await tx.set("acct", dst, await tx.get("acct", dst) + amount)
-
-    asyncio.run(main())
-
-
-def _run_processes(target: Any, args: list[tuple[Any, ...]]) -> None:
-    procs = [SPAWN.Process(target=target, args=a) for a in args]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(120)
-        assert proc.exitcode == 0
-
-
-async def test_processes_lose_no_update(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
-    async with SqliteStateAdapter(path) as store:
-        await store.set("c", "k", {"n": 0})
-    await asyncio.to_thread(_run_processes, _increment_worker, [(path, 500)] * 4)
-    async with SqliteStateAdapter(path) as store:
-        assert await store.get("c", "k") == {"n": 2000}
-
-
-async def test_transfers_keep_the_total(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
-    async with SqliteStateAdapter(path) as store:
-        for name in "abc":
-            await store.set("acct", name, 100)
-    await asyncio.to_thread(_run_processes, _transfer_worker, [(path, 150, seed) for seed in range(3)])
-    async with SqliteStateAdapter(path) as store:
-        balances = await store.get_group("acct")
-        assert sum(balances) == 300
-        assert all(b >= 0 for b in balances)
-
-
 async def test_transaction_waits_for_other_process_without_blocking_the_loop(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with SqliteStateAdapter(path, busy_timeout=10) as store:
