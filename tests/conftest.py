@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from motia_state_sql import (
     FileStateAdapter,
@@ -19,6 +20,11 @@ from motia_state_sql import (
 )
 
 from .redis_server import RedisCluster, RedisServer
+
+# CI runs the same examples every time (a red CI must be reproducible); local runs explore anew.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 START = 1_800_000_000.0
 

@@ -211,3 +211,15 @@ def test_hostile_update_paths(stores: Stores, path: list[str], value: Any, by: i
             assert _run(stores, store.get("updates", "k")) == result.new_value
         else:
             assert _run(stores, store.get("updates", "k")) == {"base": 1}
+
+
+def test_filter_fields_a_json_path_cannot_quote(stores: Stores) -> None:
+    rows = {"a": {"\x00": "x", 'q"': "x", "b\\": "x", "t\tab": "x", "n\n": "x"}, "b": {"other": 1}}
+    for store in stores[1].values():
+        for key, row in rows.items():
+            _run(stores, store.set("labels", key, row))
+        for field in rows["a"]:
+            found = _run(
+                stores, store.items("labels", [{"valueKey": field, "operation": "eq", "value": "x"}])
+            )
+            assert [item.key for item in found] == ["a"], (store, field)

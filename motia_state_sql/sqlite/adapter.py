@@ -116,16 +116,22 @@ def _persist(raw: sqlite3.Connection, group_id: str, key: str, row: Row | None) 
         raw.execute(_UPSERT, (group_id, key, *row))
 
 
+def _plain_label(name: str) -> bool:
+    """Whether ``name`` can be written as a quoted label in a SQLite JSON path (``$."name"``)."""
+    return name.isprintable() and '"' not in name and "\\" not in name
+
+
 def _filter_sql(filters: list[Filter]) -> tuple[str, list[Any]]:
     """SQL that pre-selects rows for ``filters``: never drops a row ``ops.matches`` keeps.
 
-    ``neq``/``notContains`` and field names holding quotes are left to the exact Python check.
+    ``neq``/``notContains`` and field names a JSON path cannot quote (quotes, backslashes,
+    control characters) are left to the exact Python check.
     """
     parts: list[str] = []
     params: list[Any] = []
     for flt in filters:
         name, operation = flt["valueKey"], flt["operation"]
-        if '"' in name or "\\" in name or operation in ("neq", "notContains"):
+        if not _plain_label(name) or operation in ("neq", "notContains"):
             continue
         path = f'$."{name}"'
         kind = "json_type(value, ?)"
