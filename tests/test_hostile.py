@@ -214,7 +214,10 @@ def test_hostile_update_paths(stores: Stores, path: list[str], value: Any, by: i
 
 
 def test_filter_fields_a_json_path_cannot_quote(stores: Stores) -> None:
-    rows = {"a": {"\x00": "x", 'q"': "x", "b\\": "x", "t\tab": "x", "n\n": "x"}, "b": {"other": 1}}
+    rows: dict[str, dict[str, Any]] = {
+        "a": {"\x00": "x", 'q"': "x", "b\\": "x", "t\tab": "x", "n\n": "x"},
+        "b": {"other": 1},
+    }
     for store in stores[1].values():
         for key, row in rows.items():
             _run(stores, store.set("labels", key, row))
