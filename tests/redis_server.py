@@ -83,7 +83,9 @@ class RedisServer:
             except redis.exceptions.ConnectionError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {self.port} did not start: {self.log()}")
+                log = self.log()
+                self.stop()
+                raise RuntimeError(f"redis-server on port {self.port} did not start: {log}")
             time.sleep(0.05)
 
     def stop(self) -> None:
