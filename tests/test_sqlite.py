@@ -47,6 +47,22 @@ async def _adapter_pragma(store: SqliteStateAdapter, name: str) -> Any:
     return await store._call(writer, read)
 
 
+class _Ticker:
+    """Counts 10 ms ticks of the event loop: proof that nothing blocks it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.count += 1
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 # -- schema ------------------------------------------------------------------------------------
 
 
@@ -304,27 +320,20 @@ async def test_transaction_waits_for_other_process_without_blocking_the_loop(tmp
         await store.set("g", "k", 1)
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
 
         async def tx() -> None:
             async with store.transaction() as t:
                 await t.set("g", "k", 2)
 
-        tick_task = asyncio.create_task(ticker())
+        ticks = _Ticker()
         tx_task = asyncio.create_task(tx())
         await asyncio.sleep(0.3)
         assert not tx_task.done()
-        assert ticks >= 10  # the loop kept running while the transaction waited for the lock
+        assert ticks.count >= 10  # the loop kept running while the transaction waited for the lock
         other.execute("ROLLBACK")
         other.close()
         await tx_task
-        tick_task.cancel()
+        ticks.stop()
         assert await store.get("g", "k") == 2
 
 
@@ -417,23 +426,16 @@ async def test_write_waits_on_the_thread_for_another_process(tmp_path: Path) -> 
         await store.set("g", "k", 1)
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
-        ticks = 0
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        tick_task = asyncio.create_task(ticker())
+        ticks = _Ticker()
         writes = asyncio.gather(*(store.set("g", f"w{n}", n) for n in range(20)))
         await asyncio.sleep(0.3)
         assert not writes.done()
-        assert ticks >= 10  # the loop runs while the writes wait for the other process
+        assert ticks.count >= 10  # the loop runs while the writes wait for the other process
         other.execute("COMMIT")
         other.close()
         assert await writes == list(range(20))
-        tick_task.cancel()
+        ticks.stop()
         assert len(await store.keys("g")) == 21
 
 

@@ -313,12 +313,7 @@ class _Native:
         return live
 
     async def write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
-        if write.if_absent:
-            condition = "absent"
-        elif write.if_version is not None:
-            condition = f"={write.if_version}"
-        else:
-            condition = ""
+        condition = _condition(write, str)
         tail, expires = "", ""
         if write.kind == "set":
             assert write.encoded is not None
@@ -362,6 +357,15 @@ class _Native:
     def record(self, row: Row) -> str:
         expires = repr(row.expires_at) if row.expires_at is not None else ""
         return f"{row.version}|{row.created_at!r}|{row.updated_at!r}|{expires}|{row.value}"
+
+
+def _condition(write: Write, version: Callable[[int], str]) -> str:
+    """The write scripts' condition argument: '' (none), 'absent', or '=' and the version as stored."""
+    if write.if_absent:
+        return "absent"
+    if write.if_version is not None:
+        return f"={version(write.if_version)}"
+    return ""
 
 
 def _motia_version(text: str) -> int:
@@ -440,12 +444,7 @@ class _Motia:
         return sorted(groups)
 
     async def write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
-        if write.if_absent:
-            condition = "absent"
-        elif write.if_version is not None:
-            condition = f"={write.if_version:013x}"
-        else:
-            condition = ""
+        condition = _condition(write, "{:013x}".format)
         value, at = "", ""
         if write.kind == "set":
             assert write.encoded is not None
