@@ -58,6 +58,7 @@ _PARAMETERS: Final[dict[str, dict[str, Callable[[str], Any]]]] = {
         "cluster": _bool,
         "socket_timeout": float,
         "connect_timeout": float,
+        "max_connections": int,
     },
 }
 # Parameters left in the URL for redis-py itself to parse.

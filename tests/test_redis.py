@@ -120,9 +120,18 @@ async def test_injected_client_is_never_closed(redis_url: str) -> None:
         await client.aclose()
 
 
+async def test_bursts_wait_for_a_connection(redis_url: str) -> None:
+    async with RedisStateAdapter(redis_url, key_prefix=_prefix(), max_connections=4) as store:
+        await asyncio.gather(*(store.set("g", f"k{n}", n) for n in range(300)))
+        got = await asyncio.gather(*(store.get("g", f"k{n}") for n in range(300)))
+        assert got == list(range(300))
+
+
 def test_bad_construction() -> None:
     with pytest.raises(ValueError, match="layout"):
         RedisStateAdapter(layout="flat")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_connections"):
+        RedisStateAdapter(max_connections=0)
     with pytest.raises(ValueError, match="standalone"):
         RedisStateAdapter("redis://127.0.0.1:1/0", layout="motia", cluster=True)
 

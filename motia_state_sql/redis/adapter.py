@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -107,6 +108,7 @@ class RedisStateAdapter(StateAdapter):
         cluster: bool = False,
         socket_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        max_connections: int = 64,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -122,6 +124,8 @@ class RedisStateAdapter(StateAdapter):
             socket_timeout: seconds before a call to an unresponsive server fails with
                 ``StoreUnavailableError``.
             connect_timeout: seconds to wait for a connection.
+            max_connections: connections to Redis at most; more concurrent calls wait for a free
+                one (up to ``socket_timeout``) instead of failing.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch); expiry is judged by it.
         """
@@ -141,10 +145,16 @@ class RedisStateAdapter(StateAdapter):
                 # compare-and-set could apply an update twice. Reads retry once, below.
                 "retry": Retry(NoBackoff(), 0),
             }
+            if type(max_connections) is not int or max_connections <= 0:
+                raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
             if cluster:
-                client = RedisCluster.from_url(url, **options)
+                client = RedisCluster.from_url(url, max_connections=max_connections, **options)
             else:
-                client = aioredis.Redis.from_url(url, **options)
+                # A blocking pool: a burst of calls queues for a connection instead of failing.
+                pool = BlockingConnectionPool.from_url(
+                    url, max_connections=max_connections, timeout=socket_timeout, **options
+                )
+                client = aioredis.Redis.from_pool(pool)
             self._safe_url = redact(url)
         else:
             self._safe_url = f"<{type(client).__name__} given by the caller>"
