@@ -534,7 +534,8 @@ def plot(results: list[Result], sizes: Sizes, path: Path) -> None:
     left.set_ylabel("ops/s (log)")
     left.set_title("Throughput per workload")
     left.legend(fontsize=8)
-    for name in [*names[:-1], "raw-sqlite3-normal", "diskcache"]:
+    palette = plt.get_cmap("tab10")
+    for number, name in enumerate([*names[:-1], "raw-sqlite3-normal", "diskcache"]):
         for op, style in (("set", "-"), ("get", "--")):
             points = [(n, by[(name, f"{op} @{n}")].rate) for n in sizes.stored if (name, f"{op} @{n}") in by]
             if points:
@@ -542,6 +543,7 @@ def plot(results: list[Result], sizes: Sizes, path: Path) -> None:
                     [p[0] for p in points],
                     [1e6 / p[1] for p in points],
                     style,
+                    color=palette(number),
                     marker="o",
                     label=f"{name} {op}",
                 )
