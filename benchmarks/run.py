@@ -6,7 +6,7 @@ target is a ratio against a baseline from the same run, never an absolute number
 
 Output: a table (ops/s, p50/p99 latency, ratio to its baseline) and PASS/FAIL target lines on
 stdout, ``benchmarks/results/<mode>.json``, ``benchmarks/results/<mode>.png``; the full run also
-rewrites the results part of ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
+rewrites the results part of ``docs/benchmarks.md``, ``docs/benchmarks.png`` and ``docs/benchmarks.json``.
 """
 
 from __future__ import annotations
@@ -419,7 +419,7 @@ def targets(results: list[Result], sizes: Sizes) -> list[tuple[bool | None, str]
         value = by[a].rate / by[b].rate
         ok = value > want if above else value >= want
         sign = ">" if above else ">="
-        lines.append((ok, f"{text}: {value:.2f}x ({a[0]} {a[1]} / {b[0]} {b[1]}, target {sign} {want}x)"))
+        lines.append((ok, f"{text}: {value:.2f}x ({a[0]} {a[1]} / {b[0]} {b[1]}, target {sign} {want:.2f}x)"))
 
     for level in ("normal", "full"):
         ratio(
@@ -638,6 +638,7 @@ def main() -> None:
     print(f"\nresults: {RESULTS / f'{mode}.json'}, plot: {RESULTS / f'{mode}.png'}")
     if not args.quick:
         shutil.copy(RESULTS / "full.png", ROOT / "docs" / "benchmarks.png")
+        shutil.copy(RESULTS / "full.json", ROOT / "docs" / "benchmarks.json")
         info = machine()
         write_doc(
             [

@@ -295,8 +295,10 @@ class StateOperations(ABC):
 
     async def get(self, group_id: str, key: str) -> Any:
         """The value at (group_id, key), or ``None`` when absent or expired."""
-        item = await self.get_item(group_id, key)
-        return None if item is None else item.value
+        self._check_open()
+        group = self._check_group(group_id)
+        row = await self._read_row(group, codec.check_name("key", key, group), self._clock())
+        return None if row is None else codec.decode(row.value)
 
     async def get_item(self, group_id: str, key: str) -> StateItem | None:
         """The item with its version and times, or ``None``; tells a stored ``None`` from absence."""

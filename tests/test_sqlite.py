@@ -459,3 +459,23 @@ async def test_large_results_are_read_whole(tmp_path: Path) -> None:
         assert await store.get_group("big") == list(range(1000))
         assert len(await store.items()) == 1000
         assert await store.keys("big") == [f"{n:04d}" for n in range(1000)]
+
+
+async def test_a_writing_loop_lets_other_tasks_run(tmp_path: Path) -> None:
+    """Commits run on the loop, but every write still yields: a busy writer starves nobody."""
+    async with SqliteStateAdapter(tmp_path / "s.db") as store:
+        written: list[int] = []
+        seen: list[int] = []
+
+        async def writer() -> None:
+            for n in range(300):
+                await store.set("g", f"k{n}", n)
+                written.append(n)
+
+        async def other() -> None:
+            for _ in range(100):
+                seen.append(len(written))
+                await asyncio.sleep(0)
+
+        await asyncio.gather(writer(), other())
+        assert any(0 < count < 300 for count in seen)  # it ran while the writer was writing
