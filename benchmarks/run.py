@@ -168,19 +168,12 @@ class JsonFileStore:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    """``$REDIS_URL``, else a throwaway redis-server on a free loopback port."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
+    """``$REDIS_URL``, else a throwaway redis-server on a free loopback port (the tests' helper)."""
     sys.path.insert(0, str(ROOT))
-    from tests.redis_server import RedisServer
+    from tests.redis_server import redis_url_or_throwaway
 
-    server = RedisServer()
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.close()
+    with redis_url_or_throwaway() as url:
+        yield url
 
 
 def backends(folder: Path, redis_url: str) -> dict[str, Callable[[], StateAdapter]]:

@@ -19,7 +19,7 @@ from motia_state_sql import (
     StateAdapter,
 )
 
-from .redis_server import RedisCluster, RedisServer
+from .redis_server import RedisCluster, redis_url_or_throwaway
 
 # CI runs the same examples every time (a red CI must be reproducible); local runs explore anew.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -79,16 +79,8 @@ BACKENDS = [*MODEL_BACKENDS, "redis-cluster"]
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """``$REDIS_URL`` when set, else a throwaway redis-server for the session."""
-    external = os.environ.get("REDIS_URL")
-    if external:
-        yield external
-        return
-    server = RedisServer()
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.close()
+    with redis_url_or_throwaway() as url:
+        yield url
 
 
 @pytest.fixture

@@ -47,6 +47,18 @@ async def _adapter_pragma(store: SqliteStateAdapter, name: str) -> Any:
     return await store._call(writer, read)
 
 
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection (as another process would) holding the database's write lock."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def _release(other: sqlite3.Connection, how: str) -> None:
+    other.execute(how)
+    other.close()
+
+
 class _Ticker:
     """Counts 10 ms ticks of the event loop: proof that nothing blocks it."""
 
@@ -275,15 +287,13 @@ async def test_write_lock_held_past_busy_timeout(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with SqliteStateAdapter(path, busy_timeout=0.2) as store:
         await store.set("g", "k", 1)
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
+        other = _hold_write_lock(path)
         started = time.monotonic()
         with pytest.raises(StoreUnavailableError, match="busy_timeout"):
             await store.set("g", "k", 2)
         assert time.monotonic() - started < 5
         assert await store.get("g", "k") == 1  # readers are not blocked by a writer in WAL
-        other.execute("ROLLBACK")
-        other.close()
+        _release(other, "ROLLBACK")
         await store.set("g", "k", 3)
         assert await store.get("g", "k") == 3
 
@@ -318,8 +328,7 @@ async def test_transaction_waits_for_other_process_without_blocking_the_loop(tmp
     path = tmp_path / "s.db"
     async with SqliteStateAdapter(path, busy_timeout=10) as store:
         await store.set("g", "k", 1)
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
+        other = _hold_write_lock(path)
 
         async def tx() -> None:
             async with store.transaction() as t:
@@ -330,8 +339,7 @@ async def test_transaction_waits_for_other_process_without_blocking_the_loop(tmp
         await asyncio.sleep(0.3)
         assert not tx_task.done()
         assert ticks.count >= 10  # the loop kept running while the transaction waited for the lock
-        other.execute("ROLLBACK")
-        other.close()
+        _release(other, "ROLLBACK")
         await tx_task
         ticks.stop()
         assert await store.get("g", "k") == 2
@@ -341,8 +349,7 @@ async def test_cancelled_transaction_begin_leaves_no_lock(tmp_path: Path) -> Non
     path = tmp_path / "s.db"
     async with SqliteStateAdapter(path, busy_timeout=10) as store:
         await store.set("g", "k", 1)
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
+        other = _hold_write_lock(path)
 
         async def tx() -> None:
             async with store.transaction() as t:
@@ -351,8 +358,7 @@ async def test_cancelled_transaction_begin_leaves_no_lock(tmp_path: Path) -> Non
         task = asyncio.create_task(tx())
         await asyncio.sleep(0.1)
         task.cancel()
-        other.execute("ROLLBACK")
-        other.close()
+        _release(other, "ROLLBACK")
         with pytest.raises(asyncio.CancelledError):
             await task
         await store.set("g", "k", 3)
@@ -424,16 +430,14 @@ async def test_write_waits_on_the_thread_for_another_process(tmp_path: Path) -> 
     path = tmp_path / "s.db"
     async with SqliteStateAdapter(path, busy_timeout=10) as store:
         await store.set("g", "k", 1)
-        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        other.execute("BEGIN IMMEDIATE")
+        other = _hold_write_lock(path)
 
         ticks = _Ticker()
         writes = asyncio.gather(*(store.set("g", f"w{n}", n) for n in range(20)))
         await asyncio.sleep(0.3)
         assert not writes.done()
         assert ticks.count >= 10  # the loop runs while the writes wait for the other process
-        other.execute("COMMIT")
-        other.close()
+        _release(other, "COMMIT")
         assert await writes == list(range(20))
         ticks.stop()
         assert len(await store.keys("g")) == 21
