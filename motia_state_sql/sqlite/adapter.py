@@ -96,17 +96,13 @@ _INLINE_ROWS = 256
 _CHECKPOINT_EVERY = 1000
 
 # SQLite primary result codes (the low byte of sqlite_errorcode).
-_BUSY, _LOCKED, _CORRUPT, _FULL, _NOTADB = 5, 6, 11, 13, 26
+_CORRUPT, _FULL, _NOTADB = 11, 13, 26
 
 Job = tuple[Literal["write"], Write, float] | tuple[Literal["clear"], str, float]
 
 
 def _row(values: Any) -> Row:
     return Row(*values)
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in (_BUSY, _LOCKED)
 
 
 def _persist(raw: sqlite3.Connection, group_id: str, key: str, row: Row | None) -> None:
@@ -262,7 +258,7 @@ class SqliteStateAdapter(StateAdapter):
 
     def _translate(self, exc: sqlite3.Error) -> StateError:
         code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-        if code in (_BUSY, _LOCKED):
+        if migrate.is_busy(exc):
             return StoreUnavailableError(
                 f"{self.path} stayed locked by another writer past busy_timeout="
                 f"{self.busy_timeout}s ({exc}); nothing was written"
@@ -302,6 +298,29 @@ class SqliteStateAdapter(StateAdapter):
         """Writes on the loop must never wait for the lock; writes on the thread wait up to busy_timeout."""
         raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000) if wait else 0}")
 
+    def _enter_wal(self, raw: sqlite3.Connection) -> None:
+        migrate.check(raw, self.path)
+        raw.execute("PRAGMA journal_mode = WAL")
+
+    def _retry_busy(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` again while SQLite says busy without having waited, up to ``busy_timeout``.
+
+        While another process switches a new file to WAL, SQLite answers ``PRAGMA journal_mode``
+        (and reads of the half-switched header) with SQLITE_BUSY at once, without calling the busy
+        handler; two processes opening a new file at once must both succeed.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                fn()
+                return
+            except sqlite3.OperationalError as exc:
+                if not migrate.is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)  # on the connection's own thread, never on the loop
+            pause = min(pause * 2, 0.05)
+
     def _setup(self, raw: sqlite3.Connection, writer: bool) -> int:
         self._wait_for_lock(raw, True)
         if not writer:
@@ -312,8 +331,7 @@ class SqliteStateAdapter(StateAdapter):
         )
         # The schema check comes first: a foreign or newer file must not be touched, and
         # switching to WAL writes to the file header.
-        migrate.check(raw, self.path)
-        raw.execute("PRAGMA journal_mode = WAL")
+        self._retry_busy(lambda: self._enter_wal(raw))
         raw.execute(f"PRAGMA synchronous = {self.synchronous}")
         imported = migrate.prepare(raw, self.path, legacy, self._clock())
         if self._inline:
@@ -404,7 +422,7 @@ class SqliteStateAdapter(StateAdapter):
                         return rows
                     # large: read it whole, as one snapshot, on the reader thread
                 except sqlite3.OperationalError as exc:
-                    if not _busy(exc):
+                    if not migrate.is_busy(exc):
                         raise
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
@@ -507,7 +525,7 @@ class SqliteStateAdapter(StateAdapter):
         try:
             results = self._apply_batch(self._raw, jobs)
         except sqlite3.OperationalError as exc:
-            if _busy(exc):
+            if migrate.is_busy(exc):
                 return None
             raise self._translate(exc) from exc
         except sqlite3.Error as exc:
@@ -610,7 +628,7 @@ class SqliteStateAdapter(StateAdapter):
                 try:
                     self._raw.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
-                    if not _busy(exc):
+                    if not migrate.is_busy(exc):
                         raise self._translate(exc) from exc
                     await self._call_to_end(writer, self._begin_waiting)
             else:

@@ -21,11 +21,13 @@ from .schema import HEAD_REVISION, TABLE
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["alembic_config", "check", "current_revision", "known_revisions", "prepare"]
+__all__ = ["alembic_config", "check", "current_revision", "is_busy", "known_revisions", "prepare"]
 
 log = logging.getLogger("motia_state_sql")
 
 _OUR_TABLES = {TABLE, "alembic_version"}
+# SQLite primary result codes (the low byte of sqlite_errorcode) for "another connection holds a lock".
+_BUSY, _LOCKED = 5, 6
 
 
 def alembic_config() -> Config:
@@ -42,6 +44,11 @@ def known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
     return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock."""
+    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in (_BUSY, _LOCKED)
 
 
 def current_revision(raw: sqlite3.Connection) -> tuple[str | None, set[str]]:
@@ -91,6 +98,8 @@ def check(raw: sqlite3.Connection, where: str) -> None:
         revision, tables = current_revision(raw)
         _check_size(raw, where)
     except sqlite3.DatabaseError as exc:
+        if is_busy(exc):
+            raise  # locked, not damaged: the caller waits or reports the store unavailable
         raise SchemaError(
             f"{where} is damaged or not a SQLite database ({exc}); the file was left untouched"
         ) from None
