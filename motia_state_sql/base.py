@@ -136,7 +136,10 @@ def plan_write(write: Write, current: Row | None, now: float) -> Row | None | _U
         encoded, expires_at = write.encoded, (now + write.ttl if write.ttl is not None else None)
     else:
         base = codec.decode(current.value) if current is not None else {}
-        new_value = apply_update(base, write.ops)
+        try:
+            new_value = apply_update(base, write.ops)
+        except InvalidOperationError as exc:
+            raise InvalidOperationError(f"update of {where}: {exc}") from None
         encoded = codec.encode(new_value, write.group_id, write.key, write.max_bytes)
         expires_at = current.expires_at if current is not None else None
     created_at = current.created_at if current is not None and current.created_at is not None else now
@@ -335,7 +338,10 @@ class StateOperations(ABC):
             ConflictError: ``if_version``/``if_absent`` does not hold.
         """
         write = self._checked("update", group_id, key, if_version, if_absent)
-        write.ops = check_ops(ops)
+        try:
+            write.ops = check_ops(ops)
+        except InvalidOperationError as exc:
+            raise InvalidOperationError(f"update of {write.group_id!r}/{write.key!r}: {exc}") from None
         self._check_write_support(write)
         result = await self._write(write, self._clock())
         assert result is not None
@@ -519,6 +525,9 @@ class _TransactionContext:
 
     async def __aenter__(self) -> StateTransaction:
         self._adapter._check_open()
+        # Yield once, as every write does: a loop of transactions whose calls all complete at
+        # once would otherwise never let another task (a WAL checkpoint, say) run.
+        await asyncio.sleep(0)
         self._tx = StateTransaction(self._adapter, await self._adapter._begin())
         self._adapter._tx_owner = asyncio.current_task()
         return self._tx

@@ -20,6 +20,7 @@ __all__ = [
     "INT64_MIN",
     "MAX_DEPTH",
     "check_encoded",
+    "check_json",
     "check_name",
     "check_ttl",
     "decode",
@@ -80,41 +81,58 @@ def check_ttl(ttl: object, group_id: str, key: str) -> float | None:
     return seconds
 
 
-def _where(path: str, group_id: str, key: str) -> str:
-    return f"value of {group_id!r}/{key!r} at {path}"
+def _label(group_id: str, key: str) -> str:
+    return f"value of {group_id!r}/{key!r}"
 
 
-def _check_value(value: Any, path: str, depth: int, group_id: str, key: str) -> None:
+def check_json(value: Any, label: str) -> bytes:
+    """Check that ``value`` is a JSON value ``decode`` gives back exactly; return its JSON bytes.
+
+    Args:
+        value: the value to check.
+        label: what the value is, for messages (``"value of 'g'/'k'"``).
+
+    Raises:
+        InvalidValueError: not a JSON value (the message names ``label`` and where inside).
+    """
+    _check_value(value, "$", 0, label)
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # surrogates in str: the walk cannot see those cheaply
+        raise InvalidValueError(f"{label} at $: {exc}") from None
+
+
+def _check_value(value: Any, path: str, depth: int, label: str) -> None:
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise InvalidValueError(
-                f"{_where(path, group_id, key)}: integer {value} is outside signed 64-bit range"
+                f"{label} at {path}: integer {value} is outside signed 64-bit range"
             )
         return
     if kind is float:
         if not math.isfinite(value):
-            raise InvalidValueError(f"{_where(path, group_id, key)}: {value} is not a JSON number")
+            raise InvalidValueError(f"{label} at {path}: {value} is not a JSON number")
         return
     if depth >= MAX_DEPTH:
-        raise InvalidValueError(f"{_where(path, group_id, key)}: nested deeper than {MAX_DEPTH} levels")
+        raise InvalidValueError(f"{label} at {path}: nested deeper than {MAX_DEPTH} levels")
     if kind is dict:
         for name, item in value.items():
             if type(name) is not str:
                 raise InvalidValueError(
-                    f"{_where(path, group_id, key)}: dict key {name!r} is "
+                    f"{label} at {path}: dict key {name!r} is "
                     f"{type(name).__name__}, JSON object keys must be str"
                 )
-            _check_value(item, f"{path}.{name}", depth + 1, group_id, key)
+            _check_value(item, f"{path}.{name}", depth + 1, label)
         return
     if kind is list or kind is tuple:
         for index, item in enumerate(value):
-            _check_value(item, f"{path}[{index}]", depth + 1, group_id, key)
+            _check_value(item, f"{path}[{index}]", depth + 1, label)
         return
     raise InvalidValueError(
-        f"{_where(path, group_id, key)}: {kind.__name__} is not a JSON value "
+        f"{label} at {path}: {kind.__name__} is not a JSON value "
         "(use None, bool, int, float, str, list or dict with str keys)"
     )
 
@@ -128,11 +146,7 @@ def encode(value: Any, group_id: str, key: str, max_bytes: int = DEFAULT_MAX_VAL
     Raises:
         InvalidValueError: not a JSON value, or encoded larger than ``max_bytes``.
     """
-    _check_value(value, "$", 0, group_id, key)
-    try:
-        raw = orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:  # surrogates in str: the walk cannot see those cheaply
-        raise InvalidValueError(f"{_where('$', group_id, key)}: {exc}") from None
+    raw = check_json(value, _label(group_id, key))
     if len(raw) > max_bytes:
         raise InvalidValueError(
             f"value of {group_id!r}/{key!r} is {len(raw)} bytes encoded, "
@@ -154,7 +168,7 @@ def check_encoded(text: str, group_id: str, key: str, max_bytes: int = DEFAULT_M
         orjson.loads(text)  # and the decoder every read uses takes it (no lone surrogates)
     except (ValueError, RecursionError) as exc:
         raise InvalidValueError(f"value of {group_id!r}/{key!r} is not valid JSON: {exc}") from None
-    _check_value(value, "$", 0, group_id, key)
+    _check_value(value, "$", 0, _label(group_id, key))
     if len(text.encode()) > max_bytes:
         raise InvalidValueError(
             f"value of {group_id!r}/{key!r} is over the limit max_value_bytes={max_bytes}"

@@ -14,8 +14,8 @@ from typing import Any, Final, Literal, TypedDict, cast
 
 import orjson
 
-from .codec import INT64_MAX, INT64_MIN
-from .errors import InvalidOperationError
+from .codec import INT64_MAX, INT64_MIN, check_json
+from .errors import InvalidOperationError, InvalidValueError
 
 __all__ = [
     "FILTER_OPERATIONS",
@@ -113,7 +113,8 @@ def check_ops(ops: object) -> list[tuple[str, tuple[str, ...], Mapping[str, Any]
 
     Raises:
         InvalidOperationError: not a list of op dicts, an unknown type or field, a bad path,
-            a non-object ``merge`` value or a non-numeric ``by``.
+            a ``set``/``merge`` value that is not a JSON value, a non-object ``merge`` value or a
+            non-numeric ``by``.
     """
     if isinstance(ops, Mapping | str | bytes | bytearray) or not isinstance(ops, Sequence):
         raise InvalidOperationError(f"update ops must be a list of op dicts, got {ops!r}")
@@ -128,8 +129,13 @@ def check_ops(ops: object) -> list[tuple[str, tuple[str, ...], Mapping[str, Any]
         if unknown:
             raise _fail(index, op, f"unknown field(s) {sorted(map(str, unknown))}")
         path = _parse_path(index, op)
-        if kind in ("set", "merge") and "value" not in op:
-            raise _fail(index, op, "needs a 'value'")
+        if kind in ("set", "merge"):
+            if "value" not in op:
+                raise _fail(index, op, "needs a 'value'")
+            try:
+                check_json(op["value"], "value")
+            except InvalidValueError as exc:
+                raise _fail(index, op, str(exc)) from None
         if kind == "merge" and not isinstance(op["value"], dict):
             raise _fail(index, op, f"value must be an object, got {type(op['value']).__name__}")
         if kind in ("increment", "decrement"):

@@ -223,6 +223,10 @@ FILTER_CASES = [
     ("note", "isNotNull", "", []),
     ("name", "isNotNull", "", ["c"]),
     ("name", "eq", "Zoë", ["c"]),
+    # Numbers beyond signed 64-bit (no stored integer reaches them) still compare as numbers.
+    ("total", "lt", "9223372036854775808", ["a", "b", "c"]),  # c: "10" < "9..." as text
+    ("total", "gt", "-18446744073709551616", ["a", "b", "c"]),
+    ("total", "eq", "9223372036854775808", []),
 ]
 
 
@@ -414,6 +418,38 @@ async def test_failed_update_writes_nothing(store: StateAdapter) -> None:
         await store.update("g", "absent", [set_op("name", "text"), increment(["name", "a"])])
     assert await store.get("g", "k") == {"name": "x", "n": 1}
     assert await store.get("g", "absent") is None
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (object(), "object is not a JSON value"),
+        (math.nan, "not a JSON number"),
+        (2**64, "outside signed 64-bit"),
+        ({1: "x"}, "JSON object keys must be str"),
+        (_nested(3000), "nested deeper"),
+    ],
+    ids=["object", "nan", "big-int", "int-key", "deep"],
+)
+async def test_update_refuses_op_values_that_are_not_json(store: StateAdapter, value: Any, why: str) -> None:
+    await store.set("g", "k", {"n": 1})
+    for op in (set_op("x", value), merge(None, {"x": value})):
+        with pytest.raises(InvalidOperationError, match=rf"'g'/'k'.*op #1 .*{why}"):
+            await store.update("g", "k", [increment("n"), op])
+    assert await store.get("g", "k") == {"n": 1}
+
+
+async def test_update_errors_name_group_key_and_op(store: StateAdapter) -> None:
+    await store.set("orders", "o-1", {"status": "paid"})
+    with pytest.raises(InvalidOperationError, match=r"update of 'orders'/'o-1': update op #0 .*not a number"):
+        await store.update("orders", "o-1", [increment("status")])
 
 
 # -- TTL ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -20,11 +21,13 @@ import pytest
 from motia_state_sql import (
     ConflictError,
     InvalidOperationError,
+    InvalidValueError,
     SchemaError,
     SqliteStateAdapter,
     StoreUnavailableError,
     increment,
     open_state,
+    set_op,
 )
 from motia_state_sql.sqlite import migrate
 from motia_state_sql.sqlite.schema import HEAD_REVISION, TABLE
@@ -299,17 +302,20 @@ async def test_write_lock_held_past_busy_timeout(tmp_path: Path) -> None:
 
 
 async def test_group_commit_isolates_failures(tmp_path: Path) -> None:
-    async with SqliteStateAdapter(tmp_path / "s.db") as store:
+    async with SqliteStateAdapter(tmp_path / "s.db", max_value_bytes=1000) as store:
         await store.set("g", "taken", 0)
         calls = [store.set("g", f"k{n}", n) for n in range(64)]
         calls.insert(10, store.set("g", "taken", 1, if_absent=True))
         calls.insert(20, store.update("g", "taken", [{"type": "nope"}]))
         calls.insert(30, store.update("g", "k1", [increment("missing-object", 1)]))
+        # Each op value fits; the value they build does not: refused inside the batch.
+        calls.insert(40, store.update("g", "grown", [set_op("a", "x" * 600), set_op("b", "x" * 600)]))
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(results[10], ConflictError)
         assert isinstance(results[20], InvalidOperationError)
         assert isinstance(results[30], InvalidOperationError)  # k1 holds an int, not an object
-        assert sum(isinstance(r, Exception) for r in results) == 3
+        assert isinstance(results[40], InvalidValueError)
+        assert sum(isinstance(r, Exception) for r in results) == 4
         assert await store.get_group("g") == [n for n in sorted(range(64), key=lambda n: f"k{n}")] + [0]
 
 
@@ -453,6 +459,58 @@ async def test_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
     # 6000 commits of two to three 4 KiB pages each: about 60 MB without checkpoints; with one
     # every 1000 writes the WAL is reused from its start and stays near 1000 writes' worth
     assert wal < 16 * 1024 * 1024, wal
+
+
+def _wal_frames(db: Path) -> int:
+    """Frames in the WAL, as another connection sees them (running a passive checkpoint)."""
+    with contextlib.closing(sqlite3.connect(db)) as raw:
+        (_, frames, _) = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames)
+
+
+@pytest.mark.parametrize("path", ["transactions", "waiting"])
+async def test_every_commit_path_counts_toward_checkpoints(tmp_path: Path, path: str) -> None:
+    """Automatic checkpoints are off: transaction commits and batches that waited on the writer
+    thread for another process's lock must count toward the next checkpoint as batches do, or
+    the WAL grows without bound."""
+    db = tmp_path / "s.db"
+    async with SqliteStateAdapter(db, busy_timeout=10) as store:
+        if path == "transactions":
+            for n in range(1000):
+                async with store.transaction() as tx:
+                    await tx.set("g", f"k{n % 10}", n)
+        else:
+            other = _hold_write_lock(db)
+            writes = asyncio.gather(*(store.set("g", f"k{n}", n) for n in range(1000)))
+            await asyncio.sleep(0.1)  # the batch is now waiting on the writer thread
+            _release(other, "ROLLBACK")
+            await writes
+        await asyncio.sleep(0.2)  # let the checkpoint finish
+        await store.set("g", "after", 1)  # starts the WAL over, if it was checkpointed
+        frames = _wal_frames(db)
+    # Without a checkpoint the WAL holds every commit since the first (over 1000 frames for
+    # the transactions, dozens for the one big batch); after one, only the last write's.
+    assert frames <= 4, frames
+
+
+async def test_a_transaction_loop_lets_other_tasks_run(tmp_path: Path) -> None:
+    async with SqliteStateAdapter(tmp_path / "s.db") as store:
+        done: list[int] = []
+        seen: list[int] = []
+
+        async def writer() -> None:
+            for n in range(300):
+                async with store.transaction() as tx:
+                    await tx.set("g", f"k{n}", n)
+                done.append(n)
+
+        async def other() -> None:
+            for _ in range(100):
+                seen.append(len(done))
+                await asyncio.sleep(0)
+
+        await asyncio.gather(writer(), other())
+        assert any(0 < count < 300 for count in seen)
 
 
 async def test_large_results_are_read_whole(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from ..base import (
     new_version,
     plan_write,
 )
+from ..codec import INT64_MAX, INT64_MIN
 from ..errors import SchemaError, StateError, StoreUnavailableError
 from ..ops import Filter, parse_number
 from . import migrate
@@ -155,10 +156,12 @@ def _filter_sql(filters: list[Filter]) -> tuple[str, list[Any]]:
             parts.append(f"(({kind} = 'text' AND instr({field}, ?) > 0) OR {kind} = 'array')")
             params += [path, path, text, path]
         else:
+            number = parse_number(text)
+            if type(number) is int and not INT64_MIN <= number <= INT64_MAX:
+                continue  # SQLite cannot bind it; left to the exact check
             sql_op = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[operation]
             alternatives = [f"({kind} = 'text' AND {field} {sql_op} ?)"]
             params += [path, path, text]
-            number = parse_number(text)
             if number is not None:
                 alternatives.append(f"({kind} IN ('integer', 'real') AND {field} {sql_op} ?)")
                 params += [path, path, number]
@@ -530,17 +533,28 @@ class SqliteStateAdapter(StateAdapter):
             raise self._translate(exc) from exc
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
-        self._dirty += len(jobs)
-        if self._dirty >= _CHECKPOINT_EVERY and self._checkpoint is None and not self._memory:
+        self._wrote(len(jobs))
+        return results
+
+    def _wrote(self, count: int) -> None:
+        """Count committed writes; checkpoint the WAL every ``_CHECKPOINT_EVERY`` of them.
+
+        Automatic checkpoints are off when commits run on the loop (they would run inside a
+        commit), so every commit path counts here, or the WAL would grow without bound.
+        """
+        if not self._inline or self._memory:
+            return
+        self._dirty += count
+        if self._dirty >= _CHECKPOINT_EVERY and self._checkpoint is None:
             self._dirty = 0
             self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
-        return results
 
     async def _run_batch(self, writer: aiosqlite.Connection, jobs: list[Job]) -> list[Any]:
         """With ``_lock`` held: on the loop if the write lock is free at once, else on the writer thread."""
         results = self._inline_batch(jobs) if self._inline else None
         if results is None:
             results = await self._call(writer, self._apply_batch_waiting, jobs)
+            self._wrote(len(jobs))
         return results
 
     async def _run_checkpoint(self) -> None:
@@ -577,7 +591,9 @@ class SqliteStateAdapter(StateAdapter):
             for job in jobs:
                 try:
                     results.append(self._apply_job(raw, job))
-                except StateError as exc:  # raised before this job wrote anything
+                except sqlite3.Error:
+                    raise  # the database failed: the whole batch rolls back
+                except Exception as exc:  # the job's own plan failed before it wrote anything
                     results.append(exc)
             now = max(job[2] for job in jobs)
             if now - self._last_purge >= self.purge_interval:
@@ -683,7 +699,7 @@ def _deliver(batch: list[tuple[Job, asyncio.Future[Any]]], results: list[Any]) -
     for (_, future), result in zip(batch, results, strict=True):
         if future.done():
             continue
-        if isinstance(result, StateError):
+        if isinstance(result, Exception):
             future.set_exception(result)
         else:
             future.set_result(result)
@@ -735,6 +751,7 @@ class _SqliteTx(TxStore):
 
         try:
             await self._adapter._on_writer(self._writer, apply)
+            self._adapter._wrote(len(cleared) + len(writes))
         finally:
             self._release()
 
