@@ -22,6 +22,8 @@ from .ops import Filter
 
 __all__ = ["MemoryStateAdapter"]
 
+_MIN_EXPIRIES_LIMIT = 64
+
 
 class MemoryStateAdapter(StateAdapter):
     """Keeps state in a dict of groups; values are stored encoded, so reads never alias.
@@ -29,7 +31,7 @@ class MemoryStateAdapter(StateAdapter):
     Writes and transactions take one ``asyncio.Lock``; reads see committed rows only.
     """
 
-    __slots__ = ("_expiries", "_groups", "_lock")
+    __slots__ = ("_expiries", "_expiries_limit", "_groups", "_lock")
 
     def __init__(
         self, *, max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, clock: Clock = time.time
@@ -38,8 +40,10 @@ class MemoryStateAdapter(StateAdapter):
         self._groups: dict[str, dict[str, Row]] = {}
         self._lock = asyncio.Lock()
         # (expires_at, group_id, key): popped as time passes, so expired rows are reclaimed
-        # without scanning the store.
+        # without scanning the store. Entries of rows since rewritten, deleted or cleared stay
+        # until compacted, once the heap outgrows twice the entries still current.
         self._expiries: list[tuple[float, str, str]] = []
+        self._expiries_limit = _MIN_EXPIRIES_LIMIT
 
     def __repr__(self) -> str:
         return f"MemoryStateAdapter(groups={len(self._groups)})"
@@ -69,6 +73,19 @@ class MemoryStateAdapter(StateAdapter):
         self._groups.setdefault(group_id, {})[key] = row
         if row.expires_at is not None:
             heapq.heappush(self._expiries, (row.expires_at, group_id, key))
+            if len(self._expiries) > self._expiries_limit:
+                self._compact_expiries()
+
+    def _compact_expiries(self) -> None:
+        """Drop heap entries that no longer match their row: amortised O(1) per write."""
+        current = {
+            (expires_at, group_id, key)
+            for expires_at, group_id, key in self._expiries
+            if (row := self._groups.get(group_id, {}).get(key)) is not None and row.expires_at == expires_at
+        }
+        self._expiries = list(current)
+        heapq.heapify(self._expiries)
+        self._expiries_limit = max(_MIN_EXPIRIES_LIMIT, 2 * len(self._expiries))
 
     def _reclaim(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
