@@ -551,7 +551,8 @@ def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -
 
     Streams N items at a time, each batch written in one destination transaction, so memory
     stays flat however large the store. Items replace those with the same group and key; other
-    items stay. Values are copied as stored JSON text; expiry times are not carried over.
+    items stay. Values are copied as stored JSON text and keep their expiry times (a file://
+    destination, which cannot hold one, refuses such an item).
     """
     started = time.perf_counter()
     count, group_count = _run(_copy(source_url, target_url, group, batch_size))

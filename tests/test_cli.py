@@ -698,6 +698,10 @@ def test_copy_keeps_expiry(cli: Run, tmp_path: Path) -> None:
     assert abs(after["rates"] - before["rates"]) < 5
     # Motia's JSON file cannot hold an expiry: the copy says so instead of keeping the item forever
     _one_line_error(cli("copy", "sqlite:///a.db", "file:f"), 2, "ttl")
+    # and the help says what the command does
+    help_text = " ".join(cli("copy", "--help").stdout.split())
+    assert "keep their expiry times" in help_text
+    assert "not carried over" not in help_text
 
 
 def test_copy_refuses_a_store_onto_itself(cli: Run, tmp_path: Path) -> None:
