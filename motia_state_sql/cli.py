@@ -69,7 +69,7 @@ T = TypeVar("T")
 
 _DEFAULT_URL: Final = f"sqlite:///{DEFAULT_PATH}"
 _URL_HELP: Final = (
-    f"The store, as a URL open_state accepts (sqlite:///PATH, file:///DIR, ...). "
+    f"The store, as a URL open_state accepts (sqlite:///PATH, redis://HOST, file:///DIR, ...). "
     f"Default: ${ENV_VAR}, else {_DEFAULT_URL}."
 )
 
@@ -237,7 +237,7 @@ _EPILOG: Final = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, t
 @click.group(cls=_Group, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="motia-state")
 def main() -> None:
-    """Inspect and manage Motia workflow state: SQLite, Motia's JSON file, memory.
+    """Inspect and manage Motia workflow state: SQLite, Redis, Motia's JSON file, memory.
 
     Commands on one store take --url URL, else $MOTIA_STATE_URL, else
     sqlite:///.motia/motia.state.db; copy takes two URLs.

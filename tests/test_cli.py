@@ -36,6 +36,7 @@ from motia_state_sql.cli_io import (
 )
 from motia_state_sql.file import dump_motia_json
 from motia_state_sql.sqlite.schema import HEAD_REVISION
+from motia_state_sql.url import _SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("motia-state")
@@ -236,6 +237,19 @@ def test_every_command_has_help_and_is_documented(cli: Run) -> None:
             for option in param.opts if isinstance(param, click.Option) else []:
                 if option.startswith("--"):
                     assert option in entry, f"docs/cli.md does not document {name} {option}"
+
+
+def test_every_url_scheme_is_documented_in_the_reference_and_help(cli: Run) -> None:
+    reference = (ROOT / "docs" / "cli.md").read_text()
+    table = reference.split("| URL | store |", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert sorted(_SCHEMES) == ["file", "memory", "redis", "rediss", "sqlite", "unix"]
+    for scheme in _SCHEMES:
+        assert any(line.startswith(f"| `{scheme}:") for line in rows), f"docs/cli.md: no {scheme}:// row"
+    help_text = " ".join(cli("--help").stdout.split())
+    for backend in ("SQLite", "Redis", "Motia's JSON file", "memory"):
+        assert backend in help_text, backend
+    assert "redis://" in " ".join(cli("groups", "--help").stdout.split())
 
 
 def test_exit_codes_are_documented_in_the_readme_and_help(cli: Run) -> None:
@@ -754,8 +768,7 @@ def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 # -- round trips through a chain of stores ----------------------------------------------------
 
 
-# Each store is filled from the one before; the last one is exported. A Redis URL
-# (`redis://...`) belongs in these lists as soon as the Redis backend is there.
+# Each store is filled from the one before; the last one is exported.
 def _redis(redis_url: str, layout: str) -> str:
     return f"{redis_url}?layout={layout}&key_prefix=cli-{uuid.uuid4().hex[:8]}:"
 
