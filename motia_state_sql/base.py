@@ -9,6 +9,7 @@ overlay. A backend implements a handful of row primitives (``_read_row``, ``_rea
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import random
 import time
@@ -41,6 +42,13 @@ __all__ = [
 
 Clock = Callable[[], float]
 T = TypeVar("T")
+
+#: The transactions open in this context. Tasks started inside an ``async with transaction()``
+#: block copy the context, so their calls on the adapter are refused too instead of waiting
+#: for a lock the block holds.
+_OPEN_TRANSACTIONS: contextvars.ContextVar[tuple[object, ...]] = contextvars.ContextVar(
+    "motia_state_sql_open_transactions", default=()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,11 +525,12 @@ class StateTransaction(StateOperations):
 
 
 class _TransactionContext:
-    __slots__ = ("_adapter", "_tx")
+    __slots__ = ("_adapter", "_token", "_tx")
 
     def __init__(self, adapter: StateAdapter) -> None:
         self._adapter = adapter
         self._tx: StateTransaction | None = None
+        self._token: contextvars.Token[tuple[object, ...]] | None = None
 
     async def __aenter__(self) -> StateTransaction:
         self._adapter._check_open()
@@ -529,7 +538,8 @@ class _TransactionContext:
         # once would otherwise never let another task (a WAL checkpoint, say) run.
         await asyncio.sleep(0)
         self._tx = StateTransaction(self._adapter, await self._adapter._begin())
-        self._adapter._tx_owner = asyncio.current_task()
+        self._adapter._open_tx = self._tx
+        self._token = _OPEN_TRANSACTIONS.set((*_OPEN_TRANSACTIONS.get(), self._tx))
         return self._tx
 
     async def __aexit__(
@@ -539,14 +549,16 @@ class _TransactionContext:
         tb: TracebackType | None,
     ) -> None:
         assert self._tx is not None
-        self._adapter._tx_owner = None
+        assert self._token is not None
+        self._adapter._open_tx = None
+        _OPEN_TRANSACTIONS.reset(self._token)
         await self._tx._finish(commit=exc_type is None)
 
 
 class StateAdapter(StateOperations):
     """The abstract base every backend implements; an async context manager."""
 
-    __slots__ = ("_clock", "_closed", "_tx_owner", "max_value_bytes")
+    __slots__ = ("_clock", "_closed", "_open_tx", "max_value_bytes")
 
     def __init__(
         self, *, max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, clock: Clock = time.time
@@ -556,9 +568,10 @@ class StateAdapter(StateOperations):
         self.max_value_bytes = max_value_bytes
         self._clock = clock
         self._closed = False
-        # The task inside ``async with transaction()``: it holds the write lock, so its own calls
-        # on the adapter would wait for themselves forever. They are refused instead.
-        self._tx_owner: asyncio.Task[Any] | None = None
+        # The open ``async with transaction()`` block: it holds the write lock, so calls on the
+        # adapter from inside it (its task, or tasks it started) would wait for it forever.
+        # They are refused instead.
+        self._open_tx: StateTransaction | None = None
 
     def _check_closed(self) -> None:
         if self._closed:
@@ -566,9 +579,9 @@ class StateAdapter(StateOperations):
 
     def _check_open(self) -> None:
         self._check_closed()
-        if self._tx_owner is not None and self._tx_owner is asyncio.current_task():
+        if self._open_tx is not None and self._open_tx in _OPEN_TRANSACTIONS.get():
             raise StateError(
-                "this task is inside a transaction of this adapter: call the transaction object "
+                "this call is inside a transaction of this adapter: call the transaction object "
                 "(`async with adapter.transaction() as tx: await tx.get(...)`), not the adapter"
             )
 

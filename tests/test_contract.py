@@ -675,8 +675,23 @@ async def test_adapter_calls_inside_its_own_transaction_are_refused(store: State
         with pytest.raises(StateError, match="inside a transaction"):
             async with store.transaction():
                 pass
+        # Tasks started inside the block are inside it too (they would wait for it forever).
+        results = await asyncio.wait_for(
+            asyncio.gather(store.set("g", "k", 3), store.get("g", "k"), return_exceptions=True), 5
+        )
+        assert [type(result) for result in results] == [StateError, StateError]
+        ended = asyncio.Event()
+
+        async def late_call() -> None:
+            await ended.wait()
+            await store.set("g", "late", 1)
+
+        late = asyncio.create_task(late_call())
         await tx.set("g", "k", 2)
+    ended.set()
+    await late  # started inside, called after the block ended: an ordinary call
     assert await store.get("g", "k") == 2
+    assert await store.get("g", "late") == 1
 
 
 async def test_transactions_are_serialisable_with_other_writers(store: StateAdapter) -> None:
