@@ -35,6 +35,7 @@ from .cli_io import (
     NotFoundError,
     ProgressBar,
     UnavailableError,
+    check_import,
     copy_items,
     count_items,
     export_items,
@@ -444,8 +445,15 @@ def items(
 
 
 async def _import(url: str | None, path: Path, fmt: str) -> tuple[int, int]:
-    numbered = read_import_file(path, fmt)  # all checked before the store is even opened
-    async with _opened(url, create=True, only_given=True) as state:
+    # Every item is checked before the store is opened: bad input creates no file at all.
+    numbered = read_import_file(path, fmt)
+    target = _adapter(url, only_given=True)
+    try:
+        check_import(target, path, numbered)
+    except BaseException:
+        await target.close()  # never opened: releases only what the constructor made
+        raise
+    async with _entered(target, url, create=True) as state:
         with ProgressBar(f"Importing {path.name}", len(numbered)) as progress:
             return await import_items(state, path, numbered, progress.advance)
 

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
 
+from . import codec
 from .base import JsonEntry
 from .errors import StateError, StoreUnavailableError
 from .file import dump_motia_json, read_motia_json
@@ -50,6 +51,7 @@ __all__ = [
     "ProgressBar",
     "UnavailableError",
     "atomic_output",
+    "check_import",
     "copy_items",
     "count_items",
     "export_items",
@@ -402,6 +404,30 @@ def _groups_in(entries: Sequence[Entry]) -> int:
     return len({group for group, _, _ in entries})
 
 
+def _where(path: Path, number: int, group: str, key: str) -> str:
+    """Where an import item came from, as an error message prefix."""
+    return f"{path}:{number}: " if number else f"{path}: entry {group}:{key}: "
+
+
+def check_import(state: StateAdapter, path: Path, numbered: Numbered) -> None:
+    """Check every item as ``state.set_json`` would, without opening or creating the store.
+
+    The same checks, in the same order, as ``StateOperations.set_json``: names (with the
+    backend's own rules, such as no ``:`` in a group of Motia's JSON file), the JSON text and
+    ``max_value_bytes``. A refused import therefore leaves no trace, not even a new empty file.
+
+    Raises:
+        CliError: an item the store would refuse (names the file and the line or entry).
+    """
+    for number, (group, key, text) in numbered:
+        try:
+            write = state._checked("set", group, key, None, False)
+            write.encoded = codec.check_encoded(text, write.group_id, write.key, state.max_value_bytes)
+            state._check_write_support(write)
+        except StateError as exc:
+            raise from_state_error(exc, _where(path, number, group, key)) from None
+
+
 async def import_items(
     state: StateAdapter, path: Path, numbered: Numbered, advance: Callable[[int], None] = _nothing
 ) -> tuple[int, int]:
@@ -416,8 +442,7 @@ async def import_items(
             try:
                 await tx.set_json(group, key, text)
             except StateError as exc:
-                where = f"{path}:{number}: " if number else f"{path}: entry {group}:{key}: "
-                raise from_state_error(exc, where) from None
+                raise from_state_error(exc, _where(path, number, group, key)) from None
             if done % _PROGRESS_STEP == 0:
                 advance(_PROGRESS_STEP)
     advance(len(numbered) % _PROGRESS_STEP)

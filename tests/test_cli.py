@@ -590,6 +590,27 @@ def test_corrupt_jsonl_files_import_nothing(
     assert cli("keys", "orders", "--json").json() == ["0"]
 
 
+# Items only the store refuses (names, value limits, a backend's own rules): still checked before
+# the store is opened, so no database, folder or lock file appears.
+REFUSED_BY_THE_STORE = [
+    ('{"group":"","key":"2","value":1}', "sqlite:///c.db", ["in.jsonl:2:", "group_id must not be empty"]),
+    ('{"group":"","key":"2","value":1}', "file:dir", ["in.jsonl:2:", "group_id must not be empty"]),
+    ('{"group":"a:b","key":"2","value":1}', "file:dir", ["in.jsonl:2:", "'a:b'", "':'"]),
+    ('{"group":"g","key":"2","value":"long text"}', "sqlite:///sub/c.db?max_value_bytes=8", ["in.jsonl:2:"]),
+    ('{"group":"g","key":"2","value":"long text"}', "file:dir?max_value_bytes=8", ["max_value_bytes=8"]),
+    ('{"group":"g","key":"2\\u0000","value":1}', "sqlite:///c.db", ["in.jsonl:2:", "NUL"]),
+]
+
+
+@pytest.mark.parametrize(("line", "url", "fragments"), REFUSED_BY_THE_STORE)
+def test_a_refused_import_creates_no_store(
+    cli: Run, tmp_path: Path, line: str, url: str, fragments: list[str]
+) -> None:
+    (tmp_path / "in.jsonl").write_text(f"{GOOD_LINE}\n{line}\n")
+    _one_line_error(cli("import", "in.jsonl", "--url", url), 2, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
 def test_jsonl_that_is_not_utf8_imports_nothing(cli: Run, tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_bytes(GOOD_LINE.encode() + b"\n\n" + b'{"group":"\xff"}\n')
     _one_line_error(cli("import", "bad.jsonl"), 2, "bad.jsonl:3:", "not UTF-8")
