@@ -380,29 +380,33 @@ def delete(group: str, key: str, url: str | None, as_json: bool) -> None:
 def clear(group: str, yes: bool, url: str | None, as_json: bool) -> None:
     """Delete every item of GROUP, atomically.
 
-    Asks first unless --yes. Exit 1 when the group has no items or the answer is no.
+    Asks first unless --yes. Prints how many items were deleted: counted in the transaction that
+    deletes them, so items written after the question are counted too. Exit 1 when the group
+    has no items or the answer is no.
     """
 
-    async def count() -> int:
+    async def work() -> tuple[int, int]:
         async with _opened(url, create=False) as state:
-            return len(await state.keys(group))
+            asked = len(await state.keys(group))
+            if not asked:
+                not_found(f"group {group!r} has no items")
+            if not yes and not click.confirm(
+                f"Delete all {plural(asked, 'item')} of group {group!r} in {_label(url)}?", err=True
+            ):
+                not_found("nothing was deleted")
+            # No transaction is held while the question waits for an answer; the count printed
+            # is taken in the one that deletes.
+            async with state.transaction() as tx:
+                removed = len(await tx.keys(group))
+                await tx.clear(group)
+            return asked, removed
 
-    async def work() -> None:
-        async with _opened(url, create=False) as state:
-            await state.clear(group)
-
-    found = _run(count())
-    if not found:
-        not_found(f"group {group!r} has no items")
-    if not yes and not click.confirm(
-        f"Delete all {plural(found, 'item')} of group {group!r} in {_label(url)}?", err=True
-    ):
-        not_found("nothing was deleted")
-    _run(work())
+    asked, removed = _run(work())
     if as_json:
-        _echo_json({"group": group, "cleared": found})
+        _echo_json({"group": group, "cleared": removed})
     else:
-        click.echo(f"Cleared group {group!r} ({plural(found, 'item')}).")
+        since = "" if removed == asked else f"; {asked} when asked"
+        click.echo(f"Cleared group {group!r} ({plural(removed, 'item')}{since}).")
 
 
 @main.command()

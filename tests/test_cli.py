@@ -403,6 +403,34 @@ def test_clear_asks_first(cli: Run) -> None:
     assert cli("groups", "--json").json() == []
 
 
+def test_clear_reports_what_it_deleted(cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("a", "b"):
+        assert cli("set", "g", key, "1").code == 0
+    asked: list[str] = []
+
+    def confirm(text: str, **kwargs: Any) -> bool:
+        asked.append(text)
+        # Another process writes to the group while the question waits for an answer.
+        subprocess.run(
+            [sys.executable, "-m", "motia_state_sql", "set", "g", "c", "1"],
+            cwd=tmp_path,
+            env=_env(),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return True
+
+    monkeypatch.setattr(click, "confirm", confirm)
+    outcome = cli("clear", "g")
+    assert asked == ["Delete all 2 items of group 'g' in sqlite:///.motia/motia.state.db?"]
+    assert outcome.stdout == "Cleared group 'g' (3 items; 2 when asked).\n"
+    assert cli("groups", "--json").json() == []
+    for key in ("a", "b"):
+        assert cli("set", "g", key, "1").code == 0
+    assert cli("clear", "g", "--yes", "--json").json() == {"group": "g", "cleared": 2}
+
+
 def test_store_locked_past_its_timeout_exits_3(cli: Run, tmp_path: Path) -> None:
     assert cli("set", "g", "k", "1", "--url", "sqlite:///locked.db").code == 0
     holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
