@@ -25,6 +25,7 @@ import orjson
 from . import __version__
 from .base import StateAdapter, StateItem
 from .cli_io import (
+    BIG_INTS,
     EXIT_BAD_INPUT,
     EXIT_CODES,
     EXIT_NOT_FOUND,
@@ -448,9 +449,9 @@ def items(
 # -- import / export / copy -------------------------------------------------------------------
 
 
-async def _import(url: str | None, path: Path, fmt: str) -> tuple[int, int]:
+async def _import(url: str | None, path: Path, fmt: str, big: str) -> tuple[int, int]:
     # Every item is checked before the store is opened: bad input creates no file at all.
-    numbered = read_import_file(path, fmt)
+    numbered = read_import_file(path, fmt, big)
     target = _adapter(url, only_given=True)
     try:
         check_import(target, path, numbered)
@@ -471,15 +472,25 @@ async def _import(url: str | None, path: Path, fmt: str) -> tuple[int, int]:
     default=None,
     help="motia (Motia's motia.state.json) or jsonl; default: jsonl for a .jsonl PATH, else motia.",
 )
+@click.option(
+    "--big-ints",
+    "big",
+    type=click.Choice(BIG_INTS),
+    default="refuse",
+    show_default=True,
+    help="Integers beyond signed 64-bit, which Node writes for large numbers "
+    "(JSON.stringify(2**64) is 18446744073709552000): refuse them (the error names the item), or "
+    "store the double JavaScript means, spelled as a float (1.8446744073709552e+19).",
+)
 @_url_option
-def import_(path: Path, fmt: str | None, url: str | None) -> None:
+def import_(path: Path, fmt: str | None, big: str, url: str | None) -> None:
     """Import a motia.state.json or JSON Lines file, all or nothing.
 
     Every item of PATH is checked, then written in one transaction: on any error nothing is
     imported. Items replace those with the same group and key; other items stay.
     """
     started = time.perf_counter()
-    count, group_count = _run(_import(url, path, format_of(str(path), fmt)))
+    count, group_count = _run(_import(url, path, format_of(str(path), fmt), big))
     seconds = time.perf_counter() - started
     click.echo(
         f"Imported {plural(count, 'item')} in {plural(group_count, 'group')} from {path} "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ import click
 
 from . import codec
 from .base import JsonEntry
-from .errors import StateError, StoreUnavailableError
+from .errors import InvalidValueError, StateError, StoreUnavailableError
 from .file import dump_motia_json, read_motia_json
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .base import StateAdapter
 
 __all__ = [
+    "BIG_INTS",
     "EXIT_BAD_INPUT",
     "EXIT_CODES",
     "EXIT_NOT_FOUND",
@@ -51,6 +53,7 @@ __all__ = [
     "ProgressBar",
     "UnavailableError",
     "atomic_output",
+    "big_ints",
     "check_import",
     "copy_items",
     "count_items",
@@ -88,6 +91,8 @@ EXIT_CODES: Final = {
 
 #: ``--format`` choices: Motia's ``motia.state.json``, or JSON Lines.
 FORMATS: Final = ("motia", "jsonl")
+#: ``import --big-ints`` choices for integers beyond signed 64-bit (see ``big_ints``).
+BIG_INTS: Final = ("refuse", "double")
 #: The fields of one JSON Lines item, all required, no others allowed.
 JSONL_FIELDS: Final = ("group", "key", "value")
 _WHITESPACE: Final = " \t\n\r"
@@ -230,6 +235,101 @@ def parse_jsonl_line(line: str) -> tuple[str, str, str]:
     return group, key, fields["value"][1]
 
 
+# int64's limits have 19 digits: a text without 19 digits in a row holds no integer beyond them.
+_LONG_DIGITS: Final = re.compile(r"\d{19}")
+# JSON strings (skipped whole) and numbers, in a text already known to be JSON.
+_TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
+
+
+def _beyond_int64(number: int) -> bool:
+    return not codec.INT64_MIN <= number <= codec.INT64_MAX
+
+
+def _beyond_double(number: int) -> bool:
+    try:
+        float(number)
+    except OverflowError:
+        return True
+    return False
+
+
+def _first_int(value: Any, path: str, wanted: Callable[[int], bool]) -> tuple[str, int] | None:
+    """The JSON path and value of the first integer in ``value`` that is ``wanted``."""
+    kind = type(value)
+    if kind is int:
+        return (path, value) if wanted(value) else None
+    children = (
+        ((f"{path}.{name}", item) for name, item in value.items())
+        if kind is dict
+        else ((f"{path}[{index}]", item) for index, item in enumerate(value))
+        if kind is list
+        else ()
+    )
+    for where, item in children:
+        found = _first_int(item, where, wanted)
+        if found is not None:
+            return found
+    return None
+
+
+def _int_text(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text.lstrip('-'))} digits)"
+
+
+def big_ints(group_id: str, key: str, text: str, mode: str) -> str:
+    """Deal with integers beyond signed 64-bit in the JSON ``text`` of an imported value.
+
+    Node writes every number as a double, and ``JSON.stringify(2**64)`` is
+    ``18446744073709552000``: valid JSON, but an integer the store refuses (``set`` would too).
+
+    Args:
+        group_id: the item's group, for messages.
+        key: the item's key, for messages.
+        text: the value's JSON text (returned unchanged when it holds no such integer, or is
+            not JSON at all: the value checks report that).
+        mode: ``"refuse"``: raise, naming the item, the JSON path and the way on;
+            ``"double"``: spell each such integer as the double it means in JavaScript
+            (``1.8446744073709552e+19``), leaving every other byte of ``text`` as it is.
+
+    Raises:
+        InvalidValueError: ``mode`` is ``"refuse"``, or an integer is beyond a double's range.
+    """
+    if not _LONG_DIGITS.search(text):
+        return text
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+        found = _first_int(value, "$", _beyond_int64)
+        infinite = found and _first_int(value, "$", _beyond_double)
+    except (ValueError, RecursionError):
+        return text
+    if not found:
+        return text
+    label = f"value of {group_id!r}/{key!r}"
+    if infinite:
+        path, number = infinite
+        raise InvalidValueError(
+            f"{label} at {path}: integer {_int_text(number)} is beyond the range of a double "
+            "(JavaScript reads it as Infinity); make it a string in the file"
+        )
+    if mode == "refuse":
+        path, number = found
+        raise InvalidValueError(
+            f"{label} at {path}: integer {number} exceeds signed 64-bit (Node writes the double "
+            f"{float(number)!r} this way): import with --big-ints double to store that double, or "
+            "make it a string in the file"
+        )
+
+    def as_double(match: re.Match[str]) -> str:
+        token = match.group()
+        if not token.lstrip("-").isdigit():  # a string, or a number with a fraction or exponent
+            return token
+        number = int(token)
+        return repr(float(number)) if _beyond_int64(number) and not _beyond_double(number) else token
+
+    return _TOKENS.sub(as_double, text)
+
+
 def jsonl_line(group_id: str, key: str, text: str) -> str:
     """One JSON Lines item (ending in a newline) holding the stored JSON ``text`` verbatim."""
     # Raw CR/LF can only be whitespace between JSON tokens (strings must escape them), so
@@ -359,7 +459,7 @@ def format_of(path: str | os.PathLike[str] | None, given: str | None) -> str:
     return "jsonl" if path is not None and str(path).lower().endswith(".jsonl") else "motia"
 
 
-def _read_jsonl(path: Path) -> Numbered:
+def _read_jsonl(path: Path, mode: str) -> Numbered:
     found: Numbered = []
     seen: dict[tuple[str, str], int] = {}
     with path.open("rb") as handle:  # binary lines: split on \n only, never on U+2028
@@ -373,8 +473,9 @@ def _read_jsonl(path: Path) -> Numbered:
             if not line.strip(_WHITESPACE):
                 continue
             try:
-                entry = parse_jsonl_line(line)
-            except BadLineError as exc:
+                group, key, text = parse_jsonl_line(line)
+                entry = (group, key, big_ints(group, key, text, mode))
+            except (BadLineError, InvalidValueError) as exc:
                 raise CliError(f"{path}:{number}: {exc}") from None
             first = seen.setdefault(entry[:2], number)
             if first != number:
@@ -383,12 +484,13 @@ def _read_jsonl(path: Path) -> Numbered:
     return found
 
 
-def read_import_file(path: Path, fmt: str) -> Numbered:
+def read_import_file(path: Path, fmt: str, big: str = "refuse") -> Numbered:
     """Every item of an import file, checked before anything is written, with its line number.
 
     Args:
         path: the file.
         fmt: ``"motia"`` (line numbers are 0) or ``"jsonl"``.
+        big: what to do with integers beyond signed 64-bit (``big_ints``'s ``mode``).
 
     Raises:
         CliError: a line of a JSON Lines file is malformed, or repeats a group and key.
@@ -396,8 +498,9 @@ def read_import_file(path: Path, fmt: str) -> Numbered:
         OSError: the file cannot be read.
     """
     if fmt == "jsonl":
-        return _read_jsonl(path)
-    return [(0, entry) for entry in read_motia_json(path)]
+        return _read_jsonl(path, big)
+    adjust = lambda group_id, key, text: big_ints(group_id, key, text, big)  # noqa: E731
+    return [(0, entry) for entry in read_motia_json(path, adjust)]
 
 
 def _groups_in(entries: Sequence[Entry]) -> int:

@@ -45,9 +45,10 @@ __all__ = ["FILE_NAME", "FileStateAdapter", "dump_motia_json", "read_motia_json"
 FILE_NAME = "motia.state.json"
 T = TypeVar("T")
 Entries = dict[str, str]  # "<group>:<key>" -> JSON text, in Motia's (insertion) order
+Adjust = Callable[[str, str, str], str]  # (group_id, key, json_text) -> the text to keep
 
 
-def _parse(raw: bytes, path: Path) -> Entries:
+def _parse(raw: bytes, path: Path, adjust: Adjust | None = None) -> Entries:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -65,27 +66,32 @@ def _parse(raw: bytes, path: Path) -> Entries:
         try:
             codec.check_name("group_id", group_id)
             codec.check_name("key", key, group_id)
+            if adjust is not None:
+                text = data[entry] = adjust(group_id, key, text)
             codec.check_encoded(text, group_id, key, max_bytes=2**62)
         except (InvalidKeyError, InvalidValueError) as exc:
             raise SchemaError(f"{path}: entry {entry!r}: {exc}") from None
     return data
 
 
-def _read(path: Path) -> Entries:
+def _read(path: Path, adjust: Adjust | None = None) -> Entries:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise SchemaError(f"cannot read {path}: {exc.strerror}") from None
-    return _parse(raw, path)
+    return _parse(raw, path, adjust)
 
 
-def read_motia_json(path: Path) -> list[tuple[str, str, str]]:
+def read_motia_json(path: Path, adjust: Adjust | None = None) -> list[tuple[str, str, str]]:
     """Read a ``motia.state.json`` as ``(group_id, key, json_text)`` in file order.
+
+    ``adjust(group_id, key, json_text)``, when given, returns the text to check and keep instead
+    (it may raise ``InvalidValueError``, reported like any bad entry).
 
     Raises:
         SchemaError: the file is unreadable or not in Motia's format; it names the entry at fault.
     """
-    return [(*entry.split(":", 1), text) for entry, text in _read(path).items()]  # type: ignore[misc]
+    return [(*entry.split(":", 1), text) for entry, text in _read(path, adjust).items()]  # type: ignore[misc]
 
 
 def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:

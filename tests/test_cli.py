@@ -27,6 +27,7 @@ from motia_state_sql import SqliteStateAdapter, open_state
 from motia_state_sql.cli import EXIT_CODES, main
 from motia_state_sql.cli_io import (
     BadLineError,
+    big_ints,
     copy_items,
     export_items,
     import_items,
@@ -662,6 +663,83 @@ def test_an_item_the_store_refuses_rolls_the_whole_import_back(cli: Run, tmp_pat
         cli("import", "legacy.json", "--url", url), 2, "legacy.json: entry b:2:", "max_value_bytes=5"
     )
     assert not (tmp_path / "dir" / "motia.state.json").exists()
+
+
+# Node writes every number as a double: JSON.stringify(2**64) is "18446744073709552000" and
+# JSON.stringify(2**63) is "9223372036854776000" (which orjson would read back as an int).
+BIG = [
+    ("big", "beyond-u64", '{"n":18446744073709552000,"s":"18446744073709552000","f":1e+21}'),
+    ("big", "in-u64", "[9223372036854776000, -9223372036854776000, 9223372036854775807, 1.5e19]"),
+    ("big", "negative", "-18446744073709552000"),
+    ("small", "k", '{"n":12345678901234567}'),
+]
+
+
+@pytest.mark.parametrize("name", ["in.json", "in.jsonl"])
+def test_integers_beyond_64_bit_are_refused_with_the_way_on(cli: Run, tmp_path: Path, name: str) -> None:
+    data = dump_motia_json(BIG)
+    if name.endswith(".jsonl"):
+        data = "".join(jsonl_line(*entry) for entry in BIG).encode()
+    (tmp_path / name).write_bytes(data)
+    where = "in.json: entry 'big:beyond-u64': " if name == "in.json" else "in.jsonl:1: "
+    _one_line_error(
+        cli("import", name),
+        2,
+        f"{where}value of 'big'/'beyond-u64' at $.n: integer 18446744073709552000 exceeds signed 64-bit",
+        "the double 1.8446744073709552e+19",
+        "--big-ints double",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_integers_beyond_64_bit_import_as_the_doubles_node_meant(cli: Run, tmp_path: Path) -> None:
+    _motia_file(tmp_path / "in.json", BIG)
+    assert cli("import", "in.json", "--big-ints", "double").code == 0
+    exported = json.loads(cli("export").stdout)
+    assert exported == {
+        # Only the integers beyond 64-bit are spelled differently; every other byte is kept.
+        "big:beyond-u64": '{"n":1.8446744073709552e+19,"s":"18446744073709552000","f":1e+21}',
+        "big:in-u64": "[9.223372036854776e+18, -9.223372036854776e+18, 9223372036854775807, 1.5e19]",
+        "big:negative": "-1.8446744073709552e+19",
+        "small:k": '{"n":12345678901234567}',
+    }
+    for group, key, text in BIG:  # the same numbers as Node reads them
+        assert json.loads(exported[f"{group}:{key}"], parse_int=float) == json.loads(text, parse_int=float)
+    # What get returns, set takes back unchanged: no integer beyond 64-bit is ever returned.
+    for group, key, _ in BIG:
+        value = cli("get", group, key, "--json").stdout
+        assert cli("set", group, f"{key}-again", "--", value).code == 0
+        assert cli("get", group, f"{key}-again", "--json").stdout == value
+    assert cli("get", "big", "in-u64", "--json").json() == [2.0**63, -(2.0**63), 2**63 - 1, 1.5e19]
+    # The exported file imports again as it is, byte for byte.
+    assert cli("export", "--group", "big", "-o", "again.json").code == 0
+    assert cli("import", "again.json", "--url", "sqlite:///again.db").code == 0
+    assert (
+        cli("export", "--url", "sqlite:///again.db").stdout.encode() == (tmp_path / "again.json").read_bytes()
+    )
+    # JSON Lines take the same option.
+    (tmp_path / "in.jsonl").write_text("".join(jsonl_line(*entry) for entry in BIG))
+    assert cli("import", "in.jsonl", "--big-ints", "double", "--url", "sqlite:///lines.db").code == 0
+    assert json.loads(cli("export", "--url", "sqlite:///lines.db").stdout) == exported
+
+
+def test_integers_beyond_a_double_are_refused_either_way(cli: Run, tmp_path: Path) -> None:
+    _motia_file(tmp_path / "in.json", [("g", "k", "[1, 1" + "0" * 400 + "]")])
+    for mode in ("refuse", "double"):
+        _one_line_error(
+            cli("import", "in.json", "--big-ints", mode), 2, "'g'/'k' at $[1]", "beyond the range of a double"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json"]
+
+
+def test_big_ints_keeps_what_it_does_not_change() -> None:
+    for text in ("1", '"9223372036854775808"', "[1e400]", "{", '{"a": 9223372036854775807}'):
+        assert big_ints("g", "k", text, "refuse") == text
+        assert big_ints("g", "k", text, "double") == text
+    text = '{ "a\\"": [ 9223372036854775808 ,"\\u0031 9223372036854775808", -9223372036854775809e0 ] }'
+    assert big_ints("g", "k", text, "double") == (
+        '{ "a\\"": [ 9.223372036854776e+18 ,"\\u0031 9223372036854775808", -9223372036854775809e0 ] }'
+    )
 
 
 def test_unreadable_import_files_exit_2(cli: Run, tmp_path: Path) -> None:
