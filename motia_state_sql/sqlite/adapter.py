@@ -188,6 +188,7 @@ class SqliteStateAdapter(StateAdapter):
         "_pending",
         "_raw",
         "_reader",
+        "_turn_taken",
         "_writer",
         "busy_timeout",
         "file_mode",
@@ -248,6 +249,8 @@ class SqliteStateAdapter(StateAdapter):
         self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_soon = False
+        # Set while a write committed at once has not yet resumed its caller (see ``_write``).
+        self._turn_taken = False
         self._last_purge = float("-inf")
 
     def __repr__(self) -> str:
@@ -432,6 +435,17 @@ class SqliteStateAdapter(StateAdapter):
             raise self._translate(exc) from exc
 
     async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        fast = self._fast
+        if fast is not None:  # the point read of every get: one row, on the loop
+            try:
+                found = fast.execute(_SELECT_LIVE_ROW, (group_id, key, now)).fetchone()
+            except sqlite3.OperationalError as exc:
+                if not migrate.is_busy(exc):
+                    raise self._translate(exc) from exc
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+            else:
+                return None if found is None else Row(*found)
         rows = await self._query(_SELECT_LIVE_ROW, (group_id, key, now))
         return _row(rows[0]) if rows else None
 
@@ -588,13 +602,23 @@ class SqliteStateAdapter(StateAdapter):
         raw.execute("BEGIN IMMEDIATE")
         try:
             results: list[Any] = []
+            sets: list[tuple[Any, ...]] = []  # a run of unconditional sets: one executemany
             for job in jobs:
+                params = _plain_set(job)
+                if params is not None:
+                    sets.append(params)
+                    continue
+                if sets:
+                    _run_sets(raw, sets, results)
+                    sets = []
                 try:
                     results.append(self._apply_job(raw, job))
                 except sqlite3.Error:
                     raise  # the database failed: the whole batch rolls back
                 except Exception as exc:  # the job's own plan failed before it wrote anything
                     results.append(exc)
+            if sets:
+                _run_sets(raw, sets, results)
             now = max(job[2] for job in jobs)
             if now - self._last_purge >= self.purge_interval:
                 raw.execute(_PURGE, (now, _PURGE_BATCH))
@@ -612,10 +636,6 @@ class SqliteStateAdapter(StateAdapter):
             raw.execute(_DELETE_GROUP, (job[1],))
             return None
         _, write, now = job
-        if write.kind == "set" and write.if_version is None and not write.if_absent:
-            expires_at = now + write.ttl if write.ttl is not None else None
-            raw.execute(_SET, (write.group_id, write.key, write.encoded, new_version(None), now, expires_at))
-            return None
         found = raw.execute(_SELECT_ROW, (write.group_id, write.key)).fetchone()
         current = _row(found) if found is not None else None
         if current is not None and not current.live(now):
@@ -627,7 +647,30 @@ class SqliteStateAdapter(StateAdapter):
 
     async def _write(self, write: Write, now: float) -> WriteResult:
         writer = self._writer or await self._connect()
-        return cast(WriteResult, await self._submit(writer, ("write", write, now)))
+        job: Job = ("write", write, now)
+        if (
+            self._inline
+            and not self._turn_taken
+            and not self._pending
+            and not self._flush_soon
+            and self._flusher is None
+            and not self._lock.locked()
+        ):
+            # Nothing queued and nobody wrote at once in this loop turn: a lone writer. Commit
+            # right here, then yield once (a writing loop starves nobody), instead of queueing
+            # for a flush callback and being resumed by a future: one loop turn per write, not
+            # two. Writers arriving in the same turn queue as usual and commit as one batch.
+            results = self._inline_batch([job])
+            if results is not None:
+                self._turn_taken = True
+                try:
+                    await asyncio.sleep(0)
+                finally:
+                    self._turn_taken = False
+                if isinstance(results[0], Exception):
+                    raise results[0]
+                return cast(WriteResult, results[0])
+        return cast(WriteResult, await self._submit(writer, job))
 
     async def _clear(self, group_id: str, now: float) -> None:
         writer = self._writer or await self._connect()
@@ -673,6 +716,26 @@ class SqliteStateAdapter(StateAdapter):
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
         return await self._call_to_end(writer, fn, *args)
+
+
+def _plain_set(job: Job) -> tuple[Any, ...] | None:
+    """The ``_SET`` parameters of an unconditional set, else ``None``."""
+    if job[0] != "write":
+        return None
+    _, write, now = job
+    if write.kind != "set" or write.if_version is not None or write.if_absent:
+        return None
+    expires_at = now + write.ttl if write.ttl is not None else None
+    return (write.group_id, write.key, write.encoded, new_version(None), now, expires_at)
+
+
+def _run_sets(raw: sqlite3.Connection, sets: list[tuple[Any, ...]], results: list[Any]) -> None:
+    """Unconditional sets, in order, in one call: each one's result is ``None``."""
+    if len(sets) == 1:
+        raw.execute(_SET, sets[0])
+    else:
+        raw.executemany(_SET, sets)
+    results.extend([None] * len(sets))
 
 
 def _execute(raw: sqlite3.Connection, sql: str) -> None:
