@@ -7,9 +7,11 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,16 @@ from motia_state_sql import (
     ConflictError,
     InvalidKeyError,
     RedisStateAdapter,
+    SchemaError,
+    StateError,
+    StateTransaction,
     StoreUnavailableError,
     increment,
     open_state,
 )
-from motia_state_sql.redis.adapter import _text
+from motia_state_sql.redis.adapter import _Native, _text, redact
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, free_port
 
 LAYOUTS = ["native", "motia"]
 
@@ -327,3 +332,261 @@ async def test_commit_checks_every_read(redis_url: str, layout: Any) -> None:
             await tx.get_group("g")
             await tx.set("out", "k", "written")
         assert await store.get("out", "k") == "written"
+
+
+# -- transactions across groups ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_commit_checks_the_set_of_groups(redis_url: str, layout: Any) -> None:
+    prefix = _prefix()
+    async with (
+        RedisStateAdapter(redis_url, key_prefix=prefix, layout=layout) as store,
+        RedisStateAdapter(redis_url, key_prefix=prefix, layout=layout) as other,
+    ):
+
+        async def count_groups(read: str, change: Coroutine[Any, Any, Any] | None) -> None:
+            async with store.transaction() as tx:
+                seen = await tx.list_groups() if read == "list_groups" else await tx.items()
+                if change is not None:
+                    await change
+                await tx.set("summary", "groups", len(seen))
+
+        for read in ("list_groups", "items"):
+            for change in ("new group", "group gone", "new row"):
+                await store.set("g1", "k", 1)
+                if change == "new group":
+                    interference = other.set("g2", "k", 1)
+                elif change == "group gone":
+                    interference = other.clear("g1")
+                else:
+                    interference = other.set("g1", "k2", 2)  # items() returned the group's rows
+                with pytest.raises(ConflictError, match="nothing of it was applied"):
+                    await count_groups(read, interference)
+                assert await store.get("summary", "groups") is None
+                await other.clear("g2")
+                await other.delete("g1", "k2")
+            # without interference the same transaction commits, its own new group notwithstanding
+            await count_groups(read, None)
+            assert await store.get("summary", "groups") == 1
+            await store.clear("summary")
+
+
+async def _cross_group_read(store: RedisStateAdapter, read: str) -> None:
+    async with store.transaction() as tx:
+        await tx.set("g1", "k", 2)
+        await (tx.list_groups() if read == "list_groups" else tx.items())
+
+
+async def test_cluster_refuses_reads_across_groups_in_a_transaction(redis_cluster_url: str) -> None:
+    async with RedisStateAdapter(redis_cluster_url, key_prefix=_prefix(), cluster=True) as store:
+        await store.set("g1", "k", 1)
+        for read in ("list_groups", "items"):
+            with pytest.raises(StateError, match="hash slots"):
+                await _cross_group_read(store, read)
+            assert await store.get("g1", "k") == 1
+        async with store.transaction() as tx:  # one group is fine
+            assert await tx.items("g1") != []
+            await tx.set("g1", "k", 3)
+        assert await store.get("g1", "k") == 3
+
+
+# -- motia layout: atomic group reads, foreign data ----------------------------------------------
+
+
+async def _move(source: str, target: str, fresh: str, tx: StateTransaction) -> None:
+    """Move one unit from ``source`` to ``target``, renaming ``source`` to ``fresh``."""
+    x, y = await tx.get("bank", source), await tx.get("bank", target)
+    await tx.delete("bank", source)
+    await tx.set("bank", fresh, x - 1)
+    await tx.set("bank", target, y + 1)
+
+
+def _mover(url: str, prefix: str, names: list[str], stop: threading.Event) -> None:
+    """In its own thread and loop: move one unit between items, renaming one, until stopped."""
+
+    async def run() -> None:
+        rng = random.Random(3)
+        async with RedisStateAdapter(url, key_prefix=prefix, layout="motia") as mover:
+            serial = 0
+            while not stop.is_set():
+                a, b = rng.sample(range(len(names)), 2)
+                serial += 1
+                fresh = f"m{serial:06}"
+                await mover.run_transaction(partial(_move, names[a], names[b], fresh))
+                names[a] = fresh
+
+    asyncio.run(run())
+
+
+async def test_motia_group_reads_are_atomic_snapshots(redis_url: str) -> None:
+    prefix = _prefix()
+    names = [f"a{n:03}" for n in range(300)]
+    async with RedisStateAdapter(redis_url, key_prefix=prefix, layout="motia") as store:
+        async with store.transaction() as tx:
+            for name in names:
+                await tx.set("bank", name, 10)
+        stop = threading.Event()
+        thread = threading.Thread(target=_mover, args=(redis_url, prefix, names, stop))
+        thread.start()
+        torn = 0
+        try:
+            for _ in range(60):
+                values = await store.get_group("bank")
+                items = await store.items("bank")
+                keys = await store.keys("bank")
+                torn += sum(values) != 3000 or len(values) != 300
+                torn += sum(i.value for i in items) != 3000 or len(items) != 300
+                torn += len(keys) != 300
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join)
+        assert torn == 0
+        assert sum(await store.get_group("bank")) == 3000
+
+
+async def test_motia_value_that_is_not_json_is_a_schema_error(redis_url: str) -> None:
+    prefix = _prefix()
+    async with RedisStateAdapter(redis_url, key_prefix=prefix, layout="motia") as store:
+        await store.set("g", "ok", 1)
+        await store._client.set(f"{prefix}g:bad", "hello")  # another tool wrote it
+        for call in (store.get("g", "bad"), store.get_group("g"), store.items(), store.items("g")):
+            with pytest.raises(SchemaError, match=f"{prefix}g:bad.*not a JSON value"):
+                await call
+        assert await store.get("g", "ok") == 1
+        assert await store.list_groups() == ["g"]
+        assert await store.delete("g", "bad") == "hello"  # removing it works, and says what it held
+        assert await store.get_group("g") == [1]
+
+
+async def test_other_layout_under_the_same_prefix_is_a_clear_error(redis_url: str) -> None:
+    prefix = _prefix()
+    async with (
+        RedisStateAdapter(redis_url, key_prefix=prefix) as native,
+        RedisStateAdapter(redis_url, key_prefix=prefix, layout="motia") as motia,
+    ):
+        await native.set("orders", "o1", 1)
+        data = _text(next(iter(await native._client.keys(f"{prefix}*:d:orders"))))
+        group, key = data[len(prefix) :].split(":", 1)
+        for call in (
+            motia.list_groups(),
+            motia.items(),
+            motia.get_group(group),
+            motia.get(group, key),
+            motia.set(group, key, 1),
+        ):
+            with pytest.raises(SchemaError, match="other layout") as info:
+                await call
+            assert "key_prefix" in str(info.value)
+        assert await native.get("orders", "o1") == 1
+
+
+# -- native layout: expiry, versions, write costs ------------------------------------------------
+
+
+async def test_native_expired_groups_are_reclaimed(redis_url: str) -> None:
+    async with RedisStateAdapter(redis_url, key_prefix=_prefix(), expiry_margin=0.05) as store:
+        raw = store._client
+        layout = store._layout
+        assert isinstance(layout, _Native)
+        short, mixed, later = layout.keys("short"), layout.keys("mixed"), layout.keys("later")
+        await store.set("short", "a", 1, ttl=0.2)
+        await store.set("short", "b", 2, ttl=0.1)
+        for name in short:  # every item expires: the keys expire with the last one, plus the margin
+            assert 150 < await raw.pttl(name) <= 250
+        await store.set("mixed", "keep", 1)
+        await store.set("mixed", "gone", 2, ttl=0.1)
+        assert await raw.pttl(mixed[0]) == -1
+        await store.set("later", "a", 1, ttl=30)
+        assert await raw.pttl(later[0]) > 29_000
+        await store.set("later", "b", 2)  # an item without expiry keeps the group
+        assert [await raw.pttl(name) for name in later] == [-1, -1]
+        await store.delete("later", "b")
+        assert await raw.pttl(later[0]) > 29_000
+        async with store.transaction() as tx:
+            await tx.set("later", "b", 2)
+        assert await raw.pttl(later[0]) == -1
+
+        await asyncio.sleep(0.35)  # nobody writes to the groups again
+        assert await raw.exists(*short) == 0
+        assert await raw.hlen(mixed[0]) == 2  # its expired field is invisible, not yet reclaimed
+        assert await store.keys("mixed") == ["keep"]  # a read meeting it reclaims it
+        assert (await raw.hlen(mixed[0]), await raw.exists(mixed[1])) == (1, 0)
+        await store.set("mixed", "gone", 2, ttl=0.1)
+        await asyncio.sleep(0.15)
+        assert await store.get("mixed", "gone") is None
+        assert (await raw.hlen(mixed[0]), await raw.exists(mixed[1])) == (1, 0)
+
+
+async def test_native_versions_beyond_double_precision_still_advance(redis_url: str) -> None:
+    async with RedisStateAdapter(redis_url, key_prefix=_prefix()) as store:
+        await store.set("g", "k", 1)
+        data = _Native(store).keys("g")[0]
+        big = 2**62 + 8
+        await store._client.hset(data, "k", f"{big}|1.0|1.0||1")
+        await store.set("g", "k", 2)
+        item = await store.get_item("g", "k")
+        assert item is not None
+        assert item.version == big + 1
+        await store.update("g", "k", [increment(None, 1)])
+        item = await store.get_item("g", "k")
+        assert item is not None
+        assert (item.version, item.value) == (big + 2, 3)
+
+
+async def test_native_set_skips_reclaim_in_groups_without_expiring_items(redis_url: str) -> None:
+    async with RedisStateAdapter(redis_url, key_prefix=_prefix()) as store:
+        before = _commandstats(redis_url, "zrangebyscore")
+        for n in range(50):
+            await store.set("plain", f"k{n}", n)
+        assert _commandstats(redis_url, "zrangebyscore") == before
+        await store.set("plain", "t", 1, ttl=100)
+        await store.set("plain", "k0", 0)
+        assert _commandstats(redis_url, "zrangebyscore") > before
+
+
+# -- cluster outages, passwords in the query ---------------------------------------------------
+
+
+async def test_cluster_outage_is_store_unavailable() -> None:
+    port = free_port(cluster=True)
+    closed = RedisStateAdapter(
+        f"redis://127.0.0.1:{port}/0", cluster=True, connect_timeout=1, socket_timeout=1
+    )
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="unavailable"):
+        await closed.get("g", "k")
+    assert time.monotonic() - started < 3
+    await closed.close()
+    node = RedisServer(port, "--cluster-enabled", "yes")  # a node serving no slots: CLUSTERDOWN
+    node.extra += ["--cluster-config-file", str(node.folder / "nodes.conf")]
+    node.start()
+    try:
+        for cluster in (True, False):
+            async with RedisStateAdapter(
+                node.url, cluster=cluster, connect_timeout=1, socket_timeout=1
+            ) as store:
+                with pytest.raises(StoreUnavailableError, match="unavailable"):
+                    await store.set("g", "k", 1)
+    finally:
+        node.close()
+
+
+async def test_password_in_the_query_never_shows() -> None:
+    assert redact("redis://u:pw@h:1/0?password=topsecret&db=2") == "redis://u:***@h:1/0?password=***&db=2"
+    assert redact("rediss://h/0?ssl_password=topsecret") == "rediss://h/0?ssl_password=***"
+    own = RedisServer(None, "--requirepass", "topsecret")
+    own.start()
+    url = f"redis://127.0.0.1:{own.port}/0?password=topsecret"
+    try:
+        async with RedisStateAdapter(url, key_prefix=_prefix(), socket_timeout=1, connect_timeout=1) as store:
+            await store.set("g", "k", 1)
+            assert "topsecret" not in repr(store)
+            assert "password=***" in repr(store)
+            own.stop()
+            with pytest.raises(StoreUnavailableError) as info:
+                await store.get("g", "k")
+            assert "topsecret" not in str(info.value)
+            assert "password=***" in str(info.value)
+    finally:
+        own.close()

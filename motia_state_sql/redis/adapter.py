@@ -16,16 +16,19 @@ shared ``ops`` module, and writes back with a compare-and-set script (retried on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -40,11 +43,12 @@ from ..base import (
     StateAdapter,
     TxStore,
     Write,
+    WriteResult,
     _Unchanged,
     new_version,
     plan_write,
 )
-from ..errors import ConflictError, InvalidKeyError, StateError, StoreUnavailableError
+from ..errors import ConflictError, InvalidKeyError, SchemaError, StateError, StoreUnavailableError
 from ..ops import Filter
 from . import scripts
 
@@ -70,17 +74,36 @@ def _glob(text: str) -> str:
     return text.translate(_GLOB)
 
 
+_QUERY_SECRET = re.compile(r"(?i)(^|[&;])([^=&;]*pass[^=&;]*)=([^&;]*)")
+
+
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for repr, logs and messages)."""
+    """``url`` with every password replaced by ``***`` (for repr, logs and messages).
+
+    Covers the userinfo password (``redis://user:pw@host``) and query parameters naming one
+    (``?password=pw``, ``ssl_password``), which redis-py accepts too.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    if parts.query:
+        parts = parts._replace(query=_QUERY_SECRET.sub(r"\1\2=***", parts.query))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        parts = parts._replace(netloc=f"{user}:***@{host}{port}")
+    return urlunsplit(parts)
+
+
+def _secrets(url: str) -> tuple[str, ...]:
+    """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
+    parts = urlsplit(url)
+    found = [parts.password or ""]
+    found += [text for name, text in parse_qsl(parts.query, keep_blank_values=True) if "pass" in name.lower()]
+    found += [m.group(3) for m in _QUERY_SECRET.finditer(parts.query)]
+    every = {variant for text in found for variant in (text, unquote(text)) if text}
+    return tuple(sorted(every, key=len, reverse=True))
 
 
 class RedisStateAdapter(StateAdapter):
@@ -88,10 +111,14 @@ class RedisStateAdapter(StateAdapter):
 
     __slots__ = (
         "_client",
+        "_gate",
+        "_gate_timeout",
         "_layout",
+        "_margin_ms",
         "_owns_client",
         "_safe_url",
         "_scripts",
+        "_secrets",
         "_stripes",
         "cluster",
         "key_prefix",
@@ -110,6 +137,7 @@ class RedisStateAdapter(StateAdapter):
         connect_timeout: float = 2.0,
         max_connections: int = 64,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
+        expiry_margin: float = 60.0,
         clock: Clock = time.time,
     ) -> None:
         """Describe the store; nothing connects until the first call.
@@ -127,6 +155,9 @@ class RedisStateAdapter(StateAdapter):
             max_connections: connections to Redis at most; more concurrent calls wait for a free
                 one (up to ``socket_timeout``) instead of failing.
             max_value_bytes: largest encoded value accepted.
+            expiry_margin: native layout: seconds Redis keeps a group whose every item has
+                expired past the last expiry, before removing its keys (covers clocks of instances
+                that disagree; expired items are invisible to reads meanwhile).
             clock: time source (seconds since the epoch); expiry is judged by it.
         """
         super().__init__(max_value_bytes=max_value_bytes, clock=clock)
@@ -134,9 +165,17 @@ class RedisStateAdapter(StateAdapter):
             raise ValueError(f"layout must be 'native' or 'motia', got {layout!r}")
         if type(key_prefix) is not str:
             raise ValueError(f"key_prefix must be a str, got {key_prefix!r}")
+        if type(expiry_margin) not in (int, float) or not (
+            math.isfinite(expiry_margin) and expiry_margin >= 0
+        ):
+            raise ValueError(f"expiry_margin must be a finite number of seconds >= 0, got {expiry_margin!r}")
         self.key_prefix = key_prefix
         self.layout = layout
+        self._margin_ms = str(math.ceil(expiry_margin * 1000))
         self._owns_client = client is None
+        self._gate: asyncio.Semaphore | None = None
+        self._gate_timeout: float | None = socket_timeout
+        self._secrets: tuple[str, ...] = ()
         if client is None:
             options: dict[str, Any] = {
                 "socket_timeout": socket_timeout,
@@ -144,18 +183,19 @@ class RedisStateAdapter(StateAdapter):
                 # No silent retries: a write whose reply was lost may have landed, and a retried
                 # compare-and-set could apply an update twice. Reads retry once, below.
                 "retry": Retry(NoBackoff(), 0),
+                "max_connections": max_connections,
             }
             if type(max_connections) is not int or max_connections <= 0:
                 raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
-            if cluster:
-                client = RedisCluster.from_url(url, max_connections=max_connections, **options)
-            else:
-                # A blocking pool: a burst of calls queues for a connection instead of failing.
-                pool = BlockingConnectionPool.from_url(
-                    url, max_connections=max_connections, timeout=socket_timeout, **options
-                )
-                client = aioredis.Redis.from_pool(pool)
             self._safe_url = redact(url)
+            self._secrets = _secrets(url)
+            if cluster:
+                client = RedisCluster.from_url(url, **options)
+            else:
+                client = aioredis.Redis.from_url(url, **options)
+            # Calls queue here for one of the pool's connections, so a burst waits instead of
+            # failing with "too many connections" (each call holds at most one connection).
+            self._gate = asyncio.Semaphore(max_connections)
         else:
             self._safe_url = f"<{type(client).__name__} given by the caller>"
         self.cluster = isinstance(client, RedisCluster)
@@ -189,26 +229,72 @@ class RedisStateAdapter(StateAdapter):
             script = self._scripts[source] = self._client.register_script(source)
         return script
 
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
-        return StoreUnavailableError(f"Redis at {self._safe_url} is unavailable: {type(exc).__name__}: {exc}")
+        return StoreUnavailableError(
+            f"Redis at {self._safe_url} is unavailable: {type(exc).__name__}: {self._scrub(str(exc))}"
+        )
+
+    def _refused(self, exc: rexc.ResponseError) -> StateError:
+        text = self._scrub(str(exc))
+        if "CROSSSLOT" in text:
+            return StateError(
+                "this transaction spans groups in different Redis Cluster hash slots; on a "
+                "cluster a transaction must stay within one group"
+            )
+        if text.startswith(("CLUSTERDOWN", "MASTERDOWN", "TRYAGAIN", "LOADING")):
+            return self._unavailable(exc)
+        if text.startswith(("WRONGTYPE", "BADRECORD")):
+            found = re.search(r"key:([0-9a-f]*)", text)
+            name = repr(bytes.fromhex(found.group(1)).decode(errors="backslashreplace")) if found else "a key"
+            return SchemaError(
+                f"Redis at {self._safe_url}: {name} under key_prefix {self.key_prefix!r} holds data "
+                f"that layout={self.layout!r} cannot read: probably the other layout's (native and "
+                "motia keep different kinds of keys) or another tool's. Give each layout its own "
+                "key_prefix."
+            )
+        return StateError(f"Redis at {self._safe_url} refused the request: {text}")
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
         """Run one request, mapping driver errors; idempotent reads get one retry on a dead connection."""
-        for attempt in range(2 if idempotent else 1):
-            try:
-                return await make()
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-                if attempt == 0 and idempotent and not isinstance(exc, rexc.TimeoutError):
-                    continue
-                raise self._unavailable(exc) from None
-            except rexc.ResponseError as exc:
-                if "CROSSSLOT" in str(exc):
-                    raise StateError(
-                        "this transaction spans groups in different Redis Cluster hash slots; on a "
-                        "cluster a transaction must stay within one group"
-                    ) from None
-                raise StateError(f"Redis at {self._safe_url} refused the request: {exc}") from None
-        raise AssertionError("unreachable")
+        gate = self._gate
+        if gate is not None:
+            if gate.locked():
+                await self._queue(gate)
+            else:
+                await gate.acquire()  # free: returns at once
+        try:
+            for attempt in range(2 if idempotent else 1):
+                try:
+                    return await make()
+                except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                    if attempt == 0 and idempotent and not isinstance(exc, rexc.TimeoutError):
+                        continue
+                    raise self._unavailable(exc) from None
+                except (rexc.RedisClusterException, rexc.ClusterError, rexc.TryAgainError) as exc:
+                    # no reachable node, CLUSTERDOWN, MASTERDOWN, slots not covered: an outage
+                    raise self._unavailable(exc) from None
+                except rexc.ResponseError as exc:
+                    raise self._refused(exc) from None
+            raise AssertionError("unreachable")
+        finally:
+            if gate is not None:
+                gate.release()
+
+    async def _queue(self, gate: asyncio.Semaphore) -> None:
+        """Wait for a free connection, up to ``socket_timeout``."""
+        try:
+            async with asyncio.timeout(self._gate_timeout):
+                await gate.acquire()
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"Redis at {self._safe_url}: no free connection within {self._gate_timeout} s "
+                "(every one of max_connections is busy)"
+            ) from None
 
     async def _run(self, source: str, keys: list[str], args: list[Any], *, idempotent: bool = False) -> Any:
         script = self._script(source)
@@ -234,7 +320,7 @@ class RedisStateAdapter(StateAdapter):
     async def _read_groups(self, now: float) -> list[str]:
         return await self._layout.groups(now)
 
-    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+    async def _write(self, write: Write, now: float) -> WriteResult:
         if write.kind != "update":
             return await self._layout.write(write, now)
         # Updates of one key from this process take turns (a striped lock), so they do not
@@ -263,15 +349,23 @@ class RedisStateAdapter(StateAdapter):
 
 
 class _Native:
-    __slots__ = ("_adapter",)
+    __slots__ = ("_adapter", "_names")
 
     def __init__(self, adapter: RedisStateAdapter) -> None:
         self._adapter = adapter
+        self._names: dict[str, list[str]] = {}
 
-    def keys(self, group_id: str) -> tuple[str, str]:
-        tag = hashlib.sha1(group_id.encode()).hexdigest()[:16]
-        base = f"{self._adapter.key_prefix}{{{tag}}}"
-        return f"{base}:d:{group_id}", f"{base}:e:{group_id}"
+    def keys(self, group_id: str) -> list[str]:
+        """The group's data hash and expiry set (a fresh list: scripts take it as KEYS)."""
+        names = self._names.get(group_id)
+        if names is None:
+            tag = hashlib.sha1(group_id.encode()).hexdigest()[:16]
+            base = f"{self._adapter.key_prefix}{{{tag}}}"
+            names = [f"{base}:d:{group_id}", f"{base}:e:{group_id}"]
+            if len(self._names) >= 4096:
+                self._names.clear()
+            self._names[group_id] = names
+        return names.copy()
 
     def group_of(self, name: str) -> str | None:
         """The group a data-hash key belongs to, or None for keys that are not ours."""
@@ -283,71 +377,130 @@ class _Native:
         return group if group and self.keys(group)[0] == name else None
 
     @staticmethod
-    def parse(record: Any) -> Row:
-        version, created, updated, expires, text = _text(record).split("|", 4)
-        return Row(text, int(version), float(created), float(updated), float(expires) if expires else None)
+    def parse(record: Any, group_id: str, key: str) -> Row:
+        try:
+            version, created, updated, expires, text = _text(record).split("|", 4)
+            return Row(
+                text, int(version), float(created), float(updated), float(expires) if expires else None
+            )
+        except ValueError:
+            raise SchemaError(
+                f"Redis native layout: item {group_id!r}/{key!r} holds {_text(record)[:60]!r}, which is "
+                "not a record of this package (another tool wrote into our keys?)"
+            ) from None
+
+    async def reclaim(self, group_id: str, now: float) -> None:
+        """Drop the group's expired fields now (reads call it when they meet one); best effort."""
+        with contextlib.suppress(StoreUnavailableError):
+            await self._adapter._run(
+                scripts.NATIVE_RECLAIM,
+                self.keys(group_id),
+                [repr(now), self._adapter._margin_ms],
+                idempotent=True,
+            )
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
-        data, _ = self.keys(group_id)
+        data = self.keys(group_id)[0]
         client = self._adapter._client
         record = await self._adapter._call(lambda: client.hget(data, key), idempotent=True)
         if record is None:
             return None
-        row = self.parse(record)
-        return row if row.live(now) else None
+        row = self.parse(record, group_id, key)
+        if row.live(now):
+            return row
+        await self.reclaim(group_id, now)
+        return None
 
     async def group_rows(self, group_id: str, now: float) -> dict[str, Row]:
-        data, _ = self.keys(group_id)
+        data = self.keys(group_id)[0]
         client = self._adapter._client
         found = await self._adapter._call(lambda: client.hgetall(data), idempotent=True)
-        rows = {_text(key): self.parse(record) for key, record in found.items()}
-        return {key: row for key, row in rows.items() if row.live(now)}
+        rows: dict[str, Row] = {}
+        expired = False
+        for field, record in found.items():
+            key = _text(field)
+            row = self.parse(record, group_id, key)
+            if row.live(now):
+                rows[key] = row
+            else:
+                expired = True
+        if expired:
+            await self.reclaim(group_id, now)
+        return rows
+
+    def pattern(self) -> str:
+        return _glob(self._adapter.key_prefix) + "{*}:d:*"
 
     async def groups(self, now: float) -> list[str]:
-        client = self._adapter._client
-        pattern = _glob(self._adapter.key_prefix) + "{*}:d:*"
+        adapter = self._adapter
+        if not adapter.cluster:  # one atomic scan on the server
+            found = await adapter._run(
+                scripts.NATIVE_GROUPS, [], [adapter.key_prefix, self.pattern(), repr(now)], idempotent=True
+            )
+            return sorted(_text(g) for g in found)
+        client = adapter._client
+        pattern = self.pattern()
 
         async def scan() -> list[str]:
             return [_text(name) async for name in client.scan_iter(match=pattern, count=1000)]
 
         groups = sorted(
-            {g for name in await self._adapter._call(scan, idempotent=True) if (g := self.group_of(name))}
+            {g for name in await adapter._call(scan, idempotent=True) if (g := self.group_of(name))}
         )
         live: list[str] = []
         for group in groups:  # one small script per group: each group is its own hash slot
-            counts = await self._adapter._run(
-                scripts.NATIVE_LIVE_COUNTS, list(self.keys(group)), [repr(now)], idempotent=True
+            count = await adapter._run(
+                scripts.NATIVE_LIVE_COUNT, self.keys(group), [repr(now), adapter._margin_ms], idempotent=True
             )
-            if counts[0] > 0:
+            if count > 0:
                 live.append(group)
         return live
 
-    async def write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+    async def write(self, write: Write, now: float) -> WriteResult:
         condition = _condition(write, str)
-        tail, expires = "", ""
+        tail = expires = ""
+        expires_at = None
         if write.kind == "set":
             assert write.encoded is not None
-            expires = repr(now + write.ttl) if write.ttl is not None else ""
+            if write.ttl is not None:
+                expires_at = now + write.ttl
+                expires = repr(expires_at)
             tail = f"{now!r}|{expires}|{write.encoded}"
-        reply = await self._adapter._run(
+        adapter = self._adapter
+        reply = await adapter._run(
             scripts.NATIVE_WRITE,
-            list(self.keys(write.group_id)),
-            [write.key, condition, repr(now), tail, str(new_version(None)), expires],
+            self.keys(write.group_id),
+            [
+                write.key,
+                condition,
+                repr(now),
+                tail,
+                str(new_version(None)),
+                expires,
+                adapter._margin_ms,
+                "1" if condition else "0",
+            ],
         )
-        current = self.parse(reply[1]) if reply[1] is not None else None
         if reply[0] == 0:
+            current = self.parse(reply[1], write.group_id, write.key) if reply[1] is not None else None
             plan_write(write, current, now)  # raises the ConflictError with its message
             raise ConflictError(f"{write.kind} of {write.group_id!r}/{write.key!r}: condition failed")
         if write.kind == "delete":
+            current = self.parse(reply[1], write.group_id, write.key) if reply[1] is not None else None
             return (UNCHANGED if current is None else None), current
-        return self.parse(reply[2]), current
+        if not condition:
+            return None  # an unconditional set: the caller needs nothing back
+        assert write.encoded is not None
+        current = self.parse(reply[1], write.group_id, write.key) if reply[1] is not None else None
+        created = current.created_at if current is not None and current.created_at is not None else now
+        return Row(write.encoded, int(reply[2]), created, now, expires_at), current
 
     async def put_if(self, group_id: str, key: str, current: Row | None, new: Row, now: float) -> bool:
         condition = f"={current.version if current is not None else ''}"
         expires = repr(new.expires_at) if new.expires_at is not None else ""
         reply = await self._adapter._run(
             scripts.NATIVE_WRITE,
-            list(self.keys(group_id)),
+            self.keys(group_id),
             [
                 key,
                 condition,
@@ -355,6 +508,8 @@ class _Native:
                 f"{new.updated_at!r}|{expires}|{new.value}",
                 str(new.version),
                 expires,
+                self._adapter._margin_ms,
+                "0",
             ],
         )
         return bool(reply[0] == 1)
@@ -394,64 +549,57 @@ class _Motia:
     def pattern(self, group_id: str) -> str:
         return _glob(f"{self._adapter.key_prefix}{group_id}:") + "*"
 
-    @staticmethod
-    def row(value: Any, expire_ms: int) -> Row:
-        text = _text(value)
+    def row(self, value: Any, expire_ms: int, name: Any, *, written: bool = False) -> Row:
+        """The row of a value read from the key ``name``; refuses what is not JSON we can read.
+
+        ``written``: the value was just replaced or deleted, so refusing it would fail a write
+        that landed; a value that is not JSON then comes back as its text (a JSON string).
+        """
+        try:
+            text = _text(value)
+            orjson.loads(text)
+        except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+            if written:
+                text = orjson.dumps(
+                    value.decode(errors="replace") if isinstance(value, bytes) else value
+                ).decode()
+            else:
+                raise SchemaError(
+                    f"Redis key {_text(name)!r} (key_prefix {self._adapter.key_prefix!r}) holds "
+                    f"{value[:60]!r}, which is not a JSON value ({exc}); another tool wrote it?"
+                ) from None
         expires = expire_ms / 1000 if expire_ms > 0 else None
         return Row(text, _motia_version(text), None, None, expires)
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
-        value, at = await self._adapter._run(
-            scripts.MOTIA_GET, [self.key(group_id, key)], [int(now * 1000)], idempotent=True
-        )
-        return None if value is None else self.row(value, at)
-
-    async def _scan(self, pattern: str) -> list[bytes]:
-        client = self._adapter._client
-
-        async def scan() -> list[bytes]:
-            return [name async for name in client.scan_iter(match=pattern, count=1000)]
-
-        return await self._adapter._call(scan, idempotent=True)
-
-    async def _fetch(self, names: list[bytes], now: float) -> list[tuple[bytes, Row]]:
-        """Values and expiries of ``names`` in one round trip; expired or vanished ones left out."""
-        if not names:
-            return []
-        client = self._adapter._client
-
-        async def fetch() -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                pipe.get(name)
-                pipe.pexpiretime(name)  # type: ignore[arg-type]  # keys are bytes: binary-safe
-            return list(await pipe.execute())
-
-        replies = await self._adapter._call(fetch, idempotent=True)
-        now_ms = now * 1000
-        found = []
-        for index, name in enumerate(names):
-            value, at = replies[2 * index], replies[2 * index + 1]
-            if value is not None and not (0 < at <= now_ms):
-                found.append((name, self.row(value, at)))
-        return found
+        name = self.key(group_id, key)
+        value, at = await self._adapter._run(scripts.MOTIA_GET, [name], [int(now * 1000)], idempotent=True)
+        return None if value is None else self.row(value, at, name)
 
     async def group_rows(self, group_id: str, now: float) -> dict[str, Row]:
-        head = len(self.key(group_id, "").encode())
-        rows = await self._fetch(await self._scan(self.pattern(group_id)), now)
-        return {name[head:].decode(): row for name, row in rows}
+        """The group's live items, in one atomic script (SCAN MATCH and GET on the server)."""
+        head = len(self.key(group_id, ""))
+        flat = await self._adapter._run(
+            scripts.MOTIA_GROUP, [], [self.pattern(group_id), int(now * 1000)], idempotent=True
+        )
+        rows: dict[str, Row] = {}
+        for index in range(0, len(flat), 3):
+            name = _text(flat[index])
+            rows[name[head:]] = self.row(flat[index + 1], flat[index + 2], name)
+        return rows
+
+    def all_pattern(self) -> str:
+        return _glob(self._adapter.key_prefix) + "*"
 
     async def groups(self, now: float) -> list[str]:
-        prefix = self._adapter.key_prefix.encode()
-        names = [
-            n for n in await self._scan(_glob(self._adapter.key_prefix) + "*") if b":" in n[len(prefix) :]
-        ]
-        groups = set()
-        for name, _ in await self._fetch(names, now):
-            group = name[len(prefix) :].split(b":", 1)[0].decode()
-            if group:
-                groups.add(group)
-        return sorted(groups)
+        prefix = self._adapter.key_prefix
+        found = await self._adapter._run(
+            scripts.MOTIA_GROUPS,
+            [],
+            [self.all_pattern(), len(prefix.encode()), int(now * 1000)],
+            idempotent=True,
+        )
+        return sorted(_text(g) for g in found)
 
     async def write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
         condition = _condition(write, "{:013x}".format)
@@ -460,12 +608,11 @@ class _Motia:
             assert write.encoded is not None
             value = write.encoded
             at = str(round((now + write.ttl) * 1000)) if write.ttl is not None else ""
+        name = self.key(write.group_id, write.key)
         ok, old = await self._adapter._run(
-            scripts.MOTIA_WRITE,
-            [self.key(write.group_id, write.key)],
-            [condition, int(now * 1000), value, at, "0"],
+            scripts.MOTIA_WRITE, [name], [condition, int(now * 1000), value, at, "0"]
         )
-        current = self.row(old, -1) if old is not None else None
+        current = self.row(old, -1, name, written=ok == 1) if old is not None else None
         if ok == 0:
             plan_write(write, current, now)  # raises the ConflictError with its message
             raise ConflictError(f"{write.kind} of {write.group_id!r}/{write.key!r}: condition failed")
@@ -488,12 +635,14 @@ class _Motia:
 class _RedisTx(TxStore):
     """Optimistic: reads are remembered, and the commit script checks them before writing."""
 
-    __slots__ = ("_adapter", "_group_reads", "_row_reads")
+    __slots__ = ("_adapter", "_all_groups", "_group_reads", "_row_reads")
 
     def __init__(self, adapter: RedisStateAdapter) -> None:
         self._adapter = adapter
         self._row_reads: dict[tuple[str, str], int | None] = {}
         self._group_reads: dict[str, dict[str, int | None]] = {}
+        #: The live groups seen by the first read across groups (list_groups, items()), if any.
+        self._all_groups: list[str] | None = None
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
         row = await self._adapter._layout.read_row(group_id, key, now)
@@ -502,7 +651,19 @@ class _RedisTx(TxStore):
 
     async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
         layout = self._adapter._layout
-        groups = [group_id] if group_id is not None else await layout.groups(now)
+        if group_id is not None:
+            groups = [group_id]
+        else:
+            if self._adapter.cluster:
+                raise StateError(
+                    "list_groups() and items() without a group read every group, in different Redis "
+                    "Cluster hash slots, which no commit can check atomically; on a cluster a "
+                    "transaction must stay within one group (read across groups outside the "
+                    "transaction); nothing was applied"
+                )
+            groups = await layout.groups(now)
+            if self._all_groups is None:
+                self._all_groups = groups
         rows: list[RowEntry] = []
         for group in groups:
             found = await layout.group_rows(group, now)
@@ -533,7 +694,7 @@ class _RedisTx(TxStore):
                 keys.extend(layout.keys(name))
             return index[name]
 
-        args: list[Any] = [repr(self._adapter._clock())]
+        args: list[Any] = [repr(self._adapter._clock()), self._adapter._margin_ms]
         args.append(len(self._row_reads))
         for (g, k), version in self._row_reads.items():
             args += [group(g), k, "" if version is None else version]
@@ -542,6 +703,16 @@ class _RedisTx(TxStore):
             args += [group(g), len(seen)]
             for k, version in seen.items():
                 args += [k, version]
+        if self._all_groups is None:
+            args.append("0")
+        else:
+            args += [
+                "1",
+                self._adapter.key_prefix,
+                layout.pattern(),
+                len(self._all_groups),
+                *self._all_groups,
+            ]
         args.append(len(cleared))
         args += [group(g) for g in sorted(cleared)]
         args.append(len(writes))
@@ -555,7 +726,7 @@ class _RedisTx(TxStore):
                     layout.record(row),
                     repr(row.expires_at) if row.expires_at is not None else "",
                 ]
-        if not keys:
+        if not keys and self._all_groups is None:
             return 1
         if self._adapter.cluster and len({key_slot(name.encode()) for name in keys}) > 1:
             raise StateError(
@@ -584,6 +755,11 @@ class _RedisTx(TxStore):
             args += [layout.pattern(g), len(seen)]
             for k, version in seen.items():
                 args += [key(g, k), f"{version:013x}"]
+        if self._all_groups is None:
+            args.append("0")
+        else:
+            prefix = len(self._adapter.key_prefix.encode())
+            args += ["1", layout.all_pattern(), prefix, len(self._all_groups), *self._all_groups]
         args.append(len(cleared))
         args += [layout.pattern(g) for g in sorted(cleared)]
         args.append(len(writes))
