@@ -4,9 +4,17 @@
 only shows that the harness works. Each workload is seeded and has a discarded warm-up; every
 target is a ratio against a baseline from the same run, never an absolute number.
 
-Output: a table (ops/s, p50/p99 latency, ratio to its baseline) and PASS/FAIL target lines on
-stdout, ``benchmarks/results/<mode>.json``, ``benchmarks/results/<mode>.png``; the full run also
-rewrites the results part of ``docs/benchmarks.md``, ``docs/benchmarks.png`` and ``docs/benchmarks.json``.
+Each target compares a pair (candidate, baseline) measured alternately, ``ROUNDS`` times each
+(A B, B A, A B: slow drifts of a shared machine hit both sides alike); its figure is the median
+of the per-round ratios. The table gives each row's median rate over its rounds and the latency
+percentiles of all its rounds together. A target that misses is profiled at once (pyinstrument,
+its stores still open) and the profile goes into the results.
+
+Output: a table (ops/s, p50/p99 latency, ratio to its baseline), PASS/FAIL target lines and peak
+memory on stdout, ``benchmarks/results/<mode>.json``, ``benchmarks/results/<mode>.png``; the full
+run also rewrites the results part of ``docs/benchmarks.md``, ``docs/benchmarks.png`` and
+``docs/benchmarks.json``. With ``$REDIS_URL`` set the Redis rows use that server, and every key
+the run wrote there (all under one ``bench:<time>:`` prefix) is deleted at the end.
 """
 
 from __future__ import annotations
@@ -14,20 +22,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
+import itertools
 import json
 import os
 import platform
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +58,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 VALUE = {"id": "order-0", "status": "pending", "total": 99.99, "items": [{"sku": "A-1", "qty": 2}]}
 ENCODED = json.dumps(VALUE)
+NAMES = ("memory", "sqlite-normal", "sqlite-full", "redis-native", "redis-motia", "file")
+SIZED = NAMES[:-1]  # the legacy file rewrites itself on every write: never filled with many items
+BASELINES = ("raw-sqlite3-normal", "raw-sqlite3-full", "diskcache", "redis-py bare", "json-file-store")
+ROUNDS = 3
 Op = Callable[[int], Awaitable[Any]]
-
-
-@dataclass
-class Result:
-    backend: str
-    workload: str
-    ops: int
-    seconds: float
-    p50_us: float
-    p99_us: float
-    baseline: str = ""
-    ratio: float | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.ops / self.seconds
+Key = tuple[str, str]  # (backend, workload)
 
 
 @dataclass
@@ -76,18 +75,64 @@ class Sizes:
     groups: tuple[int, ...]
     stored: tuple[int, ...]
     json_items: int = 10_000
+    profile_ops: int = 5_000
 
 
 FULL = Sizes(ops=20_000, file_ops=300, groups=(10, 1_000, 100_000), stored=(1_000, 100_000, 1_000_000))
-QUICK = Sizes(ops=100, file_ops=20, groups=(10, 100), stored=(100, 1_000), json_items=1_000)
+QUICK = Sizes(ops=100, file_ops=20, groups=(10, 100), stored=(100, 1_000), json_items=1_000, profile_ops=100)
 
 
-async def _timed(op: Op, count: int, concurrency: int) -> tuple[float, list[float]]:
+@dataclass
+class Spec:
+    """One workload on one backend; ``make(tag)`` builds its operation for one measurement."""
+
+    backend: str
+    workload: str
+    make: Callable[[int], Op]
+    count: int
+    concurrency: int = 1
+
+    @property
+    def key(self) -> Key:
+        return self.backend, self.workload
+
+
+@dataclass
+class Result:
+    backend: str
+    workload: str
+    ops: int
+    seconds: float
+    p50_us: float
+    p99_us: float
+    rounds: int
+    rates: list[float] = field(default_factory=list)
+    baseline: str = ""
+    ratio: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.seconds
+
+
+@dataclass
+class Verdict:
+    ok: bool | None  # None: n/a
+    text: str
+    ratios: list[float] = field(default_factory=list)
+    profile: str = ""
+
+    @property
+    def line(self) -> str:
+        return f"{'n/a ' if self.ok is None else 'PASS' if self.ok else 'FAIL'} {self.text}"
+
+
+async def _timed(op: Op, indexes: range, concurrency: int) -> tuple[float, list[float]]:
     latencies: list[float] = []
-    indexes = iter(range(count))
+    todo = iter(indexes)
 
     async def worker() -> None:
-        for index in indexes:
+        for index in todo:
             started = time.perf_counter()
             await op(index)
             latencies.append(time.perf_counter() - started)
@@ -97,20 +142,6 @@ async def _timed(op: Op, count: int, concurrency: int) -> tuple[float, list[floa
     return time.perf_counter() - started, latencies
 
 
-async def measure(backend: str, workload: str, op: Op, count: int, concurrency: int = 1) -> Result:
-    await _timed(op, max(1, count // 10), concurrency)  # warm-up, discarded
-    seconds, latencies = await _timed(op, count, concurrency)
-    latencies.sort()
-    return Result(
-        backend,
-        workload,
-        count,
-        seconds,
-        statistics.median(latencies) * 1e6,
-        latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e6,
-    )
-
-
 def sync_op(fn: Callable[[int], Any]) -> Op:
     """An async wrapper so synchronous baselines run through the same timing loop."""
 
@@ -118,6 +149,120 @@ def sync_op(fn: Callable[[int], Any]) -> Op:
         return fn(index)
 
     return op
+
+
+class Bench:
+    """Measurements of one run: every round of every spec, the paired ratios and the verdicts."""
+
+    def __init__(self, sizes: Sizes, rounds: int) -> None:
+        self.sizes = sizes
+        self.rounds = rounds
+        self.samples: dict[Key, list[tuple[float, list[float]]]] = {}
+        self.pairs: dict[tuple[Key, Key], list[float]] = {}
+        self.verdicts: list[Verdict] = []
+        self._tags = itertools.count()
+
+    async def once(self, spec: Spec) -> float:
+        """One measurement (after a discarded warm-up of a tenth of the count): its ops/s."""
+        op = spec.make(next(self._tags))
+        await _timed(op, range(spec.count, spec.count + max(1, spec.count // 10)), spec.concurrency)
+        seconds, latencies = await _timed(op, range(spec.count), spec.concurrency)
+        rate = spec.count / seconds
+        self.samples.setdefault(spec.key, []).append((rate, latencies))
+        return rate
+
+    async def ensure(self, spec: Spec) -> None:
+        """Measure ``spec`` once unless an earlier pair measured it already."""
+        if spec.key not in self.samples:
+            await self.once(spec)
+
+    async def pair(self, a: Spec, b: Spec, rounds: int | None = None) -> list[float]:
+        """``a`` and ``b`` alternately (A B, B A, ...); the ratio of ``a`` to ``b`` in each round."""
+        ratios = []
+        for number in range(rounds or self.rounds):
+            if number % 2 == 0:
+                rate_a, rate_b = await self.once(a), await self.once(b)
+            else:
+                rate_b = await self.once(b)
+                rate_a = await self.once(a)
+            ratios.append(rate_a / rate_b)
+        self.pairs.setdefault((a.key, b.key), []).extend(ratios)
+        return ratios
+
+    async def target(self, text: str, a: Spec, b: Spec, want: float, above: bool = False) -> None:
+        """A target line: the median paired ratio of ``a`` to ``b``; a miss is profiled at once."""
+        ratios = await self.pair(a, b)
+        value = statistics.median(ratios)
+        ok = value > want if above else value >= want
+        shown = f"{_ratio(value)}x"
+        rounds = ", ".join(map(_ratio, ratios))
+        verdict = Verdict(
+            ok,
+            f"{text}: {shown} (median of {len(ratios)} alternated rounds: {rounds}; "
+            f"{a.backend} {a.workload} / {b.backend} {b.workload}, "
+            f"target {'>' if above else '>='} {want:g}x)",
+            ratios,
+        )
+        if not ok:
+            verdict.profile = await profile(a, self.sizes.profile_ops, next(self._tags))
+        self.verdicts.append(verdict)
+
+    def note(self, text: str) -> None:
+        self.verdicts.append(Verdict(None, text))
+
+    def results(self) -> list[Result]:
+        results = []
+        for (backend, workload), samples in self.samples.items():
+            rates = [rate for rate, _ in samples]
+            latencies = sorted(itertools.chain.from_iterable(lat for _, lat in samples))
+            ops = len(latencies) // len(samples)
+            results.append(
+                Result(
+                    backend,
+                    workload,
+                    ops,
+                    ops / statistics.median(rates),
+                    statistics.median(latencies) * 1e6,
+                    latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e6,
+                    len(samples),
+                    rates,
+                )
+            )
+        order = [*BASELINES, *NAMES]
+        results.sort(key=lambda r: order.index(r.backend) if r.backend in order else len(order))
+        by = {(r.backend, r.workload): r for r in results}
+        for r in results:
+            base = baseline_of(r)
+            if base is None or base not in by:
+                continue
+            paired = self.pairs.get(((r.backend, r.workload), base))
+            r.baseline = base[0]
+            r.ratio = statistics.median(paired) if paired else r.rate / by[base].rate
+        return results
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+async def profile(spec: Spec, ops: int, tag: int) -> str:
+    """A pyinstrument call tree of ``spec`` running ``ops`` operations (library frames folded)."""
+    from pyinstrument import Profiler
+
+    count = min(spec.count, ops)
+    op = spec.make(tag)
+    profiler = Profiler(interval=0.0002, async_mode="disabled")
+    profiler.start()
+    try:
+        seconds, _ = await _timed(op, range(count), spec.concurrency)
+    finally:
+        profiler.stop()
+    text = profiler.output_text(unicode=False, color=False, show_all=False)
+    lines = [line for line in text.splitlines() if line.strip()]
+    start = next((n for n, line in enumerate(lines) if line.startswith("Profile at")), -1) + 1
+    tree = lines[start : start + 45]
+    head = f"{spec.backend} {spec.workload}: {count} ops in {seconds:.2f}s under the profiler"
+    return "\n".join([head, *tree])
 
 
 # -- baselines ---------------------------------------------------------------------------------
@@ -143,10 +288,11 @@ class RawSqlite:
         row = self.db.execute("SELECT v FROM t WHERE g = ? AND k = ?", (group, key)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def fill(self, group: str, count: int) -> None:
+    def fill(self, group: str, start: int, stop: int) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         self.db.executemany(
-            "INSERT OR REPLACE INTO t VALUES (?, ?, ?)", ((group, f"k{i}", ENCODED) for i in range(count))
+            "INSERT OR REPLACE INTO t VALUES (?, ?, ?)",
+            ((group, f"k{i}", ENCODED) for i in range(start, stop)),
         )
         self.db.execute("COMMIT")
 
@@ -156,11 +302,18 @@ class JsonFileStore:
 
     def __init__(self, path: Path, items: int) -> None:
         self.path = path
-        self.data = {f"g:seed{i}": ENCODED for i in range(items)}
+        self.data = {f"g:k{i}": ENCODED for i in range(items)}
 
     def set(self, key: str) -> None:
         self.data[f"g:{key}"] = json.dumps(VALUE)
         self.path.write_text(json.dumps(self.data, indent=2))
+
+
+def fill_cache(cache: diskcache.Cache, group: str, start: int, stop: int) -> None:
+    for at in range(start, stop, 5_000):
+        with cache.transact():
+            for i in range(at, min(stop, at + 5_000)):
+                cache.set(f"{group}:k{i}", VALUE)
 
 
 # -- backends ----------------------------------------------------------------------------------
@@ -176,29 +329,56 @@ def redis_server() -> Iterator[str]:
         yield url
 
 
-def backends(folder: Path, redis_url: str) -> dict[str, Callable[[], StateAdapter]]:
-    prefix = f"bench:{time.time_ns()}:"
-    return {
-        "memory": MemoryStateAdapter,
-        "sqlite-normal": lambda: SqliteStateAdapter(folder / "normal.db"),
-        "sqlite-full": lambda: SqliteStateAdapter(folder / "full.db", synchronous="FULL"),
-        "redis-native": lambda: RedisStateAdapter(redis_url, key_prefix=prefix + "n:"),
-        "redis-motia": lambda: RedisStateAdapter(redis_url, key_prefix=prefix + "m:", layout="motia"),
-        "file": lambda: FileStateAdapter(folder / "file", durable=False),
-    }
+def build(name: str, folder: Path, redis_url: str, prefix: str, role: str) -> StateAdapter:
+    """A fresh store of backend ``name``; each ``role`` gets its own file or key prefix."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if name == "memory":
+        return MemoryStateAdapter()
+    if name == "sqlite-normal":
+        return SqliteStateAdapter(folder / f"normal-{role}.db")
+    if name == "sqlite-full":
+        return SqliteStateAdapter(folder / f"full-{role}.db", synchronous="FULL")
+    if name == "redis-native":
+        return RedisStateAdapter(redis_url, key_prefix=f"{prefix}{role}:n:")
+    if name == "redis-motia":
+        return RedisStateAdapter(redis_url, key_prefix=f"{prefix}{role}:m:", layout="motia")
+    if name == "file":
+        return FileStateAdapter(folder / f"file-{role}", durable=False)
+    raise ValueError(name)
 
 
-async def fill(store: StateAdapter, group: str, count: int) -> None:
-    """Store ``count`` items in ``group`` quickly: transactions of 5 000, or 500 writes at once on Redis."""
-    for start in range(0, count, 5_000):
-        keys = [f"k{i}" for i in range(start, min(count, start + 5_000))]
-        if isinstance(store, RedisStateAdapter):  # a transaction there reads every key first
-            for at in range(0, len(keys), 500):
-                await asyncio.gather(*(store.set_json(group, key, ENCODED) for key in keys[at : at + 500]))
+async def fill(store: StateAdapter, group: str, start: int, stop: int) -> None:
+    """Store items ``k<start>`` .. ``k<stop - 1>`` in ``group`` quickly: transactions of 5 000, or
+    500 writes at once on Redis (a Redis transaction reads every key first)."""
+    for at in range(start, stop, 5_000):
+        keys = [f"k{i}" for i in range(at, min(stop, at + 5_000))]
+        if isinstance(store, RedisStateAdapter):
+            for part in range(0, len(keys), 500):
+                await asyncio.gather(
+                    *(store.set_json(group, key, ENCODED) for key in keys[part : part + 500])
+                )
             continue
         async with store.transaction() as tx:
             for key in keys:
                 await tx.set_json(group, key, ENCODED)
+
+
+async def delete_keys(redis_url: str, prefix: str) -> int:
+    """Delete every key under ``prefix`` (this run's keys); returns how many."""
+    client = aioredis.Redis.from_url(redis_url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{prefix}*", count=2_000):
+            batch.append(key)
+            if len(batch) >= 2_000:
+                deleted += await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await client.unlink(*batch)
+    finally:
+        await client.aclose()
+    return deleted
 
 
 def _group_reads(name: str, count: int, size: int) -> int:
@@ -208,178 +388,434 @@ def _group_reads(name: str, count: int, size: int) -> int:
     return min(reads, 50) if name == "redis-motia" else reads
 
 
-async def workloads(name: str, store: StateAdapter, sizes: Sizes, rng: random.Random) -> list[Result]:
-    count = sizes.file_ops if name == "file" else sizes.ops
-
-    async def set_key(i: int) -> Any:
-        return await store.set("g", f"k{i}", VALUE)
-
-    async def set_other(i: int) -> Any:
-        return await store.set("g", f"c{i}", VALUE)
-
-    async def get(i: int) -> Any:
-        return await store.get("g", f"k{i % count}")
-
-    async def bump(i: int) -> Any:
-        return await store.update("g", "hot", [increment("n")])
-
-    async def mix(i: int) -> Any:
-        roll, key = rng.random(), f"k{rng.randrange(count)}"
-        if roll < 0.90:
-            return await store.get("g", key)
-        if roll < 0.99:
-            return await store.set("g", key, VALUE)
-        return await store.delete("g", key)
-
-    results = [
-        await measure(name, "set x1", set_key, count),
-        await measure(name, "set x64", set_other, count, 64),
-        await measure(name, "get x1", get, count),
-        await measure(name, "get x64", get, count, 64),
-        await measure(name, "update hot x64", bump, count, 64),
-        await measure(name, "mix 90/9/1", mix, count),
-    ]
-    if name == "file":
-        return results  # the legacy file rewrites itself on every write: small sizes only
-    for size in sizes.groups:
-        await fill(store, f"group{size}", size)
-
-        async def group(i: int, size: int = size) -> Any:
-            return await store.get_group(f"group{size}")
-
-        results.append(await measure(name, f"get_group {size}", group, _group_reads(name, count, size)))
-    for size in sizes.stored:
-        await fill(store, f"stored{size}", size)
-
-        async def set_stored(i: int, size: int = size) -> Any:
-            return await store.set(f"stored{size}", f"k{rng.randrange(size)}", VALUE)
-
-        async def get_stored(i: int, size: int = size) -> Any:
-            return await store.get(f"stored{size}", f"k{rng.randrange(size)}")
-
-        results.append(await measure(name, f"set @{size}", set_stored, count))
-        results.append(await measure(name, f"get @{size}", get_stored, count))
-    return results
+def _rng(*seed: object) -> random.Random:
+    return random.Random("/".join(map(str, seed)))
 
 
-async def peak_memory(build: Callable[[], StateAdapter], name: str, count: int) -> float:
-    """Peak Python heap (MiB) while a fresh store takes ``count`` sets and reads them back."""
-    tracemalloc.start()
+# -- workloads ---------------------------------------------------------------------------------
+
+
+def main_specs(name: str, store: StateAdapter, count: int) -> dict[str, Spec]:
+    """The workloads on a store whose group ``g`` holds ``k0`` .. ``k<count - 1>``."""
+
+    def new_keys(tag: int) -> Op:
+        async def op(i: int) -> Any:
+            return await store.set("g", f"s{tag}-{i}", VALUE)
+
+        return op
+
+    def get(tag: int) -> Op:
+        async def op(i: int) -> Any:
+            return await store.get("g", f"k{i % count}")
+
+        return op
+
+    def bump(tag: int) -> Op:
+        async def op(i: int) -> Any:
+            return await store.update("g", "hot", [increment("n")])
+
+        return op
+
+    def mix(tag: int) -> Op:
+        rng = _rng(name, "mix", tag)
+
+        async def op(i: int) -> Any:
+            roll, key = rng.random(), f"k{rng.randrange(count)}"
+            if roll < 0.90:
+                return await store.get("g", key)
+            if roll < 0.99:
+                return await store.set("g", key, VALUE)
+            return await store.delete("g", key)
+
+        return op
+
+    return {
+        "set x1": Spec(name, "set x1", new_keys, count),
+        "set x64": Spec(name, "set x64", new_keys, count, 64),
+        "get x1": Spec(name, "get x1", get, count),
+        "get x64": Spec(name, "get x64", get, count, 64),
+        "update hot x64": Spec(name, "update hot x64", bump, count, 64),
+        "mix 90/9/1": Spec(name, "mix 90/9/1", mix, count),
+    }
+
+
+def stored_specs(name: str, store: StateAdapter, size: int, count: int) -> dict[str, Spec]:
+    """Random-key ``set``/``get`` on a store holding ``size`` items in group ``stored``, plus
+    ``get_group`` of its 10-item group ``ten``."""
+
+    def setter(tag: int) -> Op:
+        rng = _rng(name, size, "set", tag)
+
+        async def op(i: int) -> Any:
+            return await store.set("stored", f"k{rng.randrange(size)}", VALUE)
+
+        return op
+
+    def getter(tag: int) -> Op:
+        rng = _rng(name, size, "get", tag)
+
+        async def op(i: int) -> Any:
+            return await store.get("stored", f"k{rng.randrange(size)}")
+
+        return op
+
+    def ten(tag: int) -> Op:
+        async def op(i: int) -> Any:
+            return await store.get_group("ten")
+
+        return op
+
+    return {
+        "set": Spec(name, f"set @{size}", setter, count),
+        "get": Spec(name, f"get @{size}", getter, count),
+        "group": Spec(name, f"get_group 10 @{size}", ten, _group_reads(name, count, 10)),
+    }
+
+
+class Stores:
+    """The stores of one run, opened and closed together."""
+
+    def __init__(self, folder: Path, redis_url: str, prefix: str) -> None:
+        self.folder, self.redis_url, self.prefix = folder, redis_url, prefix
+        self.open: list[StateAdapter] = []
+
+    async def new(self, name: str, role: str) -> StateAdapter:
+        store = build(name, self.folder / role, self.redis_url, self.prefix, role)
+        await store.__aenter__()
+        self.open.append(store)
+        return store
+
+    async def close(self, *stores: StateAdapter) -> None:
+        for store in stores:
+            with contextlib.suppress(Exception):
+                await store.close()
+            if store in self.open:
+                self.open.remove(store)
+
+
+async def phase_main(bench: Bench, stores: Stores, sizes: Sizes) -> None:
+    """set/get from 1 and 64 coroutines, updates, the mix and get_group, against the baselines."""
+    folder, count = stores.folder, sizes.ops
+    raw = {level: RawSqlite(folder / f"raw-{level}.db", level.upper()) for level in ("normal", "full")}
+    raw["normal"].fill("g", 0, count)
+    cache = diskcache.Cache(str(folder / "diskcache-main"))
+    fill_cache(cache, "g", 0, count)
+    client = aioredis.Redis.from_url(stores.redis_url)
+    bare = f"{stores.prefix}bare:"
     try:
-        async with build() as store:
-            for i in range(count):
+        for at in range(0, count, 500):
+            async with client.pipeline(transaction=False) as pipe:
+                for i in range(at, min(count, at + 500)):
+                    pipe.set(f"{bare}k{i}", ENCODED)
+                await pipe.execute()
+
+        def raw_set(level: str) -> Spec:
+            base = raw[level]
+            return Spec(
+                f"raw-sqlite3-{level}",
+                "set x1",
+                lambda tag: sync_op(lambda i: base.set("g", f"s{tag}-{i}")),
+                count,
+            )
+
+        raw_get = Spec(
+            "raw-sqlite3-normal",
+            "get x1",
+            lambda tag: sync_op(lambda i: raw["normal"].get("g", f"k{i % count}")),
+            count,
+        )
+        cache_set = Spec(
+            "diskcache", "set x1", lambda tag: sync_op(lambda i: cache.set(f"g:s{tag}-{i}", VALUE)), count
+        )
+        cache_get = Spec(
+            "diskcache", "get x1", lambda tag: sync_op(lambda i: cache.get(f"g:k{i % count}")), count
+        )
+
+        def bare_set(tag: int) -> Op:
+            async def op(i: int) -> Any:
+                return await client.set(f"{bare}s{tag}-{i}", ENCODED)
+
+            return op
+
+        def bare_get(tag: int) -> Op:
+            async def op(i: int) -> Any:
+                value = await client.get(f"{bare}k{i % count}")
+                return json.loads(value) if value else None
+
+            return op
+
+        redis_set = Spec("redis-py bare", "set x1", bare_set, count)
+        redis_get = Spec("redis-py bare", "get x1", bare_get, count)
+
+        for name in NAMES:
+            store = await stores.new(name, "main")
+            n = sizes.file_ops if name == "file" else count
+            await fill(store, "g", 0, n)
+            specs = main_specs(name, store, n)
+            if name.startswith("sqlite-"):
+                level = name.split("-")[1]
+                for workload, who, want in (
+                    ("set x64", "64 coroutines", 1.2),
+                    ("set x1", "one coroutine", 0.4),
+                ):
+                    await bench.target(
+                        f"SQLite {level.upper()} set from {who} vs raw sqlite3 commit-per-write",
+                        specs[workload],
+                        raw_set(level),
+                        want,
+                    )
+            if name == "sqlite-normal":
+                await bench.target(
+                    "SQLite get from one coroutine vs raw sqlite3 reads", specs["get x1"], raw_get, 0.25
+                )
+                await bench.target("SQLite get vs diskcache get", specs["get x1"], cache_get, 1.0, above=True)
+                for workload in ("set x1", "set x64"):
+                    await bench.target(
+                        f"SQLite set vs diskcache set ({workload})",
+                        specs[workload],
+                        cache_set,
+                        1.0,
+                        above=True,
+                    )
+            if name == "sqlite-full":
+                await bench.pair(specs["get x1"], raw_get, 1)
+            if name.startswith("redis-"):
+                for verb, bare_spec in (("get", redis_get), ("set", redis_set)):
+                    if name == "redis-native":
+                        await bench.target(
+                            f"Redis native {verb} vs the bare redis-py command",
+                            specs[f"{verb} x1"],
+                            bare_spec,
+                            0.8,
+                        )
+                    else:
+                        await bench.pair(specs[f"{verb} x1"], bare_spec, 1)
+            for spec in specs.values():
+                await bench.ensure(spec)
+            if name != "file":
+                for size in sizes.groups:
+                    await fill(store, f"group{size}", 0, size)
+
+                    def group(tag: int, store: StateAdapter = store, size: int = size) -> Op:
+                        async def op(i: int) -> Any:
+                            return await store.get_group(f"group{size}")
+
+                        return op
+
+                    await bench.once(Spec(name, f"get_group {size}", group, _group_reads(name, count, size)))
+            await stores.close(store)
+    finally:
+        for connection in raw.values():
+            connection.db.close()
+        cache.close()
+        await client.aclose()
+
+
+async def phase_json(bench: Bench, stores: Stores, sizes: Sizes) -> None:
+    """Every backend against Motia's JSON file, each holding ``json_items`` items: the same writes
+    (existing keys in turn, so the store stays at that size), from one coroutine and from 64."""
+    items = sizes.json_items
+    json_store = JsonFileStore(stores.folder / "motia.state.json", items)
+    json_store.path.write_text(json.dumps(json_store.data, indent=2))
+    for name in NAMES:
+        store = await stores.new(name, "json")
+        await fill(store, "g", 0, items)
+        for concurrency in (1, 64):
+            workload = f"set x{concurrency}, {items} stored"
+            count = sizes.file_ops if name == "file" else sizes.ops
+
+            def ours(tag: int, store: StateAdapter = store) -> Op:
+                async def op(i: int) -> Any:
+                    return await store.set("g", f"k{i % items}", VALUE)
+
+                return op
+
+            theirs = Spec(
+                "json-file-store",
+                workload,
+                lambda tag: sync_op(lambda i: json_store.set(f"k{i % items}")),
+                sizes.file_ops,
+                concurrency,
+            )
+            await bench.target(
+                f"{name} set from {'one coroutine' if concurrency == 1 else '64 coroutines'} vs the "
+                f"JSON file store, both holding {items:,} items",
+                Spec(name, workload, ours, count, concurrency),
+                theirs,
+                500,
+                above=True,
+            )
+        await stores.close(store)
+
+
+async def phase_stored(bench: Bench, stores: Stores, sizes: Sizes) -> None:
+    """Cost against store size: a small store and a large one per backend, measured alternately
+    (the large one grows through the sizes); SQLite against diskcache at each size."""
+    small_size, *larger = sizes.stored
+    count = sizes.ops
+    folder = stores.folder
+    small: dict[str, StateAdapter] = {}
+    large: dict[str, StateAdapter] = {}
+    raw_small = RawSqlite(folder / "raw-small.db", "NORMAL")
+    raw_large = RawSqlite(folder / "raw-large.db", "NORMAL")
+    cache_small = diskcache.Cache(str(folder / "diskcache-small"))
+    cache_large = diskcache.Cache(str(folder / "diskcache-large"))
+
+    def raw_specs(base: RawSqlite, size: int) -> list[Spec]:
+        def setter(tag: int) -> Op:
+            rng = _rng("raw", size, tag)
+            return sync_op(lambda i: base.set("stored", f"k{rng.randrange(size)}"))
+
+        def getter(tag: int) -> Op:
+            rng = _rng("raw", size, "get", tag)
+            return sync_op(lambda i: base.get("stored", f"k{rng.randrange(size)}"))
+
+        return [
+            Spec("raw-sqlite3-normal", f"set @{size}", setter, count),
+            Spec("raw-sqlite3-normal", f"get @{size}", getter, count),
+        ]
+
+    def cache_spec(cache: diskcache.Cache, size: int) -> Spec:
+        def setter(tag: int) -> Op:
+            rng = _rng("diskcache", size, tag)
+            return sync_op(lambda i: cache.set(f"stored:k{rng.randrange(size)}", VALUE))
+
+        return Spec("diskcache", f"set @{size}", setter, count)
+
+    try:
+        raw_small.fill("stored", 0, small_size)
+        fill_cache(cache_small, "stored", 0, small_size)
+        for name in SIZED:
+            small[name] = await stores.new(name, "small")
+            large[name] = await stores.new(name, "large")
+            for store in (small[name], large[name]):
+                await fill(store, "ten", 0, 10)
+            await fill(small[name], "stored", 0, small_size)
+        await bench.target(
+            f"SQLite set vs diskcache set (set @{small_size})",
+            stored_specs("sqlite-normal", small["sqlite-normal"], small_size, count)["set"],
+            cache_spec(cache_small, small_size),
+            1.0,
+            above=True,
+        )
+        done = 0
+        for size in larger:
+            raw_large.fill("stored", done, size)
+            fill_cache(cache_large, "stored", done, size)
+            for name in SIZED:
+                await fill(large[name], "stored", done, size)
+            done = size
+            last = size == sizes.stored[-1]
+            for spec, base in zip(raw_specs(raw_large, size), raw_specs(raw_small, small_size), strict=True):
+                await bench.pair(spec, base, 1)
+            normal = stored_specs("sqlite-normal", large["sqlite-normal"], size, count)
+            await bench.target(
+                f"SQLite set vs diskcache set (set @{size})",
+                normal["set"],
+                cache_spec(cache_large, size),
+                1.0,
+                above=True,
+            )
+            for name in SIZED:
+                big = stored_specs(name, large[name], size, count)
+                little = stored_specs(name, small[name], small_size, count)
+                for op in ("set", "get"):
+                    if last:
+                        await bench.target(
+                            f"{name} {op} cost with {size:,} items within 1.5x of {small_size:,}",
+                            big[op],
+                            little[op],
+                            1 / 1.5,
+                        )
+                    else:
+                        await bench.pair(big[op], little[op], 1)
+                if not last:
+                    continue
+                if name == "redis-motia":
+                    await bench.once(big["group"])  # a few calls: each one scans the keyspace
+                    bench.note(
+                        "redis-motia get_group cost grows with the keyspace: Motia's layout can only "
+                        "SCAN for a group's keys (the native layout has no such cost)"
+                    )
+                    continue
+                await bench.target(
+                    f"{name} get_group of 10 items unchanged with {size:,} items in another group",
+                    big["group"],
+                    little["group"],
+                    1 / 1.5,
+                )
+    finally:
+        await stores.close(*small.values(), *large.values())
+        raw_small.db.close()
+        raw_large.db.close()
+        cache_small.close()
+        cache_large.close()
+
+
+# -- peak memory (one subprocess per backend) ----------------------------------------------------
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+async def _memory_run(args: argparse.Namespace) -> dict[str, float]:
+    """In a fresh process: peak RSS while a new store takes ``count`` sets, reads its group back
+    and clears it; then the same again under tracemalloc for the peak Python heap."""
+    folder = Path(args.folder)
+    before = _rss_mib()
+
+    async def work(role: str) -> None:
+        async with build(args.peak_memory, folder, args.redis_url, args.prefix, f"mem-{role}") as store:
+            for i in range(args.count):
                 await store.set("mem", f"k{i}", VALUE)
             await store.get_group("mem")
             await store.clear("mem")
-        return tracemalloc.get_traced_memory()[1] / 2**20
+
+    await work("rss")
+    rss = _rss_mib()
+    tracemalloc.start()
+    try:
+        await work("heap")
+        heap = tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()
+    return {"items": args.count, "rss_start_mib": before, "rss_peak_mib": rss, "heap_peak_mib": heap}
 
 
-def _keyed(fn: Callable[[str], Any], keys: Callable[[int], str]) -> Op:
-    return sync_op(lambda i: fn(keys(i)))
-
-
-async def baselines(folder: Path, redis_url: str, sizes: Sizes) -> list[Result]:
-    results = []
-    rng = random.Random(99)
-    raw = {sync: RawSqlite(folder / f"raw-{sync}.db", sync) for sync in ("NORMAL", "FULL")}
-    for sync, base in raw.items():
-        write = functools.partial(base.set, "g")
-        results.append(
-            await measure(f"raw-sqlite3-{sync.lower()}", "set x1", _keyed(write, "k{}".format), sizes.ops)
-        )
-    normal = raw["NORMAL"]
-    results.append(
-        await measure(
-            "raw-sqlite3-normal",
-            "get x1",
-            _keyed(functools.partial(normal.get, "g"), lambda i: f"k{i % sizes.ops}"),
-            sizes.ops,
-        )
+def peak_memory(name: str, folder: Path, redis_url: str, prefix: str, count: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--peak-memory",
+            name,
+            "--folder",
+            str(folder / "memory" / name),
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+            "--count",
+            str(count),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    for size in sizes.stored:
-        normal.fill(f"stored{size}", size)
-
-        def random_key(i: int, size: int = size) -> str:
-            return f"k{rng.randrange(size)}"
-
-        group = f"stored{size}"
-        results.append(
-            await measure(
-                "raw-sqlite3-normal",
-                f"set @{size}",
-                _keyed(functools.partial(normal.set, group), random_key),
-                sizes.ops,
-            )
-        )
-        results.append(
-            await measure(
-                "raw-sqlite3-normal",
-                f"get @{size}",
-                _keyed(functools.partial(normal.get, group), random_key),
-                sizes.ops,
-            )
-        )
-    for base in raw.values():
-        base.db.close()
-
-    cache = diskcache.Cache(str(folder / "diskcache"))
-
-    def cache_set(key: str) -> Any:
-        return cache.set(key, VALUE)
-
-    try:
-        results.append(await measure("diskcache", "set x1", _keyed(cache_set, "g:k{}".format), sizes.ops))
-        results.append(
-            await measure(
-                "diskcache", "get x1", _keyed(cache.get, lambda i: f"g:k{i % sizes.ops}"), sizes.ops
-            )
-        )
-        for size in sizes.stored:
-            with cache.transact():
-                for i in range(size):
-                    cache.set(f"stored{size}:k{i}", VALUE)
-
-            def stored_key(i: int, size: int = size) -> str:
-                return f"stored{size}:k{rng.randrange(size)}"
-
-            results.append(
-                await measure("diskcache", f"set @{size}", _keyed(cache_set, stored_key), sizes.ops)
-            )
-    finally:
-        cache.close()
-
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        key = f"bench:bare:{time.time_ns()}:"
-
-        async def bare_set(i: int) -> Any:
-            return await client.set(f"{key}{i}", ENCODED)
-
-        async def bare_get(i: int) -> Any:
-            value = await client.get(f"{key}{i % sizes.ops}")
-            return json.loads(value) if value else None
-
-        results.append(await measure("redis-py bare", "set x1", bare_set, sizes.ops))
-        results.append(await measure("redis-py bare", "get x1", bare_get, sizes.ops))
-    finally:
-        await client.aclose()
-
-    json_store = JsonFileStore(folder / "motia.state.json", sizes.json_items)
-    results.append(
-        await measure("json-file-store", "set x1", sync_op(lambda i: json_store.set(f"k{i}")), sizes.file_ops)
-    )
-    return results
+    result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
+    return result
 
 
-# -- ratios and targets ------------------------------------------------------------------------
+# -- ratios, table, plot -----------------------------------------------------------------------
 
 
-def baseline_of(r: Result) -> tuple[str, str] | None:
+def baseline_of(r: Result) -> Key | None:
     """The baseline row each result is compared with in the table."""
-    level = r.backend.split("-")[1] if r.backend.startswith("sqlite-") else ""
     if r.backend.startswith("sqlite-"):
+        level = r.backend.split("-")[1]
         if r.workload in ("set x1", "set x64"):
             return f"raw-sqlite3-{level}", "set x1"
         if r.workload in ("get x1", "get x64"):
@@ -388,111 +824,9 @@ def baseline_of(r: Result) -> tuple[str, str] | None:
             return "raw-sqlite3-normal", r.workload
     if r.backend.startswith("redis-") and r.workload in ("set x1", "get x1"):
         return "redis-py bare", r.workload
-    if r.backend in ("memory", "file") and r.workload == "set x1":
-        return "json-file-store", "set x1"
+    if r.workload.endswith(" stored") and r.backend != "json-file-store":
+        return "json-file-store", r.workload
     return None
-
-
-def add_ratios(results: list[Result]) -> None:
-    by = {(r.backend, r.workload): r for r in results}
-    for r in results:
-        key = baseline_of(r)
-        if key is not None and key in by:
-            r.baseline, r.ratio = key[0], r.rate / by[key].rate
-
-
-def targets(results: list[Result], sizes: Sizes) -> list[tuple[bool | None, str]]:
-    """Each target line: PASS (True), FAIL (False) or n/a (None), with what was compared."""
-    by = {(r.backend, r.workload): r for r in results}
-    lines: list[tuple[bool | None, str]] = []
-
-    def ratio(a: tuple[str, str], b: tuple[str, str], want: float, text: str, above: bool = False) -> None:
-        if a not in by or b not in by:
-            return
-        value = by[a].rate / by[b].rate
-        ok = value > want if above else value >= want
-        sign = ">" if above else ">="
-        lines.append((ok, f"{text}: {value:.2f}x ({a[0]} {a[1]} / {b[0]} {b[1]}, target {sign} {want:.2f}x)"))
-
-    for level in ("normal", "full"):
-        ratio(
-            (f"sqlite-{level}", "set x64"),
-            (f"raw-sqlite3-{level}", "set x1"),
-            1.2,
-            f"SQLite {level.upper()} set from 64 coroutines vs raw sqlite3 commit-per-write",
-        )
-        ratio(
-            (f"sqlite-{level}", "set x1"),
-            (f"raw-sqlite3-{level}", "set x1"),
-            0.4,
-            f"SQLite {level.upper()} set from one coroutine vs raw sqlite3 commit-per-write",
-        )
-    ratio(
-        ("sqlite-normal", "get x1"),
-        ("raw-sqlite3-normal", "get x1"),
-        0.25,
-        "SQLite get from one coroutine vs raw sqlite3 reads",
-    )
-    ratio(
-        ("sqlite-normal", "get x1"), ("diskcache", "get x1"), 1.0, "SQLite get vs diskcache get", above=True
-    )
-    for workload in ("set x1", "set x64", *(f"set @{n}" for n in sizes.stored)):
-        base = ("diskcache", workload if workload.startswith("set @") else "set x1")
-        ratio(("sqlite-normal", workload), base, 1.0, f"SQLite set vs diskcache set ({workload})", above=True)
-    small, large = sizes.stored[0], sizes.stored[-1]
-    for backend in ("memory", "sqlite-normal", "sqlite-full", "redis-native", "redis-motia"):
-        for op in ("set", "get"):
-            ratio(
-                (backend, f"{op} @{large}"),
-                (backend, f"{op} @{small}"),
-                1 / 1.5,
-                f"{backend} {op} cost with {large:,} items within 1.5x of {small:,}",
-            )
-        if backend == "redis-motia":
-            lines.append(
-                (
-                    None,
-                    "redis-motia get_group cost grows with the keyspace: Motia's layout can only "
-                    "SCAN for a group's keys (the native layout has no such cost)",
-                )
-            )
-            continue
-        ratio(
-            (backend, "get_group 10 (after)"),
-            (backend, "get_group 10"),
-            1 / 1.5,
-            f"{backend} get_group of 10 items unchanged after {sum(sizes.stored):,} items in other groups",
-        )
-    for op in ("get x1", "set x1"):
-        ratio(
-            ("redis-native", op),
-            ("redis-py bare", op),
-            0.8,
-            f"Redis native {op.split()[0]} vs the bare redis-py command",
-        )
-    json_store = by[("json-file-store", "set x1")]
-    for backend in ("memory", "sqlite-normal", "sqlite-full", "redis-native", "redis-motia", "file"):
-        best = max(
-            (by[(backend, w)] for w in ("set x1", "set x64") if (backend, w) in by), key=lambda r: r.rate
-        )
-        value = best.rate / json_store.rate
-        if backend == "file":
-            lines.append(
-                (
-                    None,
-                    f"file set vs the JSON file store: {value:.1f}x (n/a: the legacy format rewrites the "
-                    "whole file too, and is timed on a smaller store)",
-                )
-            )
-            continue
-        lines.append(
-            (
-                value > 500,
-                f"{backend} set ({best.workload}) vs the JSON file store with "
-                f"{sizes.json_items:,} items: {value:.0f}x (target > 500x)",
-            )
-        )
-    return lines
 
 
 def table(results: list[Result]) -> list[str]:
@@ -501,9 +835,11 @@ def table(results: list[Result]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for r in results:
-        ratio = f"{r.ratio:.2f}x {r.baseline}" if r.ratio is not None else ""
+        ratio = f"{_ratio(r.ratio)}x {r.baseline}" if r.ratio is not None else ""
+        shown = f"{r.rate:,.0f}" if r.rate >= 10 else f"{r.rate:.2f}"
+        rounds = f" ({r.rounds} rounds)" if r.rounds > 1 else ""
         lines.append(
-            f"| {r.backend} | {r.workload} | {r.rate:,.0f} | {r.p50_us:.1f} | {r.p99_us:.1f} | {ratio} |"
+            f"| {r.backend} | {r.workload}{rounds} | {shown} | {r.p50_us:.1f} | {r.p99_us:.1f} | {ratio} |"
         )
     return lines
 
@@ -514,21 +850,20 @@ def plot(results: list[Result], sizes: Sizes, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["memory", "sqlite-normal", "sqlite-full", "redis-native", "redis-motia", "file"]
     workloads = ["set x1", "set x64", "get x1", "get x64", "update hot x64", "mix 90/9/1"]
     by = {(r.backend, r.workload): r for r in results}
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 5.5))
-    width = 0.8 / len(names)
-    for n, name in enumerate(names):
+    width = 0.8 / len(NAMES)
+    for n, name in enumerate(NAMES):
         rates = [by[(name, w)].rate if (name, w) in by else 0 for w in workloads]
         left.bar([i + n * width for i in range(len(workloads))], rates, width, label=name)
     left.set_xticks([i + 0.4 - width / 2 for i in range(len(workloads))], workloads, rotation=20)
     left.set_yscale("log")
-    left.set_ylabel("ops/s (log)")
+    left.set_ylabel("ops/s (log, median of rounds)")
     left.set_title("Throughput per workload")
     left.legend(fontsize=8)
     palette = plt.get_cmap("tab10")
-    for number, name in enumerate([*names[:-1], "raw-sqlite3-normal", "diskcache"]):
+    for number, name in enumerate([*SIZED, "raw-sqlite3-normal", "diskcache"]):
         for op, style in (("set", "-"), ("get", "--")):
             points = [(n, by[(name, f"{op} @{n}")].rate) for n in sizes.stored if (name, f"{op} @{n}") in by]
             if points:
@@ -561,34 +896,32 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def run(sizes: Sizes) -> tuple[list[Result], dict[str, float]]:
-    rng = random.Random(1234)
-    results: list[Result] = []
-    memory: dict[str, float] = {}
+async def run(sizes: Sizes, rounds: int) -> tuple[Bench, dict[str, dict[str, float]], dict[str, Any]]:
+    bench = Bench(sizes, rounds)
+    memory: dict[str, dict[str, float]] = {}
+    info: dict[str, Any] = {}
     folder = Path(tempfile.mkdtemp(prefix="motia-bench-"))
+    external = bool(os.environ.get("REDIS_URL"))
+    prefix = f"bench:{time.time_ns()}:"
     try:
         with redis_server() as redis_url:
-            results += await baselines(folder, redis_url, sizes)
-            for name, build in backends(folder, redis_url).items():
-                async with build() as store:
-                    results += await workloads(name, store, sizes, rng)
-                    if name != "file":
-
-                        async def group(i: int, s: StateAdapter = store) -> Any:
-                            return await s.get_group("group10")
-
-                        results.append(
-                            await measure(
-                                name, "get_group 10 (after)", group, _group_reads(name, sizes.ops, 10)
-                            )
-                        )
-                memory[name] = await peak_memory(
-                    build, name, sizes.file_ops if name == "file" else min(sizes.ops, 5_000)
-                )
+            stores = Stores(folder, redis_url, prefix)
+            try:
+                for phase in (phase_main, phase_json, phase_stored):
+                    started = time.monotonic()
+                    await phase(bench, stores, sizes)
+                    info[f"{phase.__name__} seconds"] = round(time.monotonic() - started, 1)
+                    print(f"{phase.__name__}: {info[f'{phase.__name__} seconds']}s", file=sys.stderr)
+                for name in NAMES:
+                    count = sizes.file_ops if name == "file" else sizes.ops
+                    memory[name] = peak_memory(name, folder, redis_url, prefix, count)
+            finally:
+                await stores.close(*stores.open)
+                if external:
+                    info["redis keys deleted"] = await delete_keys(redis_url, prefix)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    add_ratios(results)
-    return results, memory
+    return bench, memory, info
 
 
 def write_doc(lines: list[str]) -> None:
@@ -599,20 +932,42 @@ def write_doc(lines: list[str]) -> None:
     DOC.write_text(f"{head}{start}\n" + "\n".join(lines) + f"\n{end}{tail}")
 
 
+def memory_lines(memory: dict[str, dict[str, float]]) -> list[str]:
+    return [
+        f"{name}: peak RSS {m['rss_peak_mib']:.0f} MiB (process start {m['rss_start_mib']:.0f} MiB), "
+        f"peak Python heap {m['heap_peak_mib']:.1f} MiB, for {m['items']:,.0f} sets, a get_group and a clear"
+        for name, m in memory.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts: only checks the harness runs")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternated rounds per target pair")
+    parser.add_argument("--peak-memory", help=argparse.SUPPRESS)  # internal: one backend's memory run
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peak_memory:
+        print(json.dumps(asyncio.run(_memory_run(args))))
+        return
     sizes = QUICK if args.quick else FULL
-    results, memory = asyncio.run(run(sizes))
-    checks = targets(results, sizes)
-    verdicts = [f"{'n/a ' if ok is None else 'PASS' if ok else 'FAIL'} {text}" for ok, text in checks]
+    started = time.monotonic()
+    bench, memory, info = asyncio.run(run(sizes, args.rounds))
+    info["total seconds"] = round(time.monotonic() - started, 1)
+    results = bench.results()
     rows = table(results)
+    verdicts = [v.line for v in bench.verdicts]
     print("\n".join(rows))
     print()
-    print("\n".join(f"peak Python heap, {name}: {mib:.1f} MiB" for name, mib in memory.items()))
+    print("\n".join(memory_lines(memory)))
     print()
     print("\n".join(verdicts))
+    profiles = [v for v in bench.verdicts if v.profile]
+    for v in profiles:
+        print(f"\nprofile of the miss, {v.text}\n{v.profile}")
     RESULTS.mkdir(exist_ok=True)
     mode = "quick" if args.quick else "full"
     (RESULTS / f"{mode}.json").write_text(
@@ -620,35 +975,49 @@ def main() -> None:
             {
                 "machine": machine(),
                 "quick": args.quick,
+                "rounds": args.rounds,
+                "run": info,
                 "results": [{**asdict(r), "ops_per_s": r.rate} for r in results],
-                "peak_memory_mib": memory,
-                "targets": [{"pass": ok, "line": text} for ok, text in checks],
+                "peak_memory": memory,
+                "targets": [{"pass": v.ok, "line": v.text, "ratios": v.ratios} for v in bench.verdicts],
+                "profiles": {v.text: v.profile for v in profiles},
             },
             indent=2,
         )
     )
     plot(results, sizes, RESULTS / f"{mode}.png")
-    print(f"\nresults: {RESULTS / f'{mode}.json'}, plot: {RESULTS / f'{mode}.png'}")
+    print(f"\nresults: {RESULTS / f'{mode}.json'}, plot: {RESULTS / f'{mode}.png'}; {info}")
     if not args.quick:
         shutil.copy(RESULTS / "full.png", ROOT / "docs" / "benchmarks.png")
         shutil.copy(RESULTS / "full.json", ROOT / "docs" / "benchmarks.json")
-        info = machine()
-        write_doc(
-            [
-                f"Run on {info['date']}: {info['platform']}, {info['cpus']} CPUs, Python {info['python']}, "
-                f"SQLite {info['sqlite']}.",
-                "",
-                "```",
-                *verdicts,
-                "```",
-                "",
-                *[f"- peak Python heap, {name}: {mib:.1f} MiB" for name, mib in memory.items()],
-                "",
-                "![throughput and cost against store size](benchmarks.png)",
-                "",
-                *rows,
+        machine_info = machine()
+        doc = [
+            f"Run on {machine_info['date']}: {machine_info['platform']}, {machine_info['cpus']} CPUs, "
+            f"Python {machine_info['python']}, SQLite {machine_info['sqlite']}; "
+            f"{info['total seconds'] / 60:.0f} minutes.",
+            "",
+            "```",
+            *verdicts,
+            "```",
+            "",
+            "Peak memory, each backend in a fresh process (RSS counts the interpreter and the SQLite "
+            "page cache; the Python heap is what tracemalloc sees; Redis keeps its data in the server):",
+            "",
+            *[f"- {line}" for line in memory_lines(memory)],
+            "",
+            "![throughput and cost against store size](benchmarks.png)",
+            "",
+            *rows,
+        ]
+        if profiles:
+            doc += ["", "### Profiles of the misses", ""]
+            doc += [
+                "Taken by the harness right after each miss was measured (pyinstrument, library "
+                "frames folded; under the profiler everything runs slower).",
             ]
-        )
+            for v in profiles:
+                doc += ["", f"**{v.text.split(':')[0]}**", "", "```", v.profile, "```"]
+        write_doc(doc)
 
 
 if __name__ == "__main__":
