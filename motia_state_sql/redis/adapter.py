@@ -23,13 +23,15 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from functools import partial
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
@@ -51,9 +53,6 @@ from ..base import (
 from ..errors import ConflictError, InvalidKeyError, SchemaError, StateError, StoreUnavailableError
 from ..ops import Filter
 from . import scripts
-
-if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
 
 __all__ = ["DEFAULT_PREFIX", "RedisStateAdapter"]
 
@@ -96,6 +95,15 @@ def redact(url: str) -> str:
     return urlunsplit(parts)
 
 
+def _pack(args: tuple[Any, ...]) -> bytes:
+    """A command in the Redis protocol (RESP): an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if type(arg) is str else arg if type(arg) is bytes else str(arg).encode()
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
 def _secrets(url: str) -> tuple[str, ...]:
     """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
     parts = urlsplit(url)
@@ -111,8 +119,10 @@ class RedisStateAdapter(StateAdapter):
 
     __slots__ = (
         "_client",
+        "_connection",
         "_gate",
         "_gate_timeout",
+        "_idle",
         "_layout",
         "_margin_ms",
         "_owns_client",
@@ -174,6 +184,8 @@ class RedisStateAdapter(StateAdapter):
         self._margin_ms = str(math.ceil(expiry_margin * 1000))
         self._owns_client = client is None
         self._gate: asyncio.Semaphore | None = None
+        self._idle: list[AbstractConnection] | None = None  # None: calls go through the client
+        self._connection: Callable[[], AbstractConnection] | None = None
         self._gate_timeout: float | None = socket_timeout
         self._secrets: tuple[str, ...] = ()
         if client is None:
@@ -193,8 +205,15 @@ class RedisStateAdapter(StateAdapter):
                 client = RedisCluster.from_url(url, **options)
             else:
                 client = aioredis.Redis.from_url(url, **options)
-            # Calls queue here for one of the pool's connections, so a burst waits instead of
-            # failing with "too many connections" (each call holds at most one connection).
+                # Standalone: our own connections, made as the client's pool makes them (TLS, unix
+                # socket, auth, db), but without redis-py's per-call timeout task: each call runs
+                # under one asyncio.timeout instead (see _direct).
+                pool = client.connection_pool
+                kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+                self._connection = partial(pool.connection_class, **kwargs)
+                self._idle = []
+            # Calls queue here for a connection, so a burst waits instead of failing with "too
+            # many connections" (each call holds at most one connection at a time).
             self._gate = asyncio.Semaphore(max_connections)
         else:
             self._safe_url = f"<{type(client).__name__} given by the caller>"
@@ -202,7 +221,7 @@ class RedisStateAdapter(StateAdapter):
         if self.cluster and layout == "motia":
             raise ValueError("layout='motia' needs a standalone Redis (Motia's adapter scans one server)")
         self._client: Client = client
-        self._scripts: dict[str, AsyncScript] = {}
+        self._scripts: dict[str, str] = {}  # Lua source -> SHA-1
         self._stripes = tuple(asyncio.Lock() for _ in range(64))
         self._layout: _Native | _Motia = _Native(self) if layout == "native" else _Motia(self)
 
@@ -223,11 +242,11 @@ class RedisStateAdapter(StateAdapter):
 
     # -- calls --------------------------------------------------------------------------------
 
-    def _script(self, source: str) -> AsyncScript:
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self._client.register_script(source)
-        return script
+    def _sha(self, source: str) -> str:
+        sha = self._scripts.get(source)
+        if sha is None:
+            sha = self._scripts[source] = hashlib.sha1(source.encode()).hexdigest()
+        return sha
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -276,8 +295,14 @@ class RedisStateAdapter(StateAdapter):
                         continue
                     raise self._unavailable(exc) from None
                 except (rexc.RedisClusterException, rexc.ClusterError, rexc.TryAgainError) as exc:
+                    if "same key slot" in str(exc):  # refused by the client before sending
+                        raise self._refused(rexc.ResponseError(f"CROSSSLOT {exc}")) from None
+                    if "No way to dispatch" in str(exc) or "Invalid args" in str(exc):
+                        raise self._refused(rexc.ResponseError(str(exc))) from None
                     # no reachable node, CLUSTERDOWN, MASTERDOWN, slots not covered: an outage
                     raise self._unavailable(exc) from None
+                except rexc.NoScriptError:
+                    raise
                 except rexc.ResponseError as exc:
                     raise self._refused(exc) from None
             raise AssertionError("unreachable")
@@ -296,11 +321,59 @@ class RedisStateAdapter(StateAdapter):
                 "(every one of max_connections is busy)"
             ) from None
 
+    async def _command(self, *args: Any, idempotent: bool) -> Any:
+        """Send one command and return its raw reply (``HGETALL``: a flat list or a dict)."""
+        if self._idle is None:
+            client = self._client
+            return await self._call(lambda: client.execute_command(*args), idempotent=idempotent)
+        return await self._call(lambda: self._direct(args), idempotent=idempotent)
+
+    async def _direct(self, args: tuple[Any, ...]) -> Any:
+        """One command on one of our own standalone connections, within ``socket_timeout``.
+
+        redis-py's connection disconnects itself when a send or read fails or is cancelled, so a
+        connection goes back to the idle list either in step or closed (it reconnects on use).
+        """
+        idle, make = self._idle, self._connection
+        assert idle is not None
+        assert make is not None
+        conn = idle.pop() if idle else make()
+        try:
+            if not conn.is_connected:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            elif await conn.can_read():  # closed by the server while idle (or out of step): afresh
+                await conn.disconnect()
+                await conn.connect()  # type: ignore[no-untyped-call]
+            try:
+                async with asyncio.timeout(self._gate_timeout):
+                    await conn.send_packed_command(_pack(args), check_health=False)
+                    return await conn.read_response()
+            except TimeoutError:
+                raise rexc.TimeoutError(f"no reply within socket_timeout={self._gate_timeout} s") from None
+        finally:
+            if self._closed:
+                await conn.disconnect()
+            else:
+                idle.append(conn)
+
     async def _run(self, source: str, keys: list[str], args: list[Any], *, idempotent: bool = False) -> Any:
-        script = self._script(source)
-        return await self._call(lambda: script(keys=keys, args=args), idempotent=idempotent)
+        """Run a script by its SHA-1 (EVALSHA), loading it first on a server that lacks it."""
+        sha = self._sha(source)
+        try:
+            return await self._command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
+        except rexc.NoScriptError:  # the script did not run: safe to run again, even a write
+            if self._idle is None:
+                client = self._client  # a cluster loads it on every primary
+                await self._call(lambda: client.script_load(source), idempotent=True)
+            else:
+                await self._command("SCRIPT", "LOAD", source, idempotent=True)
+            return await self._command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
 
     async def _close(self) -> None:
+        if self._idle is not None:
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                await conn.disconnect()
         if self._owns_client:
             await self._client.aclose()
 
@@ -401,8 +474,7 @@ class _Native:
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
         data = self.keys(group_id)[0]
-        client = self._adapter._client
-        record = await self._adapter._call(lambda: client.hget(data, key), idempotent=True)
+        record = await self._adapter._command("HGET", data, key, idempotent=True)
         if record is None:
             return None
         row = self.parse(record, group_id, key)
@@ -413,11 +485,11 @@ class _Native:
 
     async def group_rows(self, group_id: str, now: float) -> dict[str, Row]:
         data = self.keys(group_id)[0]
-        client = self._adapter._client
-        found = await self._adapter._call(lambda: client.hgetall(data), idempotent=True)
+        found = await self._adapter._command("HGETALL", data, idempotent=True)
+        pairs = found.items() if isinstance(found, dict) else zip(found[::2], found[1::2], strict=True)
         rows: dict[str, Row] = {}
         expired = False
-        for field, record in found.items():
+        for field, record in pairs:
             key = _text(field)
             row = self.parse(record, group_id, key)
             if row.live(now):
@@ -481,6 +553,8 @@ class _Native:
                 "1" if condition else "0",
             ],
         )
+        if not condition and tail:
+            return None  # an unconditional set: the reply is only the new version, nothing to read
         if reply[0] == 0:
             current = self.parse(reply[1], write.group_id, write.key) if reply[1] is not None else None
             plan_write(write, current, now)  # raises the ConflictError with its message
@@ -488,8 +562,6 @@ class _Native:
         if write.kind == "delete":
             current = self.parse(reply[1], write.group_id, write.key) if reply[1] is not None else None
             return (UNCHANGED if current is None else None), current
-        if not condition:
-            return None  # an unconditional set: the caller needs nothing back
         assert write.encoded is not None
         current = self.parse(reply[1], write.group_id, write.key) if reply[1] is not None else None
         created = current.created_at if current is not None and current.created_at is not None else now
@@ -512,12 +584,10 @@ class _Native:
                 "0",
             ],
         )
-        return bool(reply[0] == 1)
+        return not isinstance(reply, list)  # the new version alone, or {0, current}
 
     async def clear(self, group_id: str) -> None:
-        client = self._adapter._client
-        keys = self.keys(group_id)
-        await self._adapter._call(lambda: client.delete(*keys), idempotent=True)
+        await self._adapter._command("DEL", *self.keys(group_id), idempotent=True)
 
     def record(self, row: Row) -> str:
         expires = repr(row.expires_at) if row.expires_at is not None else ""

@@ -96,8 +96,9 @@ end
 #: KEYS: data, exp. ARGV: field, condition ('' | 'absent' | '=' .. version, '=' alone = absent),
 #: now, tail ('<updated>|<expires>|<json>', or '' to delete), fresh version, expires ('' = none),
 #: margin ms, want ('1': return the old record on success too).
-#: Returns {1, old record or false (only when wanted or deleting), new version (sets)},
-#: or {0, current record or false} on a failed condition.
+#: Returns, on success: the new version alone for a set (want '0'), {1, old record or false,
+#: new version} for a set (want '1'), {1, old record or false} for a delete; or
+#: {0, current record or false} on a failed condition.
 NATIVE_WRITE: Final = (
     _NATIVE_HELPERS
     + """
@@ -131,7 +132,7 @@ elseif raw and had ~= '' then
 end
 if expiring > 0 or ARGV[6] ~= '' then settle(data, exp, now, tonumber(ARGV[7])) end
 if ARGV[8] == '1' then return {1, cur, newver} end
-return {1, false, newver}
+return newver
 """
 )
 
