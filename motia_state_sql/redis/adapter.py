@@ -121,7 +121,6 @@ class RedisStateAdapter(StateAdapter):
         "_client",
         "_connection",
         "_gate",
-        "_gate_timeout",
         "_idle",
         "_layout",
         "_margin_ms",
@@ -129,6 +128,7 @@ class RedisStateAdapter(StateAdapter):
         "_safe_url",
         "_scripts",
         "_secrets",
+        "_socket_timeout",
         "_stripes",
         "cluster",
         "key_prefix",
@@ -186,7 +186,7 @@ class RedisStateAdapter(StateAdapter):
         self._gate: asyncio.Semaphore | None = None
         self._idle: list[AbstractConnection] | None = None  # None: calls go through the client
         self._connection: Callable[[], AbstractConnection] | None = None
-        self._gate_timeout: float | None = socket_timeout
+        self._socket_timeout: float | None = socket_timeout
         self._secrets: tuple[str, ...] = ()
         if client is None:
             options: dict[str, Any] = {
@@ -313,11 +313,11 @@ class RedisStateAdapter(StateAdapter):
     async def _queue(self, gate: asyncio.Semaphore) -> None:
         """Wait for a free connection, up to ``socket_timeout``."""
         try:
-            async with asyncio.timeout(self._gate_timeout):
+            async with asyncio.timeout(self._socket_timeout):
                 await gate.acquire()
         except TimeoutError:
             raise StoreUnavailableError(
-                f"Redis at {self._safe_url}: no free connection within {self._gate_timeout} s "
+                f"Redis at {self._safe_url}: no free connection within {self._socket_timeout} s "
                 "(every one of max_connections is busy)"
             ) from None
 
@@ -345,11 +345,11 @@ class RedisStateAdapter(StateAdapter):
                 await conn.disconnect()
                 await conn.connect()  # type: ignore[no-untyped-call]
             try:
-                async with asyncio.timeout(self._gate_timeout):
+                async with asyncio.timeout(self._socket_timeout):
                     await conn.send_packed_command(_pack(args), check_health=False)
                     return await conn.read_response()
             except TimeoutError:
-                raise rexc.TimeoutError(f"no reply within socket_timeout={self._gate_timeout} s") from None
+                raise rexc.TimeoutError(f"no reply within socket_timeout={self._socket_timeout} s") from None
         finally:
             if self._closed:
                 await conn.disconnect()
