@@ -12,8 +12,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def _bindable(port: int) -> bool:
@@ -77,8 +80,11 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                tls: dict[str, object] = {"ssl": True, "ssl_ca_certs": tls_ca} if tls_ca else {}
-                with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5, **tls) as client:  # type: ignore[arg-type]
+                # No retries: redis-py would back off for seconds on the expected AuthenticationError.
+                options: dict[str, Any] = {"socket_timeout": 0.5, "retry": Retry(NoBackoff(), 0)}
+                if tls_ca:
+                    options |= {"ssl": True, "ssl_ca_certs": tls_ca}
+                with redis.Redis(host="127.0.0.1", port=self.port, **options) as client:
                     if client.ping():
                         return
             except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):
