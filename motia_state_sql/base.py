@@ -330,6 +330,25 @@ class StateOperations(ABC):
             InvalidValueError: ``text`` is not JSON text of a storable value.
             InvalidKeyError, ConflictError: as for ``set``.
         """
+        write = self.check_set_json(group_id, key, text, ttl=ttl, if_version=if_version, if_absent=if_absent)
+        await self._write(write, self._clock())
+
+    def check_set_json(
+        self,
+        group_id: str,
+        key: str,
+        text: str,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+    ) -> Write:
+        """Check a ``set_json`` call without touching the store (not even opening it).
+
+        Raises:
+            InvalidKeyError, InvalidValueError, InvalidOperationError, UnsupportedError: what
+                ``set_json`` would raise for this input before writing anything.
+        """
         write = self._checked("set", group_id, key, if_version, if_absent)
         write.ttl = codec.check_ttl(ttl, write.group_id, write.key)
         if type(text) is not str:
@@ -338,7 +357,7 @@ class StateOperations(ABC):
             )
         write.encoded = codec.check_encoded(text, write.group_id, write.key, self.max_value_bytes)
         self._check_write_support(write)
-        await self._write(write, self._clock())
+        return write
 
     async def get(self, group_id: str, key: str) -> Any:
         """The value at (group_id, key), or ``None`` when absent or expired."""

@@ -515,18 +515,16 @@ def _where(path: Path, number: int, group: str, key: str) -> str:
 def check_import(state: StateAdapter, path: Path, numbered: Numbered) -> None:
     """Check every item as ``state.set_json`` would, without opening or creating the store.
 
-    The same checks, in the same order, as ``StateOperations.set_json``: names (with the
-    backend's own rules, such as no ``:`` in a group of Motia's JSON file), the JSON text and
-    ``max_value_bytes``. A refused import therefore leaves no trace, not even a new empty file.
+    ``check_set_json`` runs the checks of ``set_json``: names (with the backend's own rules, such
+    as no ``:`` in a group of Motia's JSON file), the JSON text and ``max_value_bytes``. A refused
+    import therefore leaves no trace, not even a new empty file.
 
     Raises:
         CliError: an item the store would refuse (names the file and the line or entry).
     """
     for number, (group, key, text) in numbered:
         try:
-            write = state._checked("set", group, key, None, False)
-            write.encoded = codec.check_encoded(text, write.group_id, write.key, state.max_value_bytes)
-            state._check_write_support(write)
+            state.check_set_json(group, key, text)
         except StateError as exc:
             raise from_state_error(exc, _where(path, number, group, key)) from None
 
