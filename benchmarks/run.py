@@ -161,6 +161,7 @@ class Bench:
         self.pairs: dict[tuple[Key, Key], list[float]] = {}
         self.verdicts: list[Verdict] = []
         self._tags = itertools.count()
+        self._profiled: dict[Key, str] = {}
 
     async def once(self, spec: Spec) -> float:
         """One measurement (after a discarded warm-up of a tenth of the count): its ops/s."""
@@ -203,8 +204,16 @@ class Bench:
             f"target {'>' if above else '>='} {want:g}x)",
             ratios,
         )
-        if not ok:
-            verdict.profile = await profile(a, self.sizes.profile_ops, next(self._tags))
+        if not ok:  # both sides, while their stores are open; each baseline once
+            trees = [await profile(a, self.sizes.profile_ops, next(self._tags))]
+            if b.key in self._profiled:
+                trees.append(
+                    f"{b.backend} {b.workload}: profiled above, at the miss of {self._profiled[b.key]!r}"
+                )
+            else:
+                self._profiled[b.key] = text
+                trees.append(await profile(b, self.sizes.profile_ops, next(self._tags)))
+            verdict.profile = "\n\n".join(trees)
         self.verdicts.append(verdict)
 
     def note(self, text: str) -> None:
@@ -260,7 +269,7 @@ async def profile(spec: Spec, ops: int, tag: int) -> str:
     text = profiler.output_text(unicode=False, color=False, show_all=False)
     lines = [line for line in text.splitlines() if line.strip()]
     start = next((n for n, line in enumerate(lines) if line.startswith("Profile at")), -1) + 1
-    tree = lines[start : start + 45]
+    tree = lines[start : start + 32]
     head = f"{spec.backend} {spec.workload}: {count} ops in {seconds:.2f}s under the profiler"
     return "\n".join([head, *tree])
 
@@ -646,6 +655,49 @@ async def phase_json(bench: Bench, stores: Stores, sizes: Sizes) -> None:
                 above=True,
             )
         await stores.close(store)
+    # The floors, for reference: one commit per write (raw sqlite3) and one bare command (redis-py).
+    client = aioredis.Redis.from_url(stores.redis_url)
+    raws = {
+        level: RawSqlite(stores.folder / f"raw-json-{level}.db", level.upper())
+        for level in ("normal", "full")
+    }
+    try:
+        bare = f"{stores.prefix}bare-json:"
+        floors: list[tuple[str, Callable[[int], Op]]] = []
+
+        def raw_set(raw: RawSqlite) -> Callable[[int], Op]:
+            return lambda tag: sync_op(lambda i: raw.set("g", f"k{i % items}"))
+
+        for level, raw in raws.items():
+            raw.fill("g", 0, items)
+            floors.append((f"raw-sqlite3-{level}", raw_set(raw)))
+
+        def bare_set(tag: int) -> Op:
+            async def op(i: int) -> Any:
+                return await client.set(f"{bare}k{i % items}", ENCODED)
+
+            return op
+
+        floors.append(("redis-py bare", bare_set))
+        workload = f"set x1, {items} stored"
+        theirs = Spec(
+            "json-file-store",
+            workload,
+            lambda tag: sync_op(lambda i: json_store.set(f"k{i % items}")),
+            sizes.file_ops,
+        )
+        for name, make in floors:
+            ratios = await bench.pair(Spec(name, workload, make, sizes.ops), theirs)
+            bench.note(
+                f"reference, not a target: {name} set from one coroutine vs the JSON file store, "
+                f"both holding {items:,} items: {_ratio(statistics.median(ratios))}x (median of "
+                f"{len(ratios)} alternated rounds: {', '.join(map(_ratio, ratios))}; "
+                "the floor under that backend)"
+            )
+    finally:
+        for raw in raws.values():
+            raw.db.close()
+        await client.aclose()
 
 
 async def phase_stored(bench: Bench, stores: Stores, sizes: Sizes) -> None:
@@ -707,7 +759,14 @@ async def phase_stored(bench: Bench, stores: Stores, sizes: Sizes) -> None:
             done = size
             last = size == sizes.stored[-1]
             for spec, base in zip(raw_specs(raw_large, size), raw_specs(raw_small, small_size), strict=True):
-                await bench.pair(spec, base, 1)
+                ratios = await bench.pair(spec, base, None if last else 1)
+                if last:
+                    bench.note(
+                        f"reference, not a target: raw sqlite3 {spec.workload.split()[0]} cost with "
+                        f"{size:,} items vs {small_size:,}: {_ratio(statistics.median(ratios))}x (median of "
+                        f"{len(ratios)} alternated rounds: {', '.join(map(_ratio, ratios))}; the floor's own "
+                        "growth with the store)"
+                    )
             normal = stored_specs("sqlite-normal", large["sqlite-normal"], size, count)
             await bench.target(
                 f"SQLite set vs diskcache set (set @{size})",
