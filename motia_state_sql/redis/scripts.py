@@ -206,8 +206,21 @@ return out
 #:   clears       (group index)
 #:   writes       (group index, field, record or '' to delete, expires or '')
 #: Returns 1, or {0, description of the first conflict}.
+#: Commit scripts: why the live groups found now (a set and its size) differ from the ``m``
+#: group ids in ``ARGV[i ..]`` that the transaction read, or nil when they are the same.
+_SAME_GROUPS: Final = """
+local function same_groups(found, count, m, i)
+  for j = i, i + m - 1 do
+    if not found[ARGV[j]] then return 'group ' .. ARGV[j] .. ' is gone' end
+  end
+  if count ~= m then return 'a new group appeared' end
+  return nil
+end
+"""
+
 NATIVE_COMMIT: Final = (
-    _NATIVE_HELPERS
+    _SAME_GROUPS
+    + _NATIVE_HELPERS
     + _NATIVE_GROUPS
     + """
 local now, margin = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -239,11 +252,9 @@ end
 if ARGV[i] == '1' then
   local prefix, pattern, m = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]); i = i + 4
   local found, count = live_groups(prefix, pattern, now)
-  for _ = 1, m do
-    if not found[ARGV[i]] then return {0, 'group ' .. ARGV[i] .. ' is gone'} end
-    i = i + 1
-  end
-  if count ~= m then return {0, 'a new group appeared'} end
+  local why = same_groups(found, count, m, i)
+  if why then return {0, why} end
+  i = i + m
 else
   i = i + 1
 end
@@ -404,7 +415,8 @@ return #keys
 #:   clears       (pattern)
 #:   writes       (key index, value or '' to delete, expire-at ms or '', keep '1'/'0')
 MOTIA_COMMIT: Final = (
-    _MOTIA_HELPERS
+    _SAME_GROUPS
+    + _MOTIA_HELPERS
     + _SCAN
     + _MOTIA_GROUPS
     + """
@@ -433,11 +445,9 @@ end
 if ARGV[i] == '1' then
   local pattern, skip, m = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
   local found, count = live_groups(pattern, skip, now)
-  for _ = 1, m do
-    if not found[ARGV[i]] then return {0, 'group ' .. ARGV[i] .. ' is gone'} end
-    i = i + 1
-  end
-  if count ~= m then return {0, 'a new group appeared'} end
+  local why = same_groups(found, count, m, i)
+  if why then return {0, why} end
+  i = i + m
 else
   i = i + 1
 end
