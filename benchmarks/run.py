@@ -815,7 +815,13 @@ async def phase_stored(bench: Bench, stores: Stores, sizes: Sizes) -> None:
 
 
 def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS so far: ``VmHWM`` (ru_maxrss would carry the parent's peak over
+    fork and exec on Linux)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def _memory_run(args: argparse.Namespace) -> dict[str, float]:
