@@ -9,6 +9,7 @@ import random
 import signal
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from functools import partial
@@ -603,3 +604,29 @@ async def test_idle_connections_survive_a_restart(server: RedisServer) -> None:
         # every idle connection was closed by the old server: writes (never retried) still land
         await asyncio.gather(*(store.set("g", f"k{n}", -n) for n in range(20)))
         assert await store.get_group("g") == [-n for n in sorted(range(20), key=lambda n: f"k{n}")]
+
+
+# -- streaming a large group -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_a_group_streams_in_batches_without_holding_its_values(redis_url: str, layout: Any) -> None:
+    """``iter_entries`` (export, copy) lists a group's key names, then reads its values a batch at
+    a time: peak memory follows the batch, not the group."""
+    async with RedisStateAdapter(redis_url, key_prefix=_prefix(), layout=layout) as store:
+        big = "x" * 4000
+        async with store.transaction() as tx:
+            for n in range(2000):  # 8 MB of values in one group
+                await tx.set("g", f"k{n:05d}", big)
+        await store.set("g", "gone", 1, ttl=0.05)
+        await store.set("g2", "k", 2)
+        await asyncio.sleep(0.1)
+        tracemalloc.start()
+        try:
+            seen = [(entry.group_id, entry.key) async for entry in store.iter_entries(batch_size=100)]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert seen == [("g", f"k{n:05d}") for n in range(2000)] + [("g2", "k")]  # expired skipped
+        assert peak < 3 * 1024 * 1024, peak  # 100 values of 4 KB at a time, never the 8 MB
+        assert [e.text async for e in store.iter_entries("g2", batch_size=1)] == ["2"]

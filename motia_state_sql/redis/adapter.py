@@ -22,7 +22,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -393,6 +393,19 @@ class RedisStateAdapter(StateAdapter):
     async def _read_groups(self, now: float) -> list[str]:
         return await self._layout.groups(now)
 
+    async def _read_batches(self, group_id: str | None, batch_size: int) -> AsyncIterator[list[RowEntry]]:
+        """A group's key names first, then its values ``batch_size`` at a time, in key order.
+
+        Memory is bounded by the names of the largest group, not by its values.
+        """
+        groups = [group_id] if group_id is not None else await self._layout.groups(self._clock())
+        for group in groups:
+            keys = sorted(await self._layout.group_keys(group))
+            for start in range(0, len(keys), batch_size):
+                rows = await self._layout.rows_of(group, keys[start : start + batch_size], self._clock())
+                if rows:
+                    yield [(group, key, row) for key, row in rows]
+
     async def _write(self, write: Write, now: float) -> WriteResult:
         if write.kind != "update":
             return await self._layout.write(write, now)
@@ -499,6 +512,21 @@ class _Native:
         if expired:
             await self.reclaim(group_id, now)
         return rows
+
+    async def group_keys(self, group_id: str) -> list[str]:
+        """The group's key names, live or not."""
+        found = await self._adapter._command("HKEYS", self.keys(group_id)[0], idempotent=True)
+        return [_text(key) for key in found]
+
+    async def rows_of(self, group_id: str, keys: list[str], now: float) -> list[tuple[str, Row]]:
+        """The live rows of ``keys`` (in that order) in one command."""
+        records = await self._adapter._command("HMGET", self.keys(group_id)[0], *keys, idempotent=True)
+        rows = [
+            (key, self.parse(record, group_id, key))
+            for key, record in zip(keys, records, strict=True)
+            if record is not None
+        ]
+        return [(key, row) for key, row in rows if row.live(now)]
 
     def pattern(self) -> str:
         return _glob(self._adapter.key_prefix) + "{*}:d:*"
@@ -657,6 +685,28 @@ class _Motia:
             name = _text(flat[index])
             rows[name[head:]] = self.row(flat[index + 1], flat[index + 2], name)
         return rows
+
+    async def group_keys(self, group_id: str) -> list[str]:
+        """The group's key names, listed with SCAN a page at a time (not atomic, not blocking)."""
+        head, pattern, cursor = len(self.key(group_id, "")), self.pattern(group_id), "0"
+        names: set[str] = set()  # SCAN may return a key twice
+        while True:
+            cursor, found = await self._adapter._command(
+                "SCAN", cursor, "MATCH", pattern, "COUNT", 1000, idempotent=True
+            )
+            names.update(_text(name)[head:] for name in found)
+            if _text(cursor) == "0":
+                return list(names)
+
+    async def rows_of(self, group_id: str, keys: list[str], now: float) -> list[tuple[str, Row]]:
+        """The live rows of ``keys`` (in that order) in one script."""
+        names = [self.key(group_id, key) for key in keys]
+        flat = await self._adapter._run(scripts.MOTIA_MGET, names, [int(now * 1000)], idempotent=True)
+        return [
+            (key, self.row(value, at, name))
+            for key, name, value, at in zip(keys, names, flat[::2], flat[1::2], strict=True)
+            if value is not None
+        ]
 
     def all_pattern(self) -> str:
         return _glob(self._adapter.key_prefix) + "*"

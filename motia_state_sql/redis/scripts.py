@@ -314,6 +314,19 @@ return {cur, at}
 """
 )
 
+#: Read many items of one group (streaming a group in batches). KEYS: keys. ARGV: now_ms.
+#: Returns {value or false, expire time ms or -1} flattened, one pair per key.
+MOTIA_MGET: Final = (
+    _MOTIA_HELPERS
+    + """
+local now, out = tonumber(ARGV[1]), {}
+for i, k in ipairs(KEYS) do
+  out[2 * i - 1], out[2 * i] = live_value(k, now)
+end
+return out
+"""
+)
+
 #: Set or delete one item. KEYS: key. ARGV: condition ('' | 'absent' | '=' .. version), now_ms,
 #: value ('' to delete), expire-at ms ('' = none), keep ('1': keep the current expiry).
 #: Returns {1, old value or false} or {0, current value or false}.
