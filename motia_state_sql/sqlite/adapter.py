@@ -572,18 +572,15 @@ class SqliteStateAdapter(StateAdapter):
         return results
 
     async def _run_checkpoint(self) -> None:
-        """Checkpoint the WAL off the loop, in two steps.
+        """Checkpoint the WAL on the writer thread, holding our write lock.
 
-        First on the reader thread (its own connection), while writes go on: this copies the
-        bulk of the WAL, which in a large database means many scattered pages and an fsync.
-        Then on the writer thread holding our write lock, for the few frames appended meanwhile:
-        with nothing appended during this step the checkpoint finishes, so the next commit starts
-        the WAL over instead of growing it. Queued writes wait only for that short step.
+        Holding the lock lets the checkpoint finish (no new frames are appended meanwhile), so
+        the next commit starts the WAL over instead of growing it; queued writes wait, the loop
+        does not. (Copying the bulk first on the reader thread while writes go on was faster,
+        but a commit on the loop could then wait for the checkpoint's fsync of the WAL: pauses
+        of the loop of several milliseconds.)
         """
         try:
-            reader = self._reader
-            if reader is not None and reader is not self._writer:
-                await self._call(reader, _execute, "PRAGMA wal_checkpoint(PASSIVE)")
             async with self._lock:
                 if self._writer is not None:
                     await self._call(self._writer, _execute, "PRAGMA wal_checkpoint(PASSIVE)")
