@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -107,9 +107,7 @@ def _pack(args: tuple[Any, ...]) -> bytes:
 def _secrets(url: str) -> tuple[str, ...]:
     """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
     parts = urlsplit(url)
-    found = [parts.password or ""]
-    found += [text for name, text in parse_qsl(parts.query, keep_blank_values=True) if "pass" in name.lower()]
-    found += [m.group(3) for m in _QUERY_SECRET.finditer(parts.query)]
+    found = [parts.password or ""] + [m.group(3) for m in _QUERY_SECRET.finditer(parts.query)]
     every = {variant for text in found for variant in (text, unquote(text)) if text}
     return tuple(sorted(every, key=len, reverse=True))
 
