@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import JsonEntry, StateAdapter, StateItem, StateTransaction, UpdateResult
 from .errors import (
+    ConfigError,
     ConflictError,
     InvalidKeyError,
     InvalidOperationError,
@@ -25,6 +26,7 @@ from .sqlite import SqliteStateAdapter
 from .url import open_state
 
 __all__ = [
+    "ConfigError",
     "ConflictError",
     "FileStateAdapter",
     "InvalidKeyError",

@@ -19,6 +19,7 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "MAX_DEPTH",
+    "MAX_TTL",
     "check_encoded",
     "check_json",
     "check_name",
@@ -31,6 +32,9 @@ __all__ = [
 DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+#: The longest ``ttl`` accepted, in seconds (100 years of 365.25 days): one range for every backend,
+#: so ``now + ttl`` stays an exact, finite time that Redis's millisecond expiries can hold too.
+MAX_TTL = 100 * 365.25 * 24 * 3600
 #: orjson refuses deeper nesting; we say so with our own error before it does.
 MAX_DEPTH = 254
 
@@ -64,7 +68,7 @@ def check_ttl(ttl: object, group_id: str, key: str) -> float | None:
     """Return ``ttl`` as seconds (``None`` for no expiry), or raise ``InvalidKeyError``.
 
     Raises:
-        InvalidKeyError: ``ttl`` is not an int or float, or is not finite and > 0.
+        InvalidKeyError: ``ttl`` is not an int or float, or not in ``(0, MAX_TTL]`` seconds.
     """
     if ttl is None:
         return None
@@ -78,6 +82,11 @@ def check_ttl(ttl: object, group_id: str, key: str) -> float | None:
         seconds = math.inf
     if not (math.isfinite(seconds) and seconds > 0):
         raise InvalidKeyError(f"ttl for {group_id!r}/{key!r} must be > 0 and finite, got {ttl!r}")
+    if seconds > MAX_TTL:
+        raise InvalidKeyError(
+            f"ttl for {group_id!r}/{key!r} is {ttl!r} seconds, over the longest accepted "
+            f"({MAX_TTL:.0f} s, 100 years); leave ttl out for an item that never expires"
+        )
     return seconds
 
 

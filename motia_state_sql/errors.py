@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "ConflictError",
     "InvalidKeyError",
     "InvalidOperationError",
@@ -20,6 +21,10 @@ class StateError(Exception):
 
 class InvalidKeyError(StateError, ValueError):
     """A group id or key is empty, not a ``str``, holds NUL; or a ``ttl`` is not a positive number."""
+
+
+class ConfigError(StateError, ValueError):
+    """A constructor argument or URL parameter is out of range, of the wrong type, or unknown."""
 
 
 class InvalidValueError(StateError, ValueError, TypeError):
