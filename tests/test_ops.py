@@ -25,6 +25,7 @@ from motia_state_sql.codec import (
     INT64_MAX,
     INT64_MIN,
     MAX_DEPTH,
+    MAX_TTL,
     check_encoded,
     check_name,
     check_ttl,
@@ -1110,7 +1111,7 @@ def test_key_errors_are_value_errors() -> None:
 
 @pytest.mark.parametrize(
     ("ttl", "expected"),
-    [(1, 1.0), (60, 60.0), (0.5, 0.5), (1e-300, 1e-300), (5e-324, 5e-324), (1e300, 1e300), (10**300, 1e300)],
+    [(1, 1.0), (60, 60.0), (0.5, 0.5), (1e-300, 1e-300), (5e-324, 5e-324), (MAX_TTL, MAX_TTL)],
 )
 def test_check_ttl_accepts_positive_numbers(ttl: float, expected: float) -> None:
     seconds = check_ttl(ttl, "g", "k")
@@ -1124,7 +1125,10 @@ def test_check_ttl_none_means_no_expiry() -> None:
 
 @pytest.mark.parametrize(
     "ttl",
-    [0, 0.0, -0.0, -1, -0.5, math.nan, math.inf, -math.inf, True, False, "10", b"1", [1], decimal.Decimal(1)],
+    [
+        *(0, 0.0, -0.0, -1, -0.5, math.nan, math.inf, -math.inf, True, False, "10", b"1", [1]),
+        *(decimal.Decimal(1), MAX_TTL * 1.000001, 2**63, 1e30, 1e300, 1e308, 10**300),
+    ],
     ids=repr,
 )
 def test_check_ttl_refuses_bad_ttls(ttl: object) -> None:
