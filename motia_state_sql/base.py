@@ -14,18 +14,28 @@ import itertools
 import os
 import random
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, Self, TypeVar
 
-from . import codec
-from .errors import ConflictError, InvalidOperationError, InvalidValueError, StateError, UnsupportedError
+from . import codec, options
+from .errors import (
+    ConfigError,
+    ConflictError,
+    InvalidOperationError,
+    InvalidValueError,
+    StateError,
+    StoreUnavailableError,
+    UnsupportedError,
+)
 from .ops import Filter, apply_update, check_filters, check_ops, matches
 
 __all__ = [
     "UNCHANGED",
+    "acquire_within",
     "Clock",
     "JsonEntry",
     "Row",
@@ -254,6 +264,25 @@ class StateOperations(ABC):
     def _check_open(self) -> None:
         """Raise ``StateError`` when the adapter or transaction can no longer be used."""
 
+    @abstractmethod
+    def _enter(self) -> None:
+        """Count a call in flight: ``close()`` waits for it (see ``StateAdapter.close``)."""
+
+    @abstractmethod
+    def _leave(self) -> None:
+        """The call counted by ``_enter`` has ended."""
+
+    async def _track(self, call: Awaitable[T]) -> T:
+        """Await a backend call counted as in flight, so ``close()`` drains it first."""
+        self._enter()
+        try:
+            return await call
+        finally:
+            self._leave()
+
+    def _check_writable(self) -> None:  # noqa: B027 - a hook: only adapters can be read-only
+        """Raise ``UnsupportedError`` when the store was opened read-only."""
+
     def _check_group(self, group_id: object) -> str:
         return codec.check_name("group_id", group_id)
 
@@ -271,8 +300,13 @@ class StateOperations(ABC):
         if_absent: bool,
     ) -> Write:
         self._check_open()
+        self._check_writable()
         group = self._check_group(group_id)
         name = codec.check_name("key", key, group)
+        if type(if_absent) is not bool:
+            raise InvalidOperationError(
+                f"if_absent for {group!r}/{name!r} must be True or False, got {if_absent!r}"
+            )
         if if_version is not None and (type(if_version) is not int):
             raise InvalidOperationError(
                 f"if_version for {group!r}/{name!r} must be an int, got {if_version!r}"
@@ -286,7 +320,7 @@ class StateOperations(ABC):
             group,
             name,
             if_version=if_version,
-            if_absent=bool(if_absent),
+            if_absent=if_absent,
             max_bytes=self.max_value_bytes,
         )
 
@@ -311,7 +345,7 @@ class StateOperations(ABC):
         write.ttl = codec.check_ttl(ttl, write.group_id, write.key)
         write.encoded = codec.encode(value, write.group_id, write.key, self.max_value_bytes)
         self._check_write_support(write)
-        await self._write(write, self._clock())
+        await self._track(self._write(write, self._clock()))
         return codec.decode(write.encoded)
 
     async def set_json(
@@ -331,7 +365,7 @@ class StateOperations(ABC):
             InvalidKeyError, ConflictError: as for ``set``.
         """
         write = self.check_set_json(group_id, key, text, ttl=ttl, if_version=if_version, if_absent=if_absent)
-        await self._write(write, self._clock())
+        await self._track(self._write(write, self._clock()))
 
     def check_set_json(
         self,
@@ -363,7 +397,7 @@ class StateOperations(ABC):
         """The value at (group_id, key), or ``None`` when absent or expired."""
         self._check_open()
         group = self._check_group(group_id)
-        row = await self._read_row(group, codec.check_name("key", key, group), self._clock())
+        row = await self._track(self._read_row(group, codec.check_name("key", key, group), self._clock()))
         return None if row is None else codec.decode(row.value)
 
     async def get_item(self, group_id: str, key: str) -> StateItem | None:
@@ -371,7 +405,7 @@ class StateOperations(ABC):
         self._check_open()
         group = self._check_group(group_id)
         name = codec.check_name("key", key, group)
-        row = await self._read_row(group, name, self._clock())
+        row = await self._track(self._read_row(group, name, self._clock()))
         return None if row is None else _item(group, name, row)
 
     async def delete(
@@ -380,7 +414,7 @@ class StateOperations(ABC):
         """Remove the item and return its value, or ``None`` when it was absent."""
         write = self._checked("delete", group_id, key, if_version, if_absent)
         self._check_write_support(write)
-        result = await self._write(write, self._clock())
+        result = await self._track(self._write(write, self._clock()))
         assert result is not None
         current = result[1]
         return None if current is None else codec.decode(current.value)
@@ -406,7 +440,7 @@ class StateOperations(ABC):
         except InvalidOperationError as exc:
             raise InvalidOperationError(f"update of {write.group_id!r}/{write.key!r}: {exc}") from None
         self._check_write_support(write)
-        result = await self._write(write, self._clock())
+        result = await self._track(self._write(write, self._clock()))
         assert result is not None
         new, current = result
         assert isinstance(new, Row)
@@ -416,23 +450,24 @@ class StateOperations(ABC):
     async def get_group(self, group_id: str) -> list[Any]:
         """The values of the group, ordered by key."""
         self._check_open()
-        rows = await self._read_rows(self._check_group(group_id), self._clock(), [])
+        rows = await self._track(self._read_rows(self._check_group(group_id), self._clock(), []))
         return [codec.decode(row.value) for _, _, row in rows]
 
     async def clear(self, group_id: str) -> None:
         """Remove every item of the group, atomically."""
         self._check_open()
-        await self._clear(self._check_group(group_id), self._clock())
+        self._check_writable()
+        await self._track(self._clear(self._check_group(group_id), self._clock()))
 
     async def keys(self, group_id: str) -> list[str]:
         """The keys of the group, ordered by code point."""
         self._check_open()
-        return await self._read_keys(self._check_group(group_id), self._clock())
+        return await self._track(self._read_keys(self._check_group(group_id), self._clock()))
 
     async def list_groups(self) -> list[str]:
         """Group ids holding at least one live item, ordered by code point."""
         self._check_open()
-        return await self._read_groups(self._clock())
+        return await self._track(self._read_groups(self._clock()))
 
     async def items(
         self, group_id: str | None = None, filters: Sequence[Mapping[str, Any]] | None = None
@@ -441,7 +476,7 @@ class StateOperations(ABC):
         self._check_open()
         group = None if group_id is None else self._check_group(group_id)
         checked = check_filters(filters)
-        rows = await self._read_rows(group, self._clock(), checked)
+        rows = await self._track(self._read_rows(group, self._clock(), checked))
         found = (_item(g, k, row) for g, k, row in rows)
         return [item for item in found if matches(item.value, checked)] if checked else list(found)
 
@@ -517,7 +552,17 @@ class StateTransaction(StateOperations):
     Writes are kept in an overlay that reads see; the commit hands them to the backend at once.
     """
 
-    __slots__ = ("_adapter", "_cleared", "_clock", "_done", "_store", "_writes", "max_value_bytes")
+    __slots__ = (
+        "_aborted",
+        "_adapter",
+        "_calls",
+        "_cleared",
+        "_clock",
+        "_done",
+        "_store",
+        "_writes",
+        "max_value_bytes",
+    )
 
     def __init__(self, adapter: StateAdapter, store: TxStore) -> None:
         self._adapter = adapter
@@ -527,11 +572,22 @@ class StateTransaction(StateOperations):
         self._cleared: set[str] = set()
         self._writes: dict[tuple[str, str], Row | None] = {}
         self._done = False
+        self._aborted = False  # rolled back by the adapter's close(), not by its block
+        self._calls = 0  # calls on this transaction in flight
 
     def _check_open(self) -> None:
+        if self._aborted:
+            raise StateError(_ABORTED)
         if self._done:
             raise StateError("this transaction has ended; start a new one")
-        self._adapter._check_closed()
+
+    def _enter(self) -> None:
+        self._calls += 1
+        self._adapter._enter()
+
+    def _leave(self) -> None:
+        self._calls -= 1
+        self._adapter._leave()
 
     def _check_group(self, group_id: object) -> str:
         return self._adapter._check_group(group_id)
@@ -571,12 +627,30 @@ class StateTransaction(StateOperations):
 
     async def _finish(self, commit: bool) -> None:
         if self._done:
+            if self._aborted and commit:
+                raise StateError(_ABORTED)
             return
         self._done = True
-        if commit:
-            await self._store.commit(self._cleared, self._writes)
-        else:
-            await self._store.rollback()
+        self._adapter._enter()
+        try:
+            if commit:
+                await self._store.commit(self._cleared, self._writes)
+            else:
+                await self._store.rollback()
+        finally:
+            self._adapter._open_txs.discard(self)
+            self._adapter._leave()
+
+    async def _abort(self) -> None:
+        """Roll back for the adapter's ``close()``: the block's later calls and its end raise."""
+        self._aborted = True
+        await self._finish(commit=False)
+
+
+_ABORTED: Final = (
+    "the adapter was closed while this transaction was open: it was rolled back and nothing "
+    "of it was written"
+)
 
 
 class _TransactionContext:
@@ -588,12 +662,18 @@ class _TransactionContext:
         self._token: contextvars.Token[tuple[object, ...]] | None = None
 
     async def __aenter__(self) -> StateTransaction:
-        self._adapter._check_open()
-        # Yield once, as every write does: a loop of transactions whose calls all complete at
-        # once would otherwise never let another task (a WAL checkpoint, say) run.
-        await asyncio.sleep(0)
-        self._tx = StateTransaction(self._adapter, await self._adapter._begin())
-        self._adapter._open_tx = self._tx
+        adapter = self._adapter
+        adapter._check_open()
+        adapter._check_writable()
+        adapter._enter()  # close() waits for a transaction that is starting
+        try:
+            # Yield once, as every write does: a loop of transactions whose calls all complete
+            # at once would otherwise never let another task (a WAL checkpoint, say) run.
+            await asyncio.sleep(0)
+            self._tx = StateTransaction(adapter, await adapter._begin())
+        finally:
+            adapter._leave()
+        adapter._open_txs.add(self._tx)
         self._token = _OPEN_TRANSACTIONS.set((*_OPEN_TRANSACTIONS.get(), self._tx))
         return self._tx
 
@@ -605,7 +685,6 @@ class _TransactionContext:
     ) -> None:
         assert self._tx is not None
         assert self._token is not None
-        self._adapter._open_tx = None
         _OPEN_TRANSACTIONS.reset(self._token)
         await self._tx._finish(commit=exc_type is None)
 
@@ -613,32 +692,76 @@ class _TransactionContext:
 class StateAdapter(StateOperations):
     """The abstract base every backend implements; an async context manager."""
 
-    __slots__ = ("_clock", "_closed", "_open_tx", "max_value_bytes")
+    __slots__ = ("_active", "_clock", "_closed", "_drained", "_open_txs", "max_value_bytes", "read_only")
 
     def __init__(
-        self, *, max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, clock: Clock = time.time
+        self,
+        *,
+        max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
+        clock: Clock = time.time,
+        read_only: bool = False,
     ) -> None:
-        if type(max_value_bytes) is not int or max_value_bytes <= 0:
-            raise ValueError(f"max_value_bytes must be a positive int, got {max_value_bytes!r}")
-        self.max_value_bytes = max_value_bytes
+        self._closed = True  # until constructed: __del__ of a half-built adapter has nothing to say
+        self.max_value_bytes = options.positive_int("max_value_bytes", max_value_bytes)
+        if not callable(clock):
+            raise ConfigError(f"clock must be a function returning seconds, got {clock!r}")
         self._clock = clock
+        self.read_only = options.flag("read_only", read_only)
+        # Calls in flight (transactions' calls included): close() waits for them.
+        self._active = 0
+        self._drained: asyncio.Future[None] | None = None
+        # Open ``async with transaction()`` blocks: each may hold the write lock, so calls on
+        # the adapter from inside one (its task, or tasks it started) would wait for it
+        # forever; they are refused instead.
+        self._open_txs: set[StateTransaction] = set()
         self._closed = False
-        # The open ``async with transaction()`` block: it holds the write lock, so calls on the
-        # adapter from inside it (its task, or tasks it started) would wait for it forever.
-        # They are refused instead.
-        self._open_tx: StateTransaction | None = None
 
     def _check_closed(self) -> None:
         if self._closed:
             raise StateError(f"{type(self).__name__} is closed")
 
     def _check_open(self) -> None:
-        self._check_closed()
-        if self._open_tx is not None and self._open_tx in _OPEN_TRANSACTIONS.get():
+        if self._closed:
+            raise StateError(f"{type(self).__name__} is closed")
+        if self._open_txs and not self._open_txs.isdisjoint(_OPEN_TRANSACTIONS.get()):
             raise StateError(
                 "this call is inside a transaction of this adapter: call the transaction object "
                 "(`async with adapter.transaction() as tx: await tx.get(...)`), not the adapter"
             )
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise UnsupportedError(f"{self!r} was opened read-only: writes are refused")
+
+    def _enter(self) -> None:
+        self._active += 1
+
+    def _leave(self) -> None:
+        self._active -= 1
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)  # close() looks again
+
+    def _holds_resources(self) -> bool:
+        """Whether the adapter holds connections, threads or files that ``close()`` releases."""
+        return False
+
+    def __del__(self) -> None:
+        try:
+            leaked = not self._closed and self._holds_resources()
+        except AttributeError:  # a half-built adapter
+            return
+        if leaked:
+            warnings.warn(
+                f"{self!r} was never closed: use `async with` or `await adapter.close()`",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+            self._release_now()
+
+    def _release_now(self) -> None:
+        """Release what can be released without an event loop (called from ``__del__``)."""
 
     @abstractmethod
     async def _begin(self) -> TxStore:
@@ -672,12 +795,46 @@ class StateAdapter(StateOperations):
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
         raise AssertionError("unreachable")
 
-    async def close(self) -> None:
-        """Release the adapter's resources; closing twice is harmless."""
+    async def close(self, *, grace: float = 10.0) -> None:
+        """Drain, then release the adapter's resources; closing twice is harmless.
+
+        Calls made after ``close()`` starts raise ``StateError``. Every call that started before
+        it completes first (a write waiting for a lock waits up to its busy timeout, as always),
+        and open transactions get ``grace`` seconds to end; one still open then is rolled back
+        (nothing of it lands) and its block's later calls and its end raise ``StateError``.
+        """
         if self._closed:
             return
+        grace = options.seconds("grace", grace)
         self._closed = True
-        await self._close()
+        try:
+            loop = asyncio.get_running_loop()
+            await self._settle(lambda: not (self._active or self._open_txs), loop.time() + grace)
+            if self._open_txs:
+                # Past the bound: let calls running inside the transactions end, roll them
+                # back, then let the calls that waited for their lock end too.
+                await self._settle(lambda: not any(tx._calls for tx in self._open_txs), None)
+                for tx in list(self._open_txs):
+                    await tx._abort()
+                await self._settle(lambda: not self._active, None)
+        finally:
+            await self._close()
+
+    async def _settle(self, done: Callable[[], bool], deadline: float | None) -> None:
+        """Wait until ``done()`` holds (it is asked again whenever a call ends) or ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while not done():
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            self._drained = loop.create_future()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._drained
+            except TimeoutError:
+                return
+            finally:
+                self._drained = None
 
     async def cleanup(self) -> None:
         """Alias of ``close``, as in Motia."""
@@ -694,6 +851,25 @@ class StateAdapter(StateOperations):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def acquire_within(lock: asyncio.Lock, seconds: float, store: str) -> None:
+    """Take ``lock`` (held by a batch or a transaction in this process), waiting up to ``seconds``.
+
+    Writers in this process get the same bound as writers in other processes (the busy timeout):
+    a slow transaction makes them fail with ``StoreUnavailableError``, never wait forever.
+
+    Raises:
+        StoreUnavailableError: the lock stayed held for ``seconds``.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await lock.acquire()
+    except TimeoutError:
+        raise StoreUnavailableError(
+            f"{store} stayed locked by a transaction in this process for over {seconds:g}s; "
+            "nothing was written"
+        ) from None
 
 
 def refuse_unstorable(write: Write, backend: str, *, ttl: bool, versions: bool) -> None:

@@ -24,7 +24,7 @@ from typing import TypeVar
 import orjson
 from filelock import FileLock, Timeout
 
-from . import codec
+from . import codec, options
 from .base import (
     UNCHANGED,
     Clock,
@@ -34,10 +34,11 @@ from .base import (
     TxStore,
     Write,
     _Unchanged,
+    acquire_within,
     plan_write,
     refuse_unstorable,
 )
-from .errors import InvalidKeyError, InvalidValueError, SchemaError, StoreUnavailableError
+from .errors import ConfigError, InvalidKeyError, InvalidValueError, SchemaError, StoreUnavailableError
 from .ops import Filter
 
 __all__ = ["FILE_NAME", "FileStateAdapter", "dump_motia_json", "read_motia_json"]
@@ -111,6 +112,7 @@ class FileStateAdapter(StateAdapter):
         *,
         lock_timeout: float = 10.0,
         durable: bool = True,
+        read_only: bool = False,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -118,15 +120,19 @@ class FileStateAdapter(StateAdapter):
 
         Args:
             path: the folder holding ``motia.state.json`` (created on the first write).
-            lock_timeout: seconds to wait for another process's file lock before
-                ``StoreUnavailableError``.
+            lock_timeout: seconds to wait for the lock (another process's file lock, or a
+                transaction in this process) before ``StoreUnavailableError``.
             durable: fsync the file before it replaces the old one.
+            read_only: refuse every write (``UnsupportedError``); nothing is created.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch).
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock)
+        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        if not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path):
+            raise ConfigError(f"path must be the folder holding {FILE_NAME}, got {path!r}")
+        lock_timeout = options.seconds("lock_timeout", lock_timeout)
         self.path = Path(path)
-        self.durable = durable
+        self.durable = options.flag("durable", durable)
         self._file = self.path / FILE_NAME
         # thread_local=False: a transaction takes the lock in one worker thread and may
         # release it from another; in-process callers are serialised by ``_lock`` first.
@@ -230,8 +236,11 @@ class FileStateAdapter(StateAdapter):
             _apply(data, write.group_id, write.key, plan)
             return (plan, current), plan is not UNCHANGED
 
-        async with self._lock:
+        await acquire_within(self._lock, self._filelock.timeout, str(self._file))
+        try:
             return await asyncio.to_thread(self._locked, work)
+        finally:
+            self._lock.release()
 
     async def _clear(self, group_id: str, now: float) -> None:
         def work(data: Entries) -> tuple[None, bool]:
@@ -240,11 +249,14 @@ class FileStateAdapter(StateAdapter):
                 del data[entry]
             return None, bool(doomed)
 
-        async with self._lock:
+        await acquire_within(self._lock, self._filelock.timeout, str(self._file))
+        try:
             await asyncio.to_thread(self._locked, work)
+        finally:
+            self._lock.release()
 
     async def _begin(self) -> TxStore:
-        await self._lock.acquire()
+        await acquire_within(self._lock, self._filelock.timeout, str(self._file))
         try:
             await asyncio.to_thread(self._acquire)
         except BaseException:

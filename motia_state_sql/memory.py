@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import time
 
-from . import codec
+from . import codec, options
 from .base import (
     UNCHANGED,
     Clock,
@@ -16,6 +16,7 @@ from .base import (
     TxStore,
     Write,
     _Unchanged,
+    acquire_within,
     plan_write,
 )
 from .ops import Filter
@@ -31,12 +32,27 @@ class MemoryStateAdapter(StateAdapter):
     Writes and transactions take one ``asyncio.Lock``; reads see committed rows only.
     """
 
-    __slots__ = ("_expiries", "_expiries_limit", "_groups", "_lock")
+    __slots__ = ("_expiries", "_expiries_limit", "_groups", "_lock", "lock_timeout")
 
     def __init__(
-        self, *, max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, clock: Clock = time.time
+        self,
+        *,
+        lock_timeout: float = 5.0,
+        read_only: bool = False,
+        max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
+        clock: Clock = time.time,
     ) -> None:
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock)
+        """An empty store.
+
+        Args:
+            lock_timeout: seconds a write waits behind a transaction before
+                ``StoreUnavailableError`` (as SQLite's ``busy_timeout``).
+            read_only: refuse every write (``UnsupportedError``).
+            max_value_bytes: largest encoded value accepted.
+            clock: time source (seconds since the epoch), injectable for tests.
+        """
+        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        self.lock_timeout = options.seconds("lock_timeout", lock_timeout)
         self._groups: dict[str, dict[str, Row]] = {}
         self._lock = asyncio.Lock()
         # (expires_at, group_id, key): popped as time passes, so expired rows are reclaimed
@@ -106,20 +122,24 @@ class MemoryStateAdapter(StateAdapter):
         ]
 
     async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
-        async with self._lock:
+        await acquire_within(self._lock, self.lock_timeout, "the memory store")
+        try:
             self._reclaim(now)
             current = self._peek(write.group_id, write.key, now)
             plan = plan_write(write, current, now)
             if plan is not UNCHANGED:
                 self._put(write.group_id, write.key, plan)  # type: ignore[arg-type]
             return plan, current
+        finally:
+            self._lock.release()
 
     async def _clear(self, group_id: str, now: float) -> None:
-        async with self._lock:
-            self._groups.pop(group_id, None)
+        await acquire_within(self._lock, self.lock_timeout, "the memory store")
+        self._groups.pop(group_id, None)
+        self._lock.release()
 
     async def _begin(self) -> TxStore:
-        await self._lock.acquire()
+        await acquire_within(self._lock, self.lock_timeout, "the memory store")
         return _MemoryTx(self)
 
     async def _close(self) -> None:

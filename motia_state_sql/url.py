@@ -8,7 +8,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import StateAdapter
-from .errors import InvalidKeyError
+from .errors import ConfigError, InvalidKeyError
 from .redis.adapter import redact
 
 __all__ = ["ENV_VAR", "open_state"]
@@ -38,8 +38,19 @@ def _sync(text: str) -> str:
     return text.upper()
 
 
-# Query parameters each scheme accepts, with the converter that parses each.
-_COMMON: Final[dict[str, Callable[[str], Any]]] = {"max_value_bytes": int}
+def _mode(text: str) -> bool:
+    if text not in ("ro", "rw"):
+        raise ValueError(f"expected ro (read-only) or rw, got {text!r}")
+    return text == "ro"
+
+
+def _octal(text: str) -> int:
+    return int(text, 8)
+
+
+# Query parameters each scheme accepts, with the converter that parses each. Ranges are
+# checked by the adapters themselves (``options``), so a URL and a constructor agree.
+_COMMON: Final[dict[str, Callable[[str], Any]]] = {"max_value_bytes": int, "mode": _mode}
 _PARAMETERS: Final[dict[str, dict[str, Callable[[str], Any]]]] = {
     "sqlite": {
         **_COMMON,
@@ -47,7 +58,7 @@ _PARAMETERS: Final[dict[str, dict[str, Callable[[str], Any]]]] = {
         "busy_timeout": float,
         "import_legacy": _bool,
         "purge_interval": float,
-        "file_mode": lambda text: int(text, 8),
+        "file_mode": _octal,
     },
     "memory": dict(_COMMON),
     "file": {**_COMMON, "lock_timeout": float, "durable": _bool},
@@ -97,9 +108,9 @@ def _options(scheme: str, query: str, passthrough: frozenset[str] = frozenset())
                 f"accepted: {sorted([*accepted, *passthrough])}"
             )
         try:
-            options[name] = accepted[name](text)
+            options["read_only" if name == "mode" else name] = accepted[name](text)
         except ValueError as exc:
-            raise InvalidKeyError(f"parameter {name}={text!r}: {exc}") from None
+            raise ConfigError(f"parameter {name}={text!r}: {exc}") from None
     return options
 
 

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
 import aiosqlite
 
-from .. import codec
+from .. import codec, options
 from ..base import (
     UNCHANGED,
     Clock,
@@ -39,14 +41,15 @@ from ..base import (
     TxStore,
     Write,
     WriteResult,
+    acquire_within,
     new_version,
     plan_write,
 )
 from ..codec import INT64_MAX, INT64_MIN
-from ..errors import SchemaError, StateError, StoreUnavailableError
+from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError
 from ..ops import Filter, parse_number
 from . import migrate
-from .schema import TABLE
+from .schema import HEAD_REVISION, TABLE
 
 __all__ = ["DEFAULT_PATH", "SqliteStateAdapter"]
 
@@ -97,7 +100,9 @@ _INLINE_ROWS = 256
 _CHECKPOINT_EVERY = 1000
 
 # SQLite primary result codes (the low byte of sqlite_errorcode).
-_CORRUPT, _FULL, _NOTADB = 11, 13, 26
+_READONLY, _CORRUPT, _FULL, _NOTADB = 8, 11, 13, 26
+#: Seconds between looks at the database file's identity from the write path.
+_FILE_CHECK_EVERY = 0.001
 
 Job = tuple[Literal["write"], Write, float] | tuple[Literal["clear"], str, float]
 
@@ -176,14 +181,17 @@ class SqliteStateAdapter(StateAdapter):
     """State in one SQLite table keyed on ``(group_id, key)``, WAL mode, group commit."""
 
     __slots__ = (
+        "_checked_at",
         "_checkpoint",
         "_dirty",
         "_fast",
+        "_file_id",
         "_flush_soon",
         "_flusher",
         "_inline",
         "_last_purge",
         "_lock",
+        "_lost",
         "_open_lock",
         "_pending",
         "_raw",
@@ -207,6 +215,7 @@ class SqliteStateAdapter(StateAdapter):
         file_mode: int = 0o600,
         import_legacy: bool = True,
         purge_interval: float = 60.0,
+        read_only: bool = False,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -216,25 +225,28 @@ class SqliteStateAdapter(StateAdapter):
             path: the database file, or ``":memory:"``.
             synchronous: ``"NORMAL"`` (default: a power loss may lose the last commits, never
                 corrupts) or ``"FULL"`` (every acknowledged write survives a power loss).
-            busy_timeout: seconds to wait for another process's write lock before
-                ``StoreUnavailableError``.
+            busy_timeout: seconds to wait for the write lock (held by another process, or by a
+                transaction or batch in this one) before ``StoreUnavailableError``.
             file_mode: permissions of a database file this adapter creates.
             import_legacy: import ``motia.state.json`` from the same folder into a new database.
             purge_interval: seconds between sweeps that reclaim expired rows.
+            read_only: open an existing database without writing to it: no migration, no legacy
+                import, no WAL switch; writes raise ``UnsupportedError``.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch), injectable for tests.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock)
+        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        self._closed = True  # until every option is checked (see StateAdapter.__del__)
         if synchronous not in ("NORMAL", "FULL"):
-            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
-        if not busy_timeout >= 0:
-            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+            raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path):
+            raise ConfigError(f"path must be a database file name or ':memory:', got {path!r}")
         self.path = str(path)
         self.synchronous = synchronous
-        self.busy_timeout = float(busy_timeout)
-        self.file_mode = file_mode
-        self.import_legacy = import_legacy
-        self.purge_interval = purge_interval
+        self.busy_timeout = options.seconds("busy_timeout", busy_timeout)
+        self.file_mode = options.file_mode("file_mode", file_mode)
+        self.import_legacy = options.flag("import_legacy", import_legacy)
+        self.purge_interval = options.seconds("purge_interval", purge_interval)
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._raw: sqlite3.Connection | None = None  # the writer's own sqlite3 connection
@@ -252,9 +264,28 @@ class SqliteStateAdapter(StateAdapter):
         # Set while a write committed at once has not yet resumed its caller (see ``_write``).
         self._turn_taken = False
         self._last_purge = float("-inf")
+        # The database file's (device, inode) once open, to notice it deleted or replaced.
+        self._file_id: tuple[int, int] | None = None
+        self._checked_at = float("-inf")  # time.monotonic() of the last look at the file
+        self._lost: str | None = None  # why the file can no longer be written, once seen
+        self._closed = False
 
     def __repr__(self) -> str:
-        return f"SqliteStateAdapter(path={self.path!r}, synchronous={self.synchronous!r})"
+        mode = ", read_only=True" if self.read_only else ""
+        return f"SqliteStateAdapter(path={self.path!r}, synchronous={self.synchronous!r}{mode})"
+
+    def _holds_resources(self) -> bool:
+        return self._writer is not None
+
+    def _release_now(self) -> None:
+        # Without a loop: stop the worker threads (each closes its connection), close ours.
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
+        for conn in {id(c): c for c in (self._reader, self._writer) if c is not None}.values():
+            with contextlib.suppress(Exception):
+                conn.stop()
+        self._reader = self._writer = self._raw = None
 
     @property
     def _memory(self) -> bool:
@@ -264,6 +295,14 @@ class SqliteStateAdapter(StateAdapter):
 
     def _translate(self, exc: sqlite3.Error) -> StateError:
         code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        lost = self._lost or self._look_at_file(force=True)
+        if lost is not None:
+            return StoreUnavailableError(lost)
+        if code == _READONLY:
+            return ConfigError(
+                f"{self.path} is read-only for this process ({exc}): open it with read_only=True "
+                "(?mode=ro) to read it, or make it writable; nothing was written"
+            )
         if migrate.is_busy(exc):
             return StoreUnavailableError(
                 f"{self.path} stayed locked by another writer past busy_timeout="
@@ -329,8 +368,18 @@ class SqliteStateAdapter(StateAdapter):
 
     def _setup(self, raw: sqlite3.Connection, writer: bool) -> int:
         self._wait_for_lock(raw, True)
-        if not writer:
+        if not writer or self.read_only:
             raw.execute("PRAGMA query_only = ON")
+        if self.read_only:
+            self._retry_busy(lambda: migrate.check(raw, self.path))
+            revision = migrate.current_revision(raw)[0]
+            if revision != HEAD_REVISION:
+                raise SchemaError(
+                    f"{self.path} is not at schema revision {HEAD_REVISION!r} (found "
+                    f"{revision!r}); open it once without read_only (?mode=ro) to bring it up to date"
+                )
+            return 0
+        if not writer:
             return 0
         legacy = (
             None if self._memory or not self.import_legacy else Path(self.path).parent / "motia.state.json"
@@ -354,21 +403,21 @@ class SqliteStateAdapter(StateAdapter):
             if self._writer is not None:
                 return self._writer
             if not self._memory:
-                path = Path(self.path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileExistsError):
-                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, self.file_mode))
+                self._prepare_file()
             writer = await self._open_connection()
             reader: aiosqlite.Connection | None = None
             try:
                 await self._call(writer, self._setup, True)
                 reader = writer
                 if not self._memory:
-                    reader = await self._open_connection()
-                    await self._call(reader, self._setup, False)
-                    fast = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+                    if not self.read_only:  # one connection serves a read-only adapter
+                        reader = await self._open_connection()
+                        await self._call(reader, self._setup, False)
+                    fast = sqlite3.connect(self._target, isolation_level=None, timeout=0, uri=True)
                     fast.execute("PRAGMA query_only = ON")
                     self._fast = fast
+                    found = os.stat(self.path)
+                    self._file_id = (found.st_dev, found.st_ino)
             except BaseException:
                 if reader is not None and reader is not writer:
                     await reader.close()
@@ -383,10 +432,91 @@ class SqliteStateAdapter(StateAdapter):
             # check_same_thread=False: the loop uses the writer directly while holding ``_lock``,
             # when nothing is queued on its thread.
             return await aiosqlite.connect(
-                self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+                self._target,
+                isolation_level=None,
+                timeout=self.busy_timeout,
+                check_same_thread=False,
+                uri=True,
             )
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
+
+    @property
+    def _target(self) -> str:
+        """What ``sqlite3.connect(..., uri=True)`` opens: the file, read-only when asked."""
+        if self._memory:
+            return ":memory:"
+        mode = "ro" if self.read_only else "rwc"
+        return f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode={mode}"
+
+    def _prepare_file(self) -> None:
+        """Create the database file (mode ``file_mode``) and its folder; say plainly what is wrong.
+
+        Raises:
+            ConfigError: the path is a folder, a part of it is a file, or this process may not
+                create or write it (retrying cannot help).
+            StoreUnavailableError: a read-only adapter found no file, or the disk failed.
+        """
+        path = Path(self.path)
+        if path.is_dir():
+            raise ConfigError(
+                f"{path} is a folder: give the database file's path, e.g. {path / 'motia.state.db'}"
+            )
+        if self.read_only:
+            if not path.exists():
+                raise StoreUnavailableError(f"{path} does not exist (read-only: nothing is created)")
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, self.file_mode))
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"cannot create {path}: a part of its folder path is a file") from None
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise ConfigError(
+                    f"cannot create {path}: {exc.strerror} ({exc.filename}); to read an existing "
+                    "database, open it with read_only=True (?mode=ro)"
+                ) from None
+            raise StoreUnavailableError(f"cannot create {path}: {exc.strerror}") from None
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            what = path if not os.access(path, os.W_OK) else f"the folder {path.parent}"
+            raise ConfigError(
+                f"{what} is read-only for this process: open {path} with read_only=True "
+                "(?mode=ro) to read it, or make it writable"
+            )
+
+    def _look_at_file(self, *, force: bool = False) -> str | None:
+        """Why the database file can no longer be written (deleted or replaced), else ``None``.
+
+        SQLite keeps writing to a file deleted under it: every such write would be acknowledged
+        and lost. The write path looks (one ``stat``) at most every ``_FILE_CHECK_EVERY``
+        seconds, before committing; errors look every time.
+        """
+        if self._file_id is None:
+            return None
+        now = time.monotonic()
+        if not force and now - self._checked_at < _FILE_CHECK_EVERY:
+            return None
+        self._checked_at = now
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            what = "deleted"
+        else:
+            if (found.st_dev, found.st_ino) == self._file_id:
+                return None
+            what = "replaced by another file"
+        self._lost = (
+            f"{self.path} was {what} while open: writes could never be read back, so they are "
+            "refused (nothing was written); restore the file, or close and open the adapter again"
+        )
+        return self._lost
+
+    def _check_file(self, *, force: bool = False) -> None:
+        lost = self._lost or self._look_at_file(force=force)
+        if lost is not None:
+            raise StoreUnavailableError(lost)
 
     async def __aenter__(self) -> SqliteStateAdapter:
         await self._connect()
@@ -413,12 +543,17 @@ class SqliteStateAdapter(StateAdapter):
     async def _query(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
         if self._reader is None:
             await self._connect()
+        if self._lost is not None:
+            raise StoreUnavailableError(self._lost)
         assert self._reader is not None
         try:
             if self._memory:  # one connection: wait out open transactions, read committed only
-                async with self._lock:
+                await acquire_within(self._lock, self.busy_timeout, self.path)
+                try:
                     assert self._raw is not None
                     return self._raw.execute(sql, params).fetchall()
+                finally:
+                    self._lock.release()
             if self._fast is not None:
                 try:
                     cursor = self._fast.execute(sql, params)
@@ -436,7 +571,7 @@ class SqliteStateAdapter(StateAdapter):
 
     async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
         fast = self._fast
-        if fast is not None:  # the point read of every get: one row, on the loop
+        if fast is not None and self._lost is None:  # the point read of every get: on the loop
             try:
                 found = fast.execute(_SELECT_LIVE_ROW, (group_id, key, now)).fetchone()
             except sqlite3.OperationalError as exc:
@@ -521,8 +656,11 @@ class SqliteStateAdapter(StateAdapter):
                 if not batch:
                     continue
                 try:
-                    async with self._lock:
+                    await acquire_within(self._lock, self.busy_timeout, self.path)
+                    try:
                         results = await self._run_batch(writer, [job for job, _ in batch])
+                    finally:
+                        self._lock.release()
                 except BaseException as exc:
                     _deliver_error(batch, exc)
                     if not isinstance(exc, Exception):
@@ -625,6 +763,7 @@ class SqliteStateAdapter(StateAdapter):
             if now - self._last_purge >= self.purge_interval:
                 raw.execute(_PURGE, (now, _PURGE_BATCH))
                 self._last_purge = now
+            self._check_file()
             raw.execute("COMMIT")
         except BaseException:
             if raw.in_transaction:
@@ -682,7 +821,7 @@ class SqliteStateAdapter(StateAdapter):
 
     async def _begin(self) -> TxStore:
         writer = await self._connect()
-        await self._lock.acquire()
+        await acquire_within(self._lock, self.busy_timeout, self.path)
         try:
             if self._inline:
                 assert self._raw is not None
@@ -809,6 +948,7 @@ class _SqliteTx(TxStore):
                     raw.execute(_DELETE_GROUP, (group_id,))
                 for (group_id, key), row in writes.items():
                     _persist(raw, group_id, key, row)
+                self._adapter._check_file(force=True)
                 raw.execute("COMMIT")
             except BaseException:
                 _rollback_if_open(raw)
