@@ -22,6 +22,7 @@ from motia_state_sql import (
     StateAdapter,
     StateError,
     StateTransaction,
+    StoreUnavailableError,
     UnsupportedError,
     decrement,
     increment,
@@ -376,6 +377,124 @@ async def test_close_twice_and_use_after_close(factory: Factory) -> None:
             pass
 
 
+def _persistent(backend: str) -> bool:
+    return backend not in ("memory", "sqlite-memory")
+
+
+async def test_close_drains_calls_in_flight(factory: Factory, backend: str) -> None:
+    store = factory()
+    await store.set("g", "seed", 0)
+    results = await asyncio.gather(
+        *(store.set("g", f"k{i}", i) for i in range(100)), store.close(), return_exceptions=True
+    )
+    # Every call started before close(): each one completed, none failed half-way.
+    assert results == [*range(100), None]
+    with pytest.raises(StateError, match="closed"):
+        await store.set("g", "late", 1)
+    if _persistent(backend):
+        async with factory() as again:
+            assert await again.keys("g") == sorted(["seed", *(f"k{i}" for i in range(100))])
+
+
+async def test_close_waits_for_an_open_transaction(factory: Factory, backend: str) -> None:
+    store = factory()
+    await store.set("g", "a", 1)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def work() -> None:
+        async with store.transaction() as tx:
+            await tx.set("g", "b", 2)
+            inside.set()
+            await release.wait()
+            await tx.set("g", "c", 3)
+
+    task = asyncio.create_task(work())
+    await inside.wait()
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0)  # one loop turn: close() has started and waits
+    with pytest.raises(StateError, match="closed"):
+        await store.get("g", "a")  # new calls are refused while it drains
+    release.set()
+    await task
+    await closing
+    if _persistent(backend):
+        async with factory() as again:
+            assert await again.get_group("g") == [1, 2, 3]
+
+
+async def test_close_rolls_back_a_transaction_open_past_its_grace(factory: Factory, backend: str) -> None:
+    store = factory()
+    await store.set("g", "a", 1)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def work() -> None:
+        async with store.transaction() as tx:
+            await tx.set("g", "b", 2)
+            inside.set()
+            await release.wait()
+            await tx.set("g", "c", 3)
+
+    task = asyncio.create_task(work())
+    await inside.wait()
+    await store.close(grace=0.05)
+    release.set()
+    with pytest.raises(StateError, match="rolled back and nothing of it was written"):
+        await task
+    if _persistent(backend):
+        async with factory() as again:
+            assert await again.get_group("g") == [1]
+
+
+async def test_transaction_block_ending_after_close_rolled_it_back_raises(factory: Factory) -> None:
+    store = factory()
+    await store.set("g", "a", 1)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def work() -> None:
+        async with store.transaction() as tx:
+            await tx.set("g", "b", 2)
+            inside.set()
+            await release.wait()  # the block then ends without another call
+
+    task = asyncio.create_task(work())
+    await inside.wait()
+    await store.close(grace=0)
+    release.set()
+    with pytest.raises(StateError, match="rolled back"):
+        await task
+
+
+@pytest.mark.parametrize(
+    ("backend", "bound"),
+    [
+        ("memory", "lock_timeout"),
+        ("sqlite-file", "busy_timeout"),
+        ("sqlite-memory", "busy_timeout"),
+        ("file", "lock_timeout"),
+    ],
+)
+async def test_writers_behind_a_slow_transaction_give_up_after_the_bound(
+    factory: Factory, bound: str
+) -> None:
+    store = factory(**{bound: 0.2})
+    go = asyncio.Event()
+
+    async def writer() -> None:
+        await go.wait()
+        await store.set("g", "b", 2)
+
+    waiting = asyncio.create_task(writer())  # created outside the block: an ordinary caller
+    try:
+        async with store.transaction() as tx:
+            await tx.set("g", "a", 1)
+            go.set()
+            with pytest.raises(StoreUnavailableError, match="locked"):
+                await waiting
+        assert await store.get_group("g") == [1]
+    finally:
+        await store.close()
+
+
 async def test_state_persists_across_adapters(factory: Factory, backend: str) -> None:
     async with factory() as first:
         await first.set("orders", "1", {"total": 1})
@@ -589,6 +708,12 @@ async def test_malformed_conditions(store: StateAdapter) -> None:
         await store.set("g", "k", 1, if_version="1")  # type: ignore[arg-type]
     with pytest.raises(InvalidOperationError):
         await store.set("g", "k", 1, if_version=1, if_absent=True)
+    for flag in ("no", 1, None):
+        with pytest.raises(InvalidOperationError, match="if_absent"):
+            await store.set("g", "k", 1, if_absent=flag)  # type: ignore[arg-type]
+        with pytest.raises(InvalidOperationError, match="if_absent"):
+            await store.delete("g", "k", if_absent=flag)  # type: ignore[arg-type]
+    assert await store.get_item("g", "k") is None
 
 
 # -- transactions ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import sqlite3
 import time
@@ -196,6 +197,7 @@ class SqliteStateAdapter(StateAdapter):
         "_pending",
         "_raw",
         "_reader",
+        "_side_ids",
         "_turn_taken",
         "_writer",
         "busy_timeout",
@@ -266,6 +268,7 @@ class SqliteStateAdapter(StateAdapter):
         self._last_purge = float("-inf")
         # The database file's (device, inode) once open, to notice it deleted or replaced.
         self._file_id: tuple[int, int] | None = None
+        self._side_ids: dict[str, tuple[int, int] | None] = {}  # the -wal and -shm files we opened
         self._checked_at = float("-inf")  # time.monotonic() of the last look at the file
         self._lost: str | None = None  # why the file can no longer be written, once seen
         self._closed = False
@@ -325,7 +328,8 @@ class SqliteStateAdapter(StateAdapter):
         ``_execute`` runs a whole function there, which is what group commit needs.
         """
         try:
-            return cast(T, await conn._execute(fn, conn._conn, *args))  # type: ignore[no-untyped-call]
+            job = _Once(functools.partial(fn, conn._conn, *args))
+            return cast(T, await conn._execute(job))  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
@@ -416,8 +420,8 @@ class SqliteStateAdapter(StateAdapter):
                     fast = sqlite3.connect(self._target, isolation_level=None, timeout=0, uri=True)
                     fast.execute("PRAGMA query_only = ON")
                     self._fast = fast
-                    found = os.stat(self.path)
-                    self._file_id = (found.st_dev, found.st_ino)
+                    self._file_id = _file_id(self.path)
+                    self._side_ids = {path: _file_id(path) for path in self._side_files()}
             except BaseException:
                 if reader is not None and reader is not writer:
                     await reader.close()
@@ -446,8 +450,14 @@ class SqliteStateAdapter(StateAdapter):
         """What ``sqlite3.connect(..., uri=True)`` opens: the file, read-only when asked."""
         if self._memory:
             return ":memory:"
-        mode = "ro" if self.read_only else "rwc"
-        return f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode={mode}"
+        path = os.path.abspath(self.path)
+        query = "mode=ro" if self.read_only else "mode=rwc"
+        folder_writable = os.access(os.path.dirname(path), os.W_OK)
+        if self.read_only and not folder_writable and not os.path.exists(f"{path}-wal"):
+            # SQLite cannot create the -shm file a WAL reader needs in a folder it may not write.
+            # No -wal file means no writer has it open: read the file as it is.
+            query += "&immutable=1"
+        return f"file:{urllib.parse.quote(path)}?{query}"
 
     def _prepare_file(self) -> None:
         """Create the database file (mode ``file_mode``) and its folder; say plainly what is wrong.
@@ -499,14 +509,10 @@ class SqliteStateAdapter(StateAdapter):
         if not force and now - self._checked_at < _FILE_CHECK_EVERY:
             return None
         self._checked_at = now
-        try:
-            found = os.stat(self.path)
-        except OSError:
-            what = "deleted"
-        else:
-            if (found.st_dev, found.st_ino) == self._file_id:
-                return None
-            what = "replaced by another file"
+        found = _file_id(self.path)
+        if found == self._file_id:
+            return None
+        what = "deleted" if found is None else "replaced by another file"
         self._lost = (
             f"{self.path} was {what} while open: writes could never be read back, so they are "
             "refused (nothing was written); restore the file, or close and open the adapter again"
@@ -522,11 +528,27 @@ class SqliteStateAdapter(StateAdapter):
         await self._connect()
         return self
 
+    def _side_files(self) -> list[str]:
+        return [f"{self.path}-wal", f"{self.path}-shm"]
+
+    def _forget_side_files(self) -> None:
+        """Remove our ``-wal``/``-shm`` beside a database file that replaced ours.
+
+        SQLite would replay our WAL's frames onto the new file when it is next opened, bending
+        it; a ``-wal`` some other process made since (another identity) is left alone.
+        """
+        for path, known in self._side_ids.items():
+            if known is not None and _file_id(path) == known:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
     async def _close(self) -> None:
         for task in (self._flusher, self._checkpoint):
             if task is not None:
                 with contextlib.suppress(BaseException):
                     await task
+        if self._file_id is not None and (self._lost or self._look_at_file(force=True)):
+            self._forget_side_files()
         if self._fast is not None:
             self._fast.close()
             self._fast = None
@@ -857,6 +879,34 @@ class SqliteStateAdapter(StateAdapter):
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
         return await self._call_to_end(writer, fn, *args)
+
+
+class _Once:
+    """A call that forgets its function once run.
+
+    A connection's worker thread keeps the last function it ran until the next one arrives;
+    were that a method of the adapter, an adapter dropped without ``close()`` could never be
+    collected (no ``ResourceWarning``, and its threads would keep the process from exiting).
+    """
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn: Callable[[], Any] | None = fn
+
+    def __call__(self) -> Any:
+        fn, self._fn = self._fn, None
+        assert fn is not None, "a _Once call runs once"
+        return fn()
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file at ``path``, or ``None`` when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _plain_set(job: Job) -> tuple[Any, ...] | None:
