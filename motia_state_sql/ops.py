@@ -168,10 +168,11 @@ def _parent(
     return node
 
 
-def _add(index: int, op: Mapping[str, Any], current: Any, delta: int | float) -> int | float:
+def _add(index: int, op: Mapping[str, Any], current: Any) -> int | float:
     if type(current) not in (int, float):
         raise _fail(index, op, f"cannot add to {type(current).__name__} {current!r}, not a number")
-    result = current + delta
+    # Subtract rather than add the negation: -0.0 - 0 is -0.0 (as in JavaScript); -0.0 + -0 is 0.0.
+    result = current + op["by"] if op["type"] == "increment" else current - op["by"]
     if type(result) is int and not INT64_MIN <= result <= INT64_MAX:
         raise _fail(index, op, f"result {result} is outside signed 64-bit range")
     if type(result) is float and not math.isfinite(result):
@@ -195,8 +196,7 @@ def apply_update(current: Any, ops: list[tuple[str, tuple[str, ...], Mapping[str
                     raise _fail(index, op, f"cannot merge into {type(root).__name__}, not an object")
                 root.update(copy.deepcopy(op["value"]))
             else:
-                sign = 1 if kind == "increment" else -1
-                root = _add(index, op, root, sign * op["by"])
+                root = _add(index, op, root)
             continue
         parent = _parent(index, op, root, path, create=kind != "remove")
         name = path[-1]
@@ -213,9 +213,8 @@ def apply_update(current: Any, ops: list[tuple[str, tuple[str, ...], Mapping[str
             if parent is not None:
                 parent.pop(name, None)
         else:
-            sign = 1 if kind == "increment" else -1
             assert parent is not None
-            parent[name] = _add(index, op, parent.get(name, 0), sign * op["by"])
+            parent[name] = _add(index, op, parent.get(name, 0))
     return root
 
 

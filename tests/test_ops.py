@@ -1449,3 +1449,10 @@ def test_set_op_stores_any_json_value(value: Any, ops_value: Any) -> None:
 def test_check_encoded_refuses_what_encode_refuses(text: str, message: str) -> None:
     with pytest.raises(InvalidValueError, match=message):
         check_encoded(text, "g", "k")
+
+
+def test_decrement_by_zero_keeps_negative_zero() -> None:
+    # -0.0 - 0 is -0.0 (JavaScript agrees); adding the negated step gave 0.0.
+    result = apply_update({"s": -0.0}, check_ops([decrement("s", 0)]))
+    assert math.copysign(1, result["s"]) == -1
+    assert math.copysign(1, apply_update(-0.0, check_ops([decrement(None, 0)]))) == -1
