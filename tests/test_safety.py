@@ -285,7 +285,8 @@ asyncio.run(main())
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "SqliteStateAdapter(path=" in done.stdout and "was never closed" in done.stdout
+    assert "SqliteStateAdapter(path=" in done.stdout
+    assert "was never closed" in done.stdout
     # And the process exited: no worker thread kept it alive.
 
 
