@@ -394,7 +394,7 @@ class SqliteStateAdapter(StateAdapter):
         raw.execute(f"PRAGMA synchronous = {self.synchronous}")
         imported = migrate.prepare(raw, self.path, legacy, self._clock())
         if self._inline:
-            # Checkpoints would run inside a commit, on the loop: run them on the reader thread.
+            # Checkpoints would run inside a commit, on the loop: we run them on the writer thread.
             raw.execute("PRAGMA wal_autocheckpoint = 0")
             self._wait_for_lock(raw, False)
         return imported
