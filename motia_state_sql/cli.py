@@ -223,8 +223,18 @@ def _item_json(item: StateItem) -> dict[str, Any]:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _url_or_main(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A command's own ``--url``, else the one given before the command (``motia-state --url X``)."""
+    if value is not None:
+        return value
+    given: str | None = ctx.find_root().params.get("url")
+    return given
+
+
 def _url_option(function: F) -> F:
-    return click.option("--url", metavar="URL", default=None, help=_URL_HELP)(function)
+    return click.option("--url", metavar="URL", default=None, help=_URL_HELP, callback=_url_or_main)(
+        function
+    )
 
 
 def _json_option(function: F) -> F:
@@ -238,11 +248,17 @@ _EPILOG: Final = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, t
 
 @click.group(cls=_Group, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="motia-state")
-def main() -> None:
+@click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="The store for the command (before it or after it; the one after wins). " + _URL_HELP,
+)
+def main(url: str | None) -> None:
     """Inspect and manage Motia workflow state: SQLite, Redis, Motia's JSON file, memory.
 
-    Commands on one store take --url URL, else $MOTIA_STATE_URL, else
-    sqlite:///.motia/motia.state.db; copy takes two URLs.
+    Commands on one store take --url URL (before or after the command), else
+    $MOTIA_STATE_URL, else sqlite:///.motia/motia.state.db; copy takes two URLs.
     """
 
 
@@ -577,6 +593,8 @@ def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -
     items stay. Values are copied as stored JSON text and keep their expiry times (a file://
     destination, which cannot hold one, refuses such an item).
     """
+    if click.get_current_context().find_root().params.get("url") is not None:
+        raise CliError("copy takes its stores as SRC_URL DST_URL, not --url")
     started = time.perf_counter()
     count, group_count = _run(_copy(source_url, target_url, group, batch_size))
     seconds = time.perf_counter() - started

@@ -283,6 +283,23 @@ def test_url_comes_from_the_option_then_the_environment_then_the_default(cli: Ru
     assert cli("get", "g", "k").stdout == "1\n"
 
 
+def test_url_before_the_command_works_and_the_one_after_wins(cli: Run) -> None:
+    assert cli("--url", "sqlite:///before.db", "set", "g", "k", "1").code == 0
+    assert cli("--url", "sqlite:///before.db", "get", "g", "k").stdout == "1\n"
+    assert cli("--url", "sqlite:///before.db", "groups", "--json").json() == ["g"]
+    assert cli("--url", "sqlite:///before.db", "db", "current").stdout == f"{HEAD_REVISION} (head)\n"
+    assert cli("set", "g", "k", "2", "--url", "sqlite:///after.db").code == 0
+    both = ("--url", "sqlite:///before.db", "get", "g", "k", "--url", "sqlite:///after.db")
+    assert cli(*both).stdout == "2\n"
+    env = {"MOTIA_STATE_URL": "sqlite:///after.db"}
+    assert cli("--url", "sqlite:///before.db", "get", "g", "k", env=env).stdout == "1\n"
+    _one_line_error(
+        cli("--url", "sqlite:///before.db", "copy", "sqlite:///before.db", "sqlite:///c.db"),
+        2,
+        "copy takes its stores as SRC_URL DST_URL",
+    )
+
+
 def test_read_commands_never_create_a_store(cli: Run, tmp_path: Path) -> None:
     for args in (
         ["groups", "--url", "sqlite:///x.db"],
