@@ -181,8 +181,30 @@ def _echo_json(value: Any) -> None:
     click.echo(_dumps(value))
 
 
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+# A cell of plain output stays on its line and in its column whatever the name holds.
+_PLAIN_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> None:
-    """Print a rich table on stdout (plain text when it is not a terminal)."""
+    r"""Print rows for people on a terminal (a rich table), else as plain tab-separated lines.
+
+    Plain lines have no header and no folding, one row per line, cells separated by tabs, with
+    backslash, tab, CR and LF inside a cell written as ``\\``, ``\t``, ``\r``, ``\n``. The
+    ``empty`` message goes to stderr then, so a pipe reads nothing when there is nothing.
+    """
+    if not _stdout_is_terminal():
+        if not rows and empty:
+            click.echo(empty, err=True)
+        for row in rows:
+            click.echo("\t".join(cell.translate(_PLAIN_ESCAPES) for cell in row))
+        return
     if not rows:
         click.echo(empty)
         return

@@ -347,6 +347,49 @@ def test_get_prints_values_exactly(cli: Run) -> None:
     assert (outcome.code, outcome.stdout) == (0, "null\n")  # a stored null is a value
 
 
+def test_output_that_is_not_a_terminal_is_tab_separated_lines(cli: Run) -> None:
+    long_value = {"text": "x" * 200}
+    assert cli("set", "orders", "o1", json.dumps(long_value)).code == 0
+    assert cli("set", "a\tb", "line\nbreak\\", "null", "--ttl", "3600").code == 0
+    listed = cli("items")
+    assert listed.stderr == ""
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2
+    odd = lines[0].split("\t")
+    assert odd[:3] == ["a\\tb", "line\\nbreak\\\\", "null"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", odd[3])
+    assert lines[1].split("\t") == ["orders", "o1", json.dumps(long_value, separators=(",", ":")), "-"]
+    assert cli("groups").stdout == "a\\tb\norders\n"
+    assert cli("keys", "orders").stdout == "o1\n"
+    history = cli("db", "history").stdout.splitlines()
+    assert history[0].split("\t") == [HEAD_REVISION, "-", "Create the motia_state table.", "head, current"]
+
+
+def test_output_on_a_terminal_is_a_table(tmp_path: Path) -> None:
+    assert _in_process(tmp_path)("set", "orders", "o1", '{"total": 5}').code == 0
+    controller, terminal = pty.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "motia_state_sql", "items"],
+            cwd=tmp_path,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env=_env({"TERM": "xterm"}),
+        )
+        os.close(terminal)
+        shown = _read_terminal(controller)
+        errors = child.communicate(timeout=60)[1]
+    finally:
+        os.close(controller)
+    assert child.returncode == 0, errors
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())  # rich's bold header
+    assert "\t" not in text
+    header = next(line for line in text.splitlines() if "group" in line)
+    assert header.split() == ["group", "key", "value", "expires", "(UTC)"]
+    assert "\u2500" in text  # the rule under rich's header
+    assert '{"total":5}' in text
+
+
 def test_set_human_output_and_ttl(cli: Run) -> None:
     assert cli("set", "g", "k", '"v"').stdout == "Stored 'g'/'k'.\n"
     assert cli("set", "g", "t", "1", "--ttl", "300").code == 0
@@ -405,8 +448,8 @@ def test_expired_items_are_not_found(cli: Run) -> None:
     assert cli("set", "g", "k", "1", "--ttl", "0.001").code == 0
     _one_line_error(cli("get", "g", "k"), 1, "no item 'k'")
     assert cli("groups", "--json").json() == []
-    assert cli("groups").stdout == "No groups.\n"
-    assert cli("items").stdout == "No items.\n"
+    assert (cli("groups").stdout, cli("groups").stderr) == ("", "No groups.\n")
+    assert (cli("items").stdout, cli("items").stderr) == ("", "No items.\n")
 
 
 def test_clear_asks_first(cli: Run) -> None:
@@ -877,6 +920,20 @@ def test_copy_stops_at_an_item_the_destination_refuses(cli: Run) -> None:
     assert cli("groups", "--url", "file:f", "--json").json() == ["a"]  # the batch before stays
 
 
+def _read_terminal(controller: int) -> bytes:
+    """Everything a child wrote to the pseudo-terminal, until it closed it."""
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the child is done with it
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    return drawn
+
+
 def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     run = _in_process(tmp_path)
     _motia_file(tmp_path / "in.json")
@@ -891,15 +948,7 @@ def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
             env=_env({"TERM": "xterm"}),
         )
         os.close(terminal)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the child is done with it
-                break
-            if not chunk:
-                break
-            drawn += chunk
+        drawn = _read_terminal(controller)
         summary = child.communicate(timeout=60)[0]
     finally:
         os.close(controller)
