@@ -81,14 +81,32 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a reader gone away shows here, not as "Exception ignored" at exit
+            return result
         except StateError as exc:
             raise from_state_error(exc) from None
         except BrokenPipeError:
-            raise  # click ends quietly when a reader such as `head` goes away
+            # A reader such as `head` took what it wanted and closed the pipe: not a failure of
+            # ours (exit 0, so `set -o pipefail` scripts go on), and nothing more to say.
+            _discard_stdout()
+            ctx.exit(EXIT_OK)
         except OSError as exc:  # a file named on the command line: "PATH: No such file or directory"
             where = f"{exc.filename}: " if exc.filename else ""
             raise CliError(f"{where}{exc.strerror or exc}") from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a closed pipe can never be written."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (CliRunner): nothing buffered
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:

@@ -826,6 +826,30 @@ def test_export_never_leaves_half_a_file(cli: Run, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "args", [("export", "--format", "jsonl"), ("export",), ("items",), ("keys", "g")], ids=" ".join
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, args: tuple[str, ...]) -> None:
+    # Far more than a pipe buffers (64 KiB), so the command is still writing when the reader goes.
+    lines = [jsonl_line("g", f"k{i:05}-{'y' * 40}", json.dumps("x" * 100)) for i in range(3000)]
+    (tmp_path / "many.jsonl").write_text("".join(lines))
+    assert _in_process(tmp_path)("import", "many.jsonl").code == 0
+    child = subprocess.Popen(
+        [sys.executable, "-m", "motia_state_sql", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.readline()  # what `head -1` does: read a line, then close the pipe
+    child.stdout.close()
+    errors = child.stderr.read()
+    child.stderr.close()
+    assert child.wait(timeout=60) == 0, errors
+    assert errors == b""
+
+
 def test_empty_store_exports(cli: Run) -> None:
     assert cli("db", "upgrade").code == 0
     assert cli("export").stdout == "{}"  # what JSON.stringify({}, null, 2) gives
