@@ -486,13 +486,17 @@ def items(
     """List items with their values.
 
     Ordered by group and key, with expiry times; --filter keeps items matching Motia's
-    StateFilter.
+    StateFilter. Exit 1 when --group names a group with no items (as keys does); a filter
+    that matches nothing is exit 0.
     """
     wanted = [{"valueKey": field, "operation": op, "value": text} for field, op, text in filters]
 
     async def work() -> list[StateItem]:
         async with _opened(url, create=False) as state:
-            return await state.items(group, wanted)
+            found = await state.items(group, wanted)
+            if not found and group is not None and not await state.keys(group):
+                not_found(f"group {group!r} has no items")
+            return found
 
     found = _run(work())
     if as_json:

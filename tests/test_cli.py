@@ -444,6 +444,16 @@ def test_not_found_exits_1(cli: Run, tmp_path: Path) -> None:
     assert cli("keys", "orders", "--json").json() == ["o1"]
 
 
+def test_a_group_without_items_is_not_found_by_keys_and_items_alike(cli: Run) -> None:
+    assert cli("set", "orders", "o1", '{"status": "paid"}').code == 0
+    for args in (("keys", "nosuch"), ("items", "--group", "nosuch"), ("items", "--group", "nosuch", "--json")):
+        _one_line_error(cli(*args), 1, "group 'nosuch' has no items")
+    # A group that has items, none of them matching: an empty answer, not "not found".
+    unmatched = cli("items", "--group", "orders", "--filter", "status", "eq", "new", "--json")
+    assert (unmatched.code, unmatched.json()) == (0, [])
+    assert cli("items", "--group", "orders", "--json").json()[0]["key"] == "o1"
+
+
 def test_expired_items_are_not_found(cli: Run) -> None:
     assert cli("set", "g", "k", "1", "--ttl", "0.001").code == 0
     _one_line_error(cli("get", "g", "k"), 1, "no item 'k'")
