@@ -446,7 +446,8 @@ def test_not_found_exits_1(cli: Run, tmp_path: Path) -> None:
 
 def test_a_group_without_items_is_not_found_by_keys_and_items_alike(cli: Run) -> None:
     assert cli("set", "orders", "o1", '{"status": "paid"}').code == 0
-    for args in (("keys", "nosuch"), ("items", "--group", "nosuch"), ("items", "--group", "nosuch", "--json")):
+    nosuch = (("keys", "nosuch"), ("items", "--group", "nosuch"), ("items", "--group", "nosuch", "--json"))
+    for args in nosuch:
         _one_line_error(cli(*args), 1, "group 'nosuch' has no items")
     # A group that has items, none of them matching: an empty answer, not "not found".
     unmatched = cli("items", "--group", "orders", "--filter", "status", "eq", "new", "--json")
@@ -851,7 +852,8 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, args: 
         stderr=subprocess.PIPE,
         env=_env(),
     )
-    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout is not None
+    assert child.stderr is not None
     assert child.stdout.readline()  # what `head -1` does: read a line, then close the pipe
     child.stdout.close()
     errors = child.stderr.read()
