@@ -81,14 +81,32 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a reader gone away shows here, not as "Exception ignored" at exit
+            return result
         except StateError as exc:
             raise from_state_error(exc) from None
         except BrokenPipeError:
-            raise  # click ends quietly when a reader such as `head` goes away
+            # A reader such as `head` took what it wanted and closed the pipe: not a failure of
+            # ours (exit 0, so `set -o pipefail` scripts go on), and nothing more to say.
+            _discard_stdout()
+            ctx.exit(EXIT_OK)
         except OSError as exc:  # a file named on the command line: "PATH: No such file or directory"
             where = f"{exc.filename}: " if exc.filename else ""
             raise CliError(f"{where}{exc.strerror or exc}") from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a closed pipe can never be written."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (CliRunner): nothing buffered
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
@@ -181,8 +199,30 @@ def _echo_json(value: Any) -> None:
     click.echo(_dumps(value))
 
 
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+# A cell of plain output stays on its line and in its column whatever the name holds.
+_PLAIN_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> None:
-    """Print a rich table on stdout (plain text when it is not a terminal)."""
+    r"""Print rows for people on a terminal (a rich table), else as plain tab-separated lines.
+
+    Plain lines have no header and no folding, one row per line, cells separated by tabs, with
+    backslash, tab, CR and LF inside a cell written as ``\\``, ``\t``, ``\r``, ``\n``. The
+    ``empty`` message goes to stderr then, so a pipe reads nothing when there is nothing.
+    """
+    if not _stdout_is_terminal():
+        if not rows and empty:
+            click.echo(empty, err=True)
+        for row in rows:
+            click.echo("\t".join(cell.translate(_PLAIN_ESCAPES) for cell in row))
+        return
     if not rows:
         click.echo(empty)
         return
@@ -223,8 +263,18 @@ def _item_json(item: StateItem) -> dict[str, Any]:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _url_or_main(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A command's own ``--url``, else the one given before the command (``motia-state --url X``)."""
+    if value is not None:
+        return value
+    given: str | None = ctx.find_root().params.get("url")
+    return given
+
+
 def _url_option(function: F) -> F:
-    return click.option("--url", metavar="URL", default=None, help=_URL_HELP)(function)
+    return click.option("--url", metavar="URL", default=None, help=_URL_HELP, callback=_url_or_main)(
+        function
+    )
 
 
 def _json_option(function: F) -> F:
@@ -238,11 +288,17 @@ _EPILOG: Final = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, t
 
 @click.group(cls=_Group, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="motia-state")
-def main() -> None:
+@click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="The store for the command (before it or after it; the one after wins). " + _URL_HELP,
+)
+def main(url: str | None) -> None:
     """Inspect and manage Motia workflow state: SQLite, Redis, Motia's JSON file, memory.
 
-    Commands on one store take --url URL, else $MOTIA_STATE_URL, else
-    sqlite:///.motia/motia.state.db; copy takes two URLs.
+    Commands on one store take --url URL (before or after the command), else
+    $MOTIA_STATE_URL, else sqlite:///.motia/motia.state.db; copy takes two URLs.
     """
 
 
@@ -430,13 +486,17 @@ def items(
     """List items with their values.
 
     Ordered by group and key, with expiry times; --filter keeps items matching Motia's
-    StateFilter.
+    StateFilter. Exit 1 when --group names a group with no items (as keys does); a filter
+    that matches nothing is exit 0.
     """
     wanted = [{"valueKey": field, "operation": op, "value": text} for field, op, text in filters]
 
     async def work() -> list[StateItem]:
         async with _opened(url, create=False) as state:
-            return await state.items(group, wanted)
+            found = await state.items(group, wanted)
+            if not found and group is not None and not await state.keys(group):
+                not_found(f"group {group!r} has no items")
+            return found
 
     found = _run(work())
     if as_json:
@@ -577,6 +637,8 @@ def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -
     items stay. Values are copied as stored JSON text and keep their expiry times (a file://
     destination, which cannot hold one, refuses such an item).
     """
+    if click.get_current_context().find_root().params.get("url") is not None:
+        raise CliError("copy takes its stores as SRC_URL DST_URL, not --url")
     started = time.perf_counter()
     count, group_count = _run(_copy(source_url, target_url, group, batch_size))
     seconds = time.perf_counter() - started

@@ -283,6 +283,23 @@ def test_url_comes_from_the_option_then_the_environment_then_the_default(cli: Ru
     assert cli("get", "g", "k").stdout == "1\n"
 
 
+def test_url_before_the_command_works_and_the_one_after_wins(cli: Run) -> None:
+    assert cli("--url", "sqlite:///before.db", "set", "g", "k", "1").code == 0
+    assert cli("--url", "sqlite:///before.db", "get", "g", "k").stdout == "1\n"
+    assert cli("--url", "sqlite:///before.db", "groups", "--json").json() == ["g"]
+    assert cli("--url", "sqlite:///before.db", "db", "current").stdout == f"{HEAD_REVISION} (head)\n"
+    assert cli("set", "g", "k", "2", "--url", "sqlite:///after.db").code == 0
+    both = ("--url", "sqlite:///before.db", "get", "g", "k", "--url", "sqlite:///after.db")
+    assert cli(*both).stdout == "2\n"
+    env = {"MOTIA_STATE_URL": "sqlite:///after.db"}
+    assert cli("--url", "sqlite:///before.db", "get", "g", "k", env=env).stdout == "1\n"
+    _one_line_error(
+        cli("--url", "sqlite:///before.db", "copy", "sqlite:///before.db", "sqlite:///c.db"),
+        2,
+        "copy takes its stores as SRC_URL DST_URL",
+    )
+
+
 def test_read_commands_never_create_a_store(cli: Run, tmp_path: Path) -> None:
     for args in (
         ["groups", "--url", "sqlite:///x.db"],
@@ -328,6 +345,49 @@ def test_get_prints_values_exactly(cli: Run) -> None:
     assert cli("set", "g", "nothing", "null").code == 0
     outcome = cli("get", "g", "nothing")
     assert (outcome.code, outcome.stdout) == (0, "null\n")  # a stored null is a value
+
+
+def test_output_that_is_not_a_terminal_is_tab_separated_lines(cli: Run) -> None:
+    long_value = {"text": "x" * 200}
+    assert cli("set", "orders", "o1", json.dumps(long_value)).code == 0
+    assert cli("set", "a\tb", "line\nbreak\\", "null", "--ttl", "3600").code == 0
+    listed = cli("items")
+    assert listed.stderr == ""
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2
+    odd = lines[0].split("\t")
+    assert odd[:3] == ["a\\tb", "line\\nbreak\\\\", "null"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", odd[3])
+    assert lines[1].split("\t") == ["orders", "o1", json.dumps(long_value, separators=(",", ":")), "-"]
+    assert cli("groups").stdout == "a\\tb\norders\n"
+    assert cli("keys", "orders").stdout == "o1\n"
+    history = cli("db", "history").stdout.splitlines()
+    assert history[0].split("\t") == [HEAD_REVISION, "-", "Create the motia_state table.", "head, current"]
+
+
+def test_output_on_a_terminal_is_a_table(tmp_path: Path) -> None:
+    assert _in_process(tmp_path)("set", "orders", "o1", '{"total": 5}').code == 0
+    controller, terminal = pty.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "motia_state_sql", "items"],
+            cwd=tmp_path,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env=_env({"TERM": "xterm"}),
+        )
+        os.close(terminal)
+        shown = _read_terminal(controller)
+        errors = child.communicate(timeout=60)[1]
+    finally:
+        os.close(controller)
+    assert child.returncode == 0, errors
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())  # rich's bold header
+    assert "\t" not in text
+    header = next(line for line in text.splitlines() if "group" in line)
+    assert header.split() == ["group", "key", "value", "expires", "(UTC)"]
+    assert "\u2500" in text  # the rule under rich's header
+    assert '{"total":5}' in text
 
 
 def test_set_human_output_and_ttl(cli: Run) -> None:
@@ -384,12 +444,23 @@ def test_not_found_exits_1(cli: Run, tmp_path: Path) -> None:
     assert cli("keys", "orders", "--json").json() == ["o1"]
 
 
+def test_a_group_without_items_is_not_found_by_keys_and_items_alike(cli: Run) -> None:
+    assert cli("set", "orders", "o1", '{"status": "paid"}').code == 0
+    nosuch = (("keys", "nosuch"), ("items", "--group", "nosuch"), ("items", "--group", "nosuch", "--json"))
+    for args in nosuch:
+        _one_line_error(cli(*args), 1, "group 'nosuch' has no items")
+    # A group that has items, none of them matching: an empty answer, not "not found".
+    unmatched = cli("items", "--group", "orders", "--filter", "status", "eq", "new", "--json")
+    assert (unmatched.code, unmatched.json()) == (0, [])
+    assert cli("items", "--group", "orders", "--json").json()[0]["key"] == "o1"
+
+
 def test_expired_items_are_not_found(cli: Run) -> None:
     assert cli("set", "g", "k", "1", "--ttl", "0.001").code == 0
     _one_line_error(cli("get", "g", "k"), 1, "no item 'k'")
     assert cli("groups", "--json").json() == []
-    assert cli("groups").stdout == "No groups.\n"
-    assert cli("items").stdout == "No items.\n"
+    assert (cli("groups").stdout, cli("groups").stderr) == ("", "No groups.\n")
+    assert (cli("items").stdout, cli("items").stderr) == ("", "No items.\n")
 
 
 def test_clear_asks_first(cli: Run) -> None:
@@ -766,6 +837,31 @@ def test_export_never_leaves_half_a_file(cli: Run, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "args", [("export", "--format", "jsonl"), ("export",), ("items",), ("keys", "g")], ids=" ".join
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, args: tuple[str, ...]) -> None:
+    # Far more than a pipe buffers (64 KiB), so the command is still writing when the reader goes.
+    lines = [jsonl_line("g", f"k{i:05}-{'y' * 40}", json.dumps("x" * 100)) for i in range(3000)]
+    (tmp_path / "many.jsonl").write_text("".join(lines))
+    assert _in_process(tmp_path)("import", "many.jsonl").code == 0
+    child = subprocess.Popen(
+        [sys.executable, "-m", "motia_state_sql", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    assert child.stdout is not None
+    assert child.stderr is not None
+    assert child.stdout.readline()  # what `head -1` does: read a line, then close the pipe
+    child.stdout.close()
+    errors = child.stderr.read()
+    child.stderr.close()
+    assert child.wait(timeout=60) == 0, errors
+    assert errors == b""
+
+
 def test_empty_store_exports(cli: Run) -> None:
     assert cli("db", "upgrade").code == 0
     assert cli("export").stdout == "{}"  # what JSON.stringify({}, null, 2) gives
@@ -860,6 +956,20 @@ def test_copy_stops_at_an_item_the_destination_refuses(cli: Run) -> None:
     assert cli("groups", "--url", "file:f", "--json").json() == ["a"]  # the batch before stays
 
 
+def _read_terminal(controller: int) -> bytes:
+    """Everything a child wrote to the pseudo-terminal, until it closed it."""
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the child is done with it
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    return drawn
+
+
 def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     run = _in_process(tmp_path)
     _motia_file(tmp_path / "in.json")
@@ -874,15 +984,7 @@ def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
             env=_env({"TERM": "xterm"}),
         )
         os.close(terminal)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the child is done with it
-                break
-            if not chunk:
-                break
-            drawn += chunk
+        drawn = _read_terminal(controller)
         summary = child.communicate(timeout=60)[0]
     finally:
         os.close(controller)
