@@ -26,12 +26,14 @@ from motia_state_sql import (
     InvalidKeyError,
     RedisStateAdapter,
     SchemaError,
+    SqliteStateAdapter,
     StateError,
     StateTransaction,
     StoreUnavailableError,
     increment,
     open_state,
 )
+from motia_state_sql.cli_io import copy_items
 from motia_state_sql.redis.adapter import _Native, _text, redact
 
 from .redis_server import RedisServer, free_port
@@ -458,6 +460,48 @@ async def test_motia_value_that_is_not_json_is_a_schema_error(redis_url: str) ->
         assert await store.list_groups() == ["g"]
         assert await store.delete("g", "bad") == "hello"  # removing it works, and says what it held
         assert await store.get_group("g") == [1]
+
+
+async def test_motia_values_node_wrote_follow_the_node_policy(redis_url: str, tmp_path: Path) -> None:
+    """Numbers beyond 64-bit are the doubles Node meant; a lone surrogate fails alone, naming its key."""
+    prefix = _prefix()
+    async with RedisStateAdapter(redis_url, key_prefix=prefix, layout="motia") as store:
+        client = store._client
+        await client.set(f"{prefix}g:big", '{"n":10000000000000000000}')  # JSON.stringify({n: 1e19})
+        await client.set(f"{prefix}g:huge", '{"n":36893488147419103232}')  # 2**65, beyond u64 too
+        await client.set(f"{prefix}h:ok", "1")
+        for key, number in (("big", 1e19), ("huge", 2.0**65)):
+            value = await store.get("g", key)
+            assert value == {"n": number}
+            assert type(value["n"]) is float
+        assert (await store.update("g", "big", [increment("n", 4096)])).new_value == {"n": 1e19 + 4096}
+        assert await store.get("g", "big") == {"n": 1e19 + 4096}
+        async with store.transaction() as tx:  # the version is the stored text's: commits
+            await tx.update("g", "huge", [increment("n", -(2.0**64))])
+        assert await store.get("g", "huge") == {"n": 2.0**64}
+        await client.set(f"{prefix}g:huge", '{"n":36893488147419103232}')
+        # copy (motia-state copy's code) takes them all, as doubles
+        async with SqliteStateAdapter(tmp_path / "copy.db") as target:
+            assert await copy_items(store.iter_entries(), target, 1000) == (3, 2)
+            assert await target.get("g", "huge") == {"n": 2.0**65}
+
+        await client.set(f"{prefix}g:cut", '{"t":"\\ud83d"}')  # JSON.stringify({t: "😀".substring(0, 1)})
+        for call in (store.get("g", "cut"), store.get_item("g", "cut"), store.get_group("g"), store.items()):
+            with pytest.raises(SchemaError, match=f"{prefix}g:cut.*lone surrogate"):
+                await call
+        with pytest.raises(SchemaError, match=f"{prefix}g:cut.*lone surrogate"):
+            await store.update("g", "cut", [increment("n")])
+        # every other key stays readable
+        assert await store.get("g", "big") == {"n": 1e19 + 4096}
+        assert await store.get_group("h") == [1]
+        assert sorted(await store.keys("g")) == ["big", "cut", "huge"]
+        assert await store.list_groups() == ["g", "h"]
+        async with SqliteStateAdapter(tmp_path / "refused.db") as target:
+            # copy refuses, naming the key (each batch is a transaction: batches before it stay)
+            with pytest.raises(SchemaError, match=f"{prefix}g:cut"):
+                await copy_items(store.iter_entries(), target, 1000)
+        assert await store.delete("g", "cut") == '{"t":"\\ud83d"}'  # removing it works
+        assert await store.get_group("g") == [{"n": 1e19 + 4096}, {"n": 2.0**65}]
 
 
 async def test_other_layout_under_the_same_prefix_is_a_clear_error(redis_url: str) -> None:

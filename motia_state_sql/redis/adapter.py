@@ -50,7 +50,14 @@ from ..base import (
     new_version,
     plan_write,
 )
-from ..errors import ConflictError, InvalidKeyError, SchemaError, StateError, StoreUnavailableError
+from ..errors import (
+    ConflictError,
+    InvalidKeyError,
+    InvalidValueError,
+    SchemaError,
+    StateError,
+    StoreUnavailableError,
+)
 from ..ops import Filter
 from . import scripts
 
@@ -388,6 +395,11 @@ class RedisStateAdapter(StateAdapter):
             rows += [(group, key, row) for key, row in sorted(found.items())]
         return rows
 
+    async def _read_keys(self, group_id: str, now: float) -> list[str]:
+        if isinstance(self._layout, _Motia):
+            return sorted(await self._layout.group_rows(group_id, now, names_only=True))
+        return await super()._read_keys(group_id, now)
+
     async def _read_groups(self, now: float) -> list[str]:
         return await self._layout.groups(now)
 
@@ -629,6 +641,10 @@ def _condition(write: Write, version: Callable[[int], str]) -> str:
     return ""
 
 
+#: The row ``group_rows(names_only=True)`` gives every key: its value was not read.
+_UNREAD: Final = Row("null", None, None, None, None)
+
+
 def _motia_version(text: str) -> int:
     return int(hashlib.sha1(text.encode()).hexdigest()[:13], 16)
 
@@ -646,34 +662,42 @@ class _Motia:
         return _glob(f"{self._adapter.key_prefix}{group_id}:") + "*"
 
     def row(self, value: Any, expire_ms: int, name: Any, *, written: bool = False) -> Row:
-        """The row of a value read from the key ``name``; refuses what is not JSON we can read.
+        """The row of a value read from the key ``name``, under the policy for values Node wrote.
 
-        ``written``: the value was just replaced or deleted, so refusing it would fail a write
-        that landed; a value that is not JSON then comes back as its text (a JSON string).
+        ``codec.from_node`` gives the text to use (an integer beyond 64-bit is the double Node
+        meant); the version stays the hash of the text as stored, which the scripts compare.
+        A value that text cannot hold (not JSON, a lone surrogate) makes the read of this key
+        raise ``SchemaError`` naming it. ``written``: the value was just replaced or deleted, so
+        refusing it would fail a write that landed; it then comes back as its text (a JSON string).
         """
         try:
-            text = _text(value)
-            orjson.loads(text)
-        except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
-            if written:
-                text = orjson.dumps(
-                    value.decode(errors="replace") if isinstance(value, bytes) else value
-                ).decode()
-            else:
+            stored = _text(value)
+            group_id, _, key = _text(name)[len(self._adapter.key_prefix) :].partition(":")
+            text = codec.from_node(stored, group_id or "?", key or "?", max_bytes=2**62)
+        except (UnicodeDecodeError, InvalidValueError) as exc:
+            if not written:
                 raise SchemaError(
                     f"Redis key {_text(name)!r} (key_prefix {self._adapter.key_prefix!r}) holds "
-                    f"{value[:60]!r}, which is not a JSON value ({exc}); another tool wrote it?"
+                    f"{value[:60]!r}, which is not a JSON value this store can hold ({exc}); "
+                    "rewrite or delete that key (another tool wrote it?)"
                 ) from None
+            stored = text = orjson.dumps(
+                value.decode(errors="replace") if isinstance(value, bytes) else value
+            ).decode()
         expires = expire_ms / 1000 if expire_ms > 0 else None
-        return Row(text, _motia_version(text), None, None, expires)
+        return Row(text, _motia_version(stored), None, None, expires)
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
         name = self.key(group_id, key)
         value, at = await self._adapter._run(scripts.MOTIA_GET, [name], [int(now * 1000)], idempotent=True)
         return None if value is None else self.row(value, at, name)
 
-    async def group_rows(self, group_id: str, now: float) -> dict[str, Row]:
-        """The group's live items, in one atomic script (SCAN MATCH and GET on the server)."""
+    async def group_rows(self, group_id: str, now: float, *, names_only: bool = False) -> dict[str, Row]:
+        """The group's live items, in one atomic script (SCAN MATCH and GET on the server).
+
+        ``names_only``: only the keys are wanted, so values are not checked (a key whose value
+        cannot be read is still listed by ``keys``).
+        """
         head = len(self.key(group_id, ""))
         flat = await self._adapter._run(
             scripts.MOTIA_GROUP, [], [self.pattern(group_id), int(now * 1000)], idempotent=True
@@ -681,7 +705,7 @@ class _Motia:
         rows: dict[str, Row] = {}
         for index in range(0, len(flat), 3):
             name = _text(flat[index])
-            rows[name[head:]] = self.row(flat[index + 1], flat[index + 2], name)
+            rows[name[head:]] = _UNREAD if names_only else self.row(flat[index + 1], flat[index + 2], name)
         return rows
 
     async def group_keys(self, group_id: str) -> list[str]:
