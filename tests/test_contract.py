@@ -348,6 +348,25 @@ async def test_bad_ttl_is_refused(store: StateAdapter, ttl: Any) -> None:
     assert await store.get("g", "k") is None
 
 
+async def test_json_with_a_repeated_key_is_stored_as_every_read_sees_it(store: StateAdapter) -> None:
+    # JSON.parse, orjson and every read keep the last of a repeated key; SQL's json_extract must
+    # see the same value, so the canonical text is stored (texts without repeats stay verbatim).
+    await store.set_json("g", "k", '{"s":"a","o":{"x":1,"x":2},"s":"b"}')
+    async with store.transaction() as tx:
+        await tx.set_json("g", "t", '{"s": "a", "s": "c"}')
+    assert await store.get("g", "k") == {"s": "b", "o": {"x": 2}}
+    assert await store.get("g", "t") == {"s": "c"}
+    for value, keys in (("b", ["k"]), ("a", []), ("c", ["t"])):
+        found = await store.items("g", [{"valueKey": "s", "operation": "eq", "value": value}])
+        assert [item.key for item in found] == keys, value
+    found = await store.items("g", [{"valueKey": "s", "operation": "neq", "value": "a"}])
+    assert [item.key for item in found] == ["k", "t"]
+    assert [row async for row in store.iter_json("g")] == [
+        ("g", "k", '{"s":"b","o":{"x":2}}'),
+        ("g", "t", '{"s":"c"}'),
+    ]
+
+
 async def test_value_over_max_bytes_is_refused(factory: Factory) -> None:
     async with factory(max_value_bytes=100) as store:
         await store.set("g", "k", "x" * 90)
