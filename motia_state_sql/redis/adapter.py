@@ -111,6 +111,25 @@ def _pack(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
+def _discard(conn: AbstractConnection) -> None:
+    """Close a connection of an event loop that is gone, running nothing on that loop.
+
+    ``disconnect()`` would await on the old loop, and ``transport.abort()`` schedules the
+    socket's close there, which raises once that loop is closed; then the close it would have
+    scheduled runs here instead (asyncio has no public call for this). Either way redis-py sees a
+    disconnected connection and nothing warns about an unclosed socket.
+    """
+    writer = conn._writer
+    conn._reader = conn._writer = None
+    if writer is None:
+        return
+    transport = writer.transport
+    try:
+        transport.abort()  # its loop is open: the socket closes when that loop next runs
+    except RuntimeError:  # its loop is closed
+        getattr(transport, "_call_connection_lost")(None)  # noqa: B009 - a private asyncio call
+
+
 def _secrets(url: str) -> tuple[str, ...]:
     """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
     parts = urlsplit(url)
@@ -128,7 +147,9 @@ class RedisStateAdapter(StateAdapter):
         "_gate",
         "_idle",
         "_layout",
+        "_loop",
         "_margin_ms",
+        "_max_connections",
         "_owns_client",
         "_safe_url",
         "_scripts",
@@ -189,6 +210,9 @@ class RedisStateAdapter(StateAdapter):
         self._margin_ms = str(math.ceil(expiry_margin * 1000))
         self._owns_client = client is None
         self._gate: asyncio.Semaphore | None = None
+        self._max_connections = max_connections
+        #: The event loop the connections belong to (see _follow_loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[AbstractConnection] | None = None  # None: calls go through the client
         self._connection: Callable[[], AbstractConnection] | None = None
         self._socket_timeout: float | None = socket_timeout
@@ -283,8 +307,40 @@ class RedisStateAdapter(StateAdapter):
             )
         return StateError(f"Redis at {self._safe_url} refused the request: {text}")
 
+    def _follow_loop(self) -> None:
+        """Move to the running event loop when it is not the one the connections belong to.
+
+        A second ``asyncio.run`` (pytest users make a loop per test) finds connections, locks and
+        the semaphore of a loop that is gone. They are replaced; the old connections are closed
+        without awaiting anything on their loop (see ``_discard``). One loop at a time: calls from
+        two loops running at once are not supported. A client that redis-py pools (a cluster's,
+        or one given by the caller) cannot move: that raises ``StateError`` instead.
+
+        Raises:
+            StateError: the adapter's client is redis-py's own and belongs to another loop.
+        """
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        if self._loop is not None:
+            if self._idle is None:
+                raise StateError(
+                    f"{self!r} was used from another event loop, and its "
+                    f"{type(self._client).__name__} client's connections belong to that loop: use "
+                    "and close an adapter with a Redis Cluster, or with a client you gave, within "
+                    "one event loop (make one adapter per asyncio.run)"
+                )
+            old, self._idle = self._idle, []
+            for conn in old:
+                _discard(conn)
+            if self._gate is not None:
+                self._gate = asyncio.Semaphore(self._max_connections)
+            self._stripes = tuple(asyncio.Lock() for _ in self._stripes)
+        self._loop = loop
+
     async def _call(self, make: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
         """Run one request, mapping driver errors; idempotent reads get one retry on a dead connection."""
+        self._follow_loop()
         gate = self._gate
         if gate is not None:
             if gate.locked():
@@ -374,6 +430,17 @@ class RedisStateAdapter(StateAdapter):
                 await self._command("SCRIPT", "LOAD", source, idempotent=True)
             return await self._command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
 
+    async def close(self) -> None:
+        """Release the connections; closing twice is harmless.
+
+        Raises:
+            StateError: a cluster adapter (or one with a given client) is closed from an event
+                loop other than its own; it stays open, to be closed from its own loop.
+        """
+        if not self._closed:
+            self._follow_loop()  # before the adapter counts as closed
+        await super().close()
+
     async def _close(self) -> None:
         if self._idle is not None:
             idle, self._idle = self._idle, []
@@ -419,6 +486,7 @@ class RedisStateAdapter(StateAdapter):
     async def _write(self, write: Write, now: float) -> WriteResult:
         if write.kind != "update":
             return await self._layout.write(write, now)
+        self._follow_loop()  # before taking a stripe lock of another loop
         # Updates of one key from this process take turns (a striped lock), so they do not
         # fight each other's compare-and-set; other processes are handled by the retries.
         async with self._stripes[hash((write.group_id, write.key)) % len(self._stripes)]:
