@@ -536,11 +536,11 @@ async def _import(url: str | None, path: Path, fmt: str, big: str) -> tuple[int,
     "--big-ints",
     "big",
     type=click.Choice(BIG_INTS),
-    default="refuse",
+    default="double",
     show_default=True,
     help="Integers beyond signed 64-bit, which Node writes for large numbers "
-    "(JSON.stringify(2**64) is 18446744073709552000): refuse them (the error names the item), or "
-    "store the double JavaScript means, spelled as a float (1.8446744073709552e+19).",
+    "(JSON.stringify(2**64) is 18446744073709552000): store the double JavaScript means, spelled "
+    "as a float (1.8446744073709552e+19), or refuse them (the error names the item).",
 )
 @_url_option
 def import_(path: Path, fmt: str | None, big: str, url: str | None) -> None:

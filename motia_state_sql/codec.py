@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, Final
 
 import orjson
 
@@ -26,6 +28,7 @@ __all__ = [
     "check_ttl",
     "decode",
     "encode",
+    "from_node",
 ]
 
 #: Largest encoded value accepted unless an adapter is given another ``max_value_bytes``.
@@ -118,12 +121,12 @@ def _check_value(value: Any, path: str, depth: int, label: str) -> None:
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise InvalidValueError(
-                f"{label} at {path}: integer {value} is outside signed 64-bit range"
+                f"{label} at {path}: integer {_shown(value)} is outside signed 64-bit range"
             )
         return
     if kind is float:
         if not math.isfinite(value):
-            raise InvalidValueError(f"{label} at {path}: {value} is not a JSON number")
+            raise InvalidValueError(f"{label} at {path}: {value} is not a JSON number (NaN or infinity)")
         return
     if depth >= MAX_DEPTH:
         raise InvalidValueError(f"{label} at {path}: nested deeper than {MAX_DEPTH} levels")
@@ -165,24 +168,196 @@ def encode(value: Any, group_id: str, key: str, max_bytes: int = DEFAULT_MAX_VAL
 
 
 def check_encoded(text: str, group_id: str, key: str, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> str:
-    """Check JSON text written elsewhere (Motia's files) and return it unchanged.
+    """Check JSON text given by a caller (``set_json``, import, copy) and return the text to store.
+
+    The text is kept byte for byte, except when an object in it repeats a key: then the
+    canonical compact text of the value (the last of the repeated keys wins, as in
+    ``JSON.parse`` and in every read) is returned, so that SQL filters and ``get`` see the same value.
 
     Raises:
-        InvalidValueError: not JSON, or a value ``encode`` would refuse.
+        InvalidValueError: not JSON, or a value ``encode`` would refuse (an integer beyond
+            signed 64-bit too: see ``from_node`` for text that Node wrote).
     """
+    return _storable(text, group_id, key, max_bytes, node=False)
+
+
+def from_node(text: str, group_id: str, key: str, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> str:
+    """The storable JSON text of a value that Node (JavaScript) wrote; the one policy for such values.
+
+    Used wherever a value comes from Node: Motia's ``motia.state.json`` (the File adapter, the
+    SQLite legacy import, ``motia-state import``), Motia's Redis layout, and the Node adapter.
+    The name and the signature are stable.
+
+    JavaScript numbers are doubles, so an integer beyond signed 64-bit
+    (``JSON.stringify(1e19)`` is ``10000000000000000000``) is read as the double JavaScript
+    meant, spelled as a float (``1e+19``); only those number tokens of the text change. Then the
+    text is held to ``check_encoded``'s rules (a repeated object key gives the canonical text).
+
+    Args:
+        text: the JSON text as Node wrote it.
+        group_id: the item's group, for messages.
+        key: the item's key, for messages.
+        max_bytes: largest accepted text, in UTF-8 bytes.
+
+    Returns:
+        ``text`` itself when it needs no change, else the text to store in its place.
+
+    Raises:
+        InvalidValueError: the text is not JSON, holds a lone surrogate (an escaped ``ud83d``, half of a
+            UTF-16 pair, which no UTF-8 text can hold), an integer beyond even a double's range,
+            or is over ``max_bytes``. The message names the item and the JSON path.
+    """
+    return _storable(text, group_id, key, max_bytes, node=True)
+
+
+# int64's limits have 19 digits: a text without 19 digits in a row holds no integer beyond them.
+_LONG_DIGITS: Final = re.compile(r"\d{19}")
+# JSON strings (skipped whole) and numbers, in a text already known to be JSON.
+_TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
+
+
+def _storable(text: str, group_id: str, key: str, max_bytes: int, *, node: bool) -> str:
+    label = _label(group_id, key)
+    long_digits = _LONG_DIGITS.search(text) is not None
     try:
-        # The standard parser keeps big integers exact (orjson would read them as floats), so
-        # the range check sees them; NaN and Infinity are not JSON.
-        value = json.loads(text, parse_constant=_not_json)
-        orjson.loads(text)  # and the decoder every read uses takes it (no lone surrogates)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidValueError(f"value of {group_id!r}/{key!r} is not valid JSON: {exc}") from None
-    _check_value(value, "$", 0, _label(group_id, key))
-    if len(text.encode()) > max_bytes:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if not (node and long_digits):
+            raise _unreadable(text, label, str(exc)) from None
+        value = None  # orjson refuses integers far beyond 64-bit: spelled as doubles below
+    if long_digits:  # rare: only then is the exact (slower) parse needed
+        exact = _exact(text, label)
+        found = _first_int(exact, "$", _beyond_int64)
+        if found is not None:
+            huge = _first_int(exact, "$", _beyond_double) if node else found
+            if huge is not None:
+                path, number = huge
+                raise InvalidValueError(
+                    f"{label} at {path}: integer {_shown(number)} is "
+                    + (
+                        "beyond the range of a double (JavaScript reads it as Infinity); make it a string"
+                        if node
+                        else "outside signed 64-bit range"
+                    )
+                )
+            text = _as_doubles(text)
+            value = orjson.loads(text)
+    if text.count("[") + text.count("{") >= MAX_DEPTH:  # could be nested too deep: walk it
+        _check_value(value, "$", 0, label)
+    raw = text.encode()
+    # orjson writes the canonical text; when it differs, the text may repeat a key (the exact,
+    # slower check). Python writers' texts are canonical already, Node's nearly always.
+    if orjson.dumps(value) != raw and _repeats_a_key(text):
+        raw = orjson.dumps(value)
+        text = raw.decode()
+    if len(raw) > max_bytes:
         raise InvalidValueError(
-            f"value of {group_id!r}/{key!r} is over the limit max_value_bytes={max_bytes}"
+            f"{label} is over the limit max_value_bytes={max_bytes} ({len(raw)} bytes encoded)"
         )
     return text
+
+
+def _shown(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text.lstrip('-'))} digits)"
+
+
+def _exact(text: str, label: str) -> Any:
+    """The value of ``text`` with exact integers (orjson reads those beyond 2^64 as floats)."""
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidValueError(f"{label} is not valid JSON: {exc}") from None
+
+
+def _unreadable(text: str, label: str, reason: str) -> InvalidValueError:
+    """The error for a text orjson refused: not JSON, a lone surrogate, or a refused value."""
+    value = _exact(text, label)  # raises for text that is not JSON at all
+    _check_value(value, "$", 0, label)  # infinity, nesting
+    found = _first_surrogate(value, "$")
+    if found is not None:
+        path, unit = found
+        return InvalidValueError(
+            f"{label} at {path}: the string holds a lone surrogate ({unit}), half of a UTF-16 "
+            "pair (JavaScript writes one for a string cut inside an emoji); no UTF-8 text can "
+            "hold it. Rewrite the item without it, or delete it"
+        )
+    return InvalidValueError(f"{label} is not valid JSON: {reason}")
+
+
+def _children(value: Any, path: str) -> list[tuple[str, Any]]:
+    if type(value) is dict:
+        return [(f"{path}.{name}", item) for name, item in value.items()]
+    if type(value) is list:
+        return [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    return []
+
+
+def _beyond_int64(number: int) -> bool:
+    return not INT64_MIN <= number <= INT64_MAX
+
+
+def _beyond_double(number: int) -> bool:
+    try:
+        float(number)
+    except OverflowError:
+        return True
+    return False
+
+
+def _first_int(value: Any, path: str, wanted: Callable[[int], bool]) -> tuple[str, int] | None:
+    """The JSON path and value of the first integer in ``value`` that is ``wanted``."""
+    if type(value) is int:
+        return (path, value) if wanted(value) else None
+    for where, item in _children(value, path):
+        found = _first_int(item, where, wanted)
+        if found is not None:
+            return found
+    return None
+
+
+def _first_surrogate(value: Any, path: str) -> tuple[str, str] | None:
+    """The JSON path of the first string (or object key) holding a lone surrogate, and the unit."""
+    texts = [value] if type(value) is str else list(value) if type(value) is dict else []
+    for text in texts:
+        for char in text:
+            if "\ud800" <= char <= "\udfff":
+                return path, f"\\u{ord(char):04x}"
+    for where, item in _children(value, path):
+        found = _first_surrogate(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+def _as_doubles(text: str) -> str:
+    """``text`` with every integer beyond signed 64-bit spelled as the double JavaScript reads.
+
+    Every such integer must be within a double's range (checked before).
+    """
+
+    def as_double(match: re.Match[str]) -> str:
+        token = match.group()
+        if not token.lstrip("-").isdigit():  # a string, or a number with a fraction or exponent
+            return token
+        # float() of the digits is correctly rounded, as JavaScript's parser is.
+        return token if not _beyond_int64(int(token)) else repr(float(token))
+
+    return _TOKENS.sub(as_double, text)
+
+
+def _repeats_a_key(text: str) -> bool:
+    """Whether an object in the JSON ``text`` names a key twice."""
+    repeated = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        found = dict(items)
+        repeated = repeated or len(found) != len(items)
+        return found
+
+    json.loads(text, object_pairs_hook=pairs)
+    return repeated
 
 
 def _not_json(name: str) -> Any:

@@ -49,13 +49,24 @@ Entries = dict[str, str]  # "<group>:<key>" -> JSON text, in Motia's (insertion)
 Adjust = Callable[[str, str, str], str]  # (group_id, key, json_text) -> the text to keep
 
 
-def _parse(raw: bytes, path: Path, adjust: Adjust | None = None) -> Entries:
+Notes = dict[str, tuple[str, str | SchemaError]]
+"""Entries whose text is not stored as it is: entry -> (its text, the text to use or the error).
+
+Held apart from the entries, which keep Node's text byte for byte for the next rewrite of the
+file. A note holds only while the entry still has that very text (compared with ``is``).
+"""
+
+
+def _parse(raw: bytes, path: Path, adjust: Adjust | None = None) -> tuple[Entries, Notes]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise SchemaError(f"{path} is not valid JSON ({exc}); the file was left untouched") from None
+        data = _parse_surrogates(raw)  # orjson refuses lone surrogates, which Node escapes
+        if data is None:
+            raise SchemaError(f"{path} is not valid JSON ({exc}); the file was left untouched") from None
     if not isinstance(data, dict):
         raise SchemaError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    notes: Notes = {}
     for entry, text in data.items():
         group_id, sep, key = entry.partition(":")
         if not (sep and group_id and key):
@@ -64,18 +75,34 @@ def _parse(raw: bytes, path: Path, adjust: Adjust | None = None) -> Entries:
             raise SchemaError(
                 f"{path}: entry {entry!r} holds {type(text).__name__}, expected the JSON text of a value"
             )
+        # An entry our rules cannot hold fails alone: it is noted, and only reads of it raise.
         try:
             codec.check_name("group_id", group_id)
             codec.check_name("key", key, group_id)
-            if adjust is not None:
-                text = data[entry] = adjust(group_id, key, text)
-            codec.check_encoded(text, group_id, key, max_bytes=2**62)
+            stored = adjust(group_id, key, text) if adjust is not None else text
+            stored = codec.from_node(stored, group_id, key, max_bytes=2**62)
         except (InvalidKeyError, InvalidValueError) as exc:
-            raise SchemaError(f"{path}: entry {entry!r}: {exc}") from None
-    return data
+            notes[entry] = (text, _bad_entry(path, entry, exc))
+            continue
+        if stored is not text:
+            notes[entry] = (text, stored)
+    return data, notes
 
 
-def _read(path: Path, adjust: Adjust | None = None) -> Entries:
+def _parse_surrogates(raw: bytes) -> dict[str, str] | None:
+    """The file read by the standard parser, which keeps lone surrogates; ``None`` if not JSON."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _bad_entry(path: Path, entry: str, exc: Exception) -> SchemaError:
+    return SchemaError(f"{path}: entry {entry!r}: {exc}; fix or remove this entry in the file")
+
+
+def _read(path: Path, adjust: Adjust | None = None) -> tuple[Entries, Notes]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -84,27 +111,47 @@ def _read(path: Path, adjust: Adjust | None = None) -> Entries:
 
 
 def read_motia_json(path: Path, adjust: Adjust | None = None) -> list[tuple[str, str, str]]:
-    """Read a ``motia.state.json`` as ``(group_id, key, json_text)`` in file order.
+    """Read a ``motia.state.json`` as ``(group_id, key, json_text)`` in file order, all or nothing.
 
-    ``adjust(group_id, key, json_text)``, when given, returns the text to check and keep instead
-    (it may raise ``InvalidValueError``, reported like any bad entry).
+    Each value's text goes through ``codec.from_node`` (the policy for values Node wrote):
+    integers beyond signed 64-bit become the doubles JavaScript meant. ``adjust(group_id, key,
+    json_text)``, when given, returns the text to use before that (it may raise
+    ``InvalidValueError``, reported like any bad entry).
 
     Raises:
-        SchemaError: the file is unreadable or not in Motia's format; it names the entry at fault.
+        SchemaError: the file is unreadable or not in Motia's format, or an entry cannot be held
+            (a lone surrogate, a bad name); the message names the first such entry.
     """
-    return [(*entry.split(":", 1), text) for entry, text in _read(path, adjust).items()]  # type: ignore[misc]
+    data, notes = _read(path, adjust)
+    found = []
+    for entry, text in data.items():
+        group_id, key = entry.split(":", 1)
+        found.append((group_id, key, _text_of(entry, text, notes)))
+    return found
+
+
+def _text_of(entry: str, text: str, notes: Notes) -> str:
+    """The text to use for ``entry``, whose text in the file is ``text``; raises for a bad one."""
+    note = notes.get(entry)
+    if note is None or note[0] is not text:
+        return text
+    if isinstance(note[1], SchemaError):
+        raise note[1]
+    return note[1]
 
 
 def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:
     """Encode ``(group_id, key, json_text)`` exactly as Motia's ``JSON.stringify(data, null, 2)``."""
     data = {f"{group_id}:{key}": text for group_id, key, text in entries}
-    return json.dumps(data, indent=2, ensure_ascii=False).encode()
+    # A lone surrogate (only in an entry kept as Node wrote it) can only sit inside a JSON string
+    # here, where "backslashreplace" writes it as the very escape Node writes: \ud83d.
+    return json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class FileStateAdapter(StateAdapter):
     """State in ``<path>/motia.state.json``, Motia's legacy format."""
 
-    __slots__ = ("_cache", "_file", "_filelock", "_lock", "durable", "path")
+    __slots__ = ("_cache", "_file", "_filelock", "_lock", "_notes", "durable", "path")
 
     def __init__(
         self,
@@ -139,6 +186,7 @@ class FileStateAdapter(StateAdapter):
         self._filelock = FileLock(str(self._file) + ".lock", timeout=lock_timeout, thread_local=False)
         self._lock = asyncio.Lock()
         self._cache: tuple[tuple[int, int, int], Entries] | None = None
+        self._notes: Notes = {}  # of the entries last read (see Notes)
 
     def __repr__(self) -> str:
         return f"FileStateAdapter(path={str(self.path)!r})"
@@ -165,7 +213,8 @@ class FileStateAdapter(StateAdapter):
             return {}
         stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._cache is None or self._cache[0] != stamp:
-            self._cache = (stamp, _read(self._file))
+            data, self._notes = _read(self._file)
+            self._cache = (stamp, data)
         return self._cache[1]
 
     def _save(self, data: Entries) -> None:
@@ -224,14 +273,22 @@ class FileStateAdapter(StateAdapter):
     # -- primitives ---------------------------------------------------------------------------
 
     async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
-        return _row(await self._read(), group_id, key)
+        return _row(await self._read(), self._notes, group_id, key)
 
     async def _read_rows(self, group_id: str | None, now: float, filters: list[Filter]) -> list[RowEntry]:
-        return _rows(await self._read(), group_id)
+        return _rows(await self._read(), self._notes, group_id)
+
+    async def _read_keys(self, group_id: str, now: float) -> list[str]:
+        # Names only: an entry whose value cannot be read still has a key.
+        data = await self._read()
+        return sorted(key for group, key, _ in _names(data, self._notes, group_id))
+
+    async def _read_groups(self, now: float) -> list[str]:
+        return sorted({group for group, _, _ in _names(await self._read(), self._notes, None)})
 
     async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
         def work(data: Entries) -> tuple[tuple[Row | None | _Unchanged, Row | None], bool]:
-            current = _row(data, write.group_id, write.key)
+            current = _row(data, self._notes, write.group_id, write.key, write.kind)
             plan = plan_write(write, current, now)
             _apply(data, write.group_id, write.key, plan)
             return (plan, current), plan is not UNCHANGED
@@ -265,17 +322,56 @@ class FileStateAdapter(StateAdapter):
         return _FileTx(self)
 
 
-def _row(data: Entries, group_id: str, key: str) -> Row | None:
-    text = data.get(f"{group_id}:{key}")
-    return None if text is None else Row(text, None, None, None, None)
+def _row(data: Entries, notes: Notes, group_id: str, key: str, writing: str | None = None) -> Row | None:
+    """The row of one entry; an entry that cannot be read raises, except for ``set`` and ``delete``.
+
+    Those replace it (so a bad entry can be overwritten or deleted through the API): they see it
+    as its text held in a JSON string, which ``delete`` returns (as Redis's motia layout does).
+    """
+    entry = f"{group_id}:{key}"
+    text = data.get(entry)
+    if text is None:
+        return None
+    try:
+        return Row(_text_of(entry, text, notes), None, None, None, None)
+    except SchemaError:
+        if writing not in ("set", "delete"):
+            raise
+    shown = text.encode("utf-8", "backslashreplace").decode()
+    return Row(orjson.dumps(shown).decode(), None, None, None, None)
 
 
-def _rows(data: Entries, group_id: str | None) -> list[RowEntry]:
+def _names(data: Entries, notes: Notes, group_id: str | None) -> list[tuple[str, str, str]]:
+    """``(group, key, entry)`` of the group's entries (every group's for ``None``), in file order.
+
+    Raises:
+        SchemaError: an entry of the selection has a name our rules refuse (NUL, lone surrogate).
+    """
     found = []
-    for entry, text in data.items():
+    for entry in data:
         group, key = entry.split(":", 1)
         if group_id is None or group == group_id:
-            found.append((group, key, Row(text, None, None, None, None)))
+            note = notes.get(entry)
+            if note is not None and isinstance(note[1], SchemaError) and _bad_name(group, key):
+                raise note[1]
+            found.append((group, key, entry))
+    return found
+
+
+def _bad_name(group: str, key: str) -> bool:
+    try:
+        codec.check_name("group_id", group)
+        codec.check_name("key", key, group)
+    except InvalidKeyError:
+        return True
+    return False
+
+
+def _rows(data: Entries, notes: Notes, group_id: str | None) -> list[RowEntry]:
+    found = [
+        (group, key, Row(_text_of(entry, data[entry], notes), None, None, None, None))
+        for group, key, entry in _names(data, notes, group_id)
+    ]
     found.sort(key=lambda item: (item[0], item[1]))
     return found
 
@@ -302,10 +398,10 @@ class _FileTx(TxStore):
         return self._data
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
-        return _row(await self._snapshot(), group_id, key)
+        return _row(await self._snapshot(), self._adapter._notes, group_id, key)
 
     async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
-        return _rows(await self._snapshot(), group_id)
+        return _rows(await self._snapshot(), self._adapter._notes, group_id)
 
     async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
         try:

@@ -30,6 +30,7 @@ from motia_state_sql import (
     remove,
     set_op,
 )
+from motia_state_sql.codec import MAX_TTL
 
 from .conftest import Factory, FakeClock, colon_groups, is_cluster, is_file, is_motia_redis
 
@@ -347,6 +348,61 @@ async def test_bad_ttl_is_refused(store: StateAdapter, ttl: Any) -> None:
     with pytest.raises(InvalidKeyError, match="ttl"):
         await store.set("g", "k", 1, ttl=ttl)
     assert await store.get("g", "k") is None
+
+
+@pytest.mark.parametrize("ttl", [1e308, 2**63, 1e30, 2**1100, MAX_TTL * 2], ids=repr)
+async def test_ttl_beyond_the_one_range_is_refused(store: StateAdapter, ttl: Any) -> None:
+    for write in (
+        lambda: store.set("g", "k", 1, ttl=ttl),
+        lambda: store.set_json("g", "k", "1", ttl=ttl),
+    ):
+        with pytest.raises(InvalidKeyError, match="ttl"):
+            await write()
+    with pytest.raises(InvalidKeyError, match="ttl"):
+        async with store.transaction() as tx:
+            await tx.set("g", "k", 1, ttl=ttl)
+    assert await store.get("g", "k") is None
+    assert await store.list_groups() == []
+
+
+async def test_the_longest_ttl_is_accepted(store: StateAdapter, clock: FakeClock) -> None:
+    if is_file(store):  # Motia's JSON file cannot hold an expiry at all
+        with pytest.raises(UnsupportedError):
+            await store.set("g", "k", 1, ttl=MAX_TTL)
+        return
+    await store.set("g", "k", 1, ttl=MAX_TTL)
+    async with store.transaction() as tx:
+        await tx.set("g", "t", 2, ttl=MAX_TTL)
+    for key in ("k", "t"):
+        item = await store.get_item("g", key)
+        assert item is not None
+        assert item.expires_at == pytest.approx(clock.now + MAX_TTL, abs=0.001)
+    assert await store.get_group("g") == [1, 2]
+    await store.update("g", "k", [increment(None, 1)])
+    assert await store.get("g", "k") == 2
+    clock.advance(MAX_TTL - 1)
+    assert await store.keys("g") == ["k", "t"]
+    clock.advance(2)
+    assert await store.keys("g") == []
+
+
+async def test_json_with_a_repeated_key_is_stored_as_every_read_sees_it(store: StateAdapter) -> None:
+    # JSON.parse, orjson and every read keep the last of a repeated key; SQL's json_extract must
+    # see the same value, so the canonical text is stored (texts without repeats stay verbatim).
+    await store.set_json("g", "k", '{"s":"a","o":{"x":1,"x":2},"s":"b"}')
+    async with store.transaction() as tx:
+        await tx.set_json("g", "t", '{"s": "a", "s": "c"}')
+    assert await store.get("g", "k") == {"s": "b", "o": {"x": 2}}
+    assert await store.get("g", "t") == {"s": "c"}
+    for value, keys in (("b", ["k"]), ("a", []), ("c", ["t"])):
+        found = await store.items("g", [{"valueKey": "s", "operation": "eq", "value": value}])
+        assert [item.key for item in found] == keys, value
+    found = await store.items("g", [{"valueKey": "s", "operation": "neq", "value": "a"}])
+    assert [item.key for item in found] == ["k", "t"]
+    assert [row async for row in store.iter_json("g")] == [
+        ("g", "k", '{"s":"b","o":{"x":2}}'),
+        ("g", "t", '{"s":"c"}'),
+    ]
 
 
 async def test_value_over_max_bytes_is_refused(factory: Factory) -> None:

@@ -253,12 +253,6 @@ CORRUPT: list[tuple[str, bytes, str | None]] = [
     ("entry without colon", b'{\n  "g:ok": "1",\n  "gk": "1"\n}', "'gk'"),
     ("empty group", b'{\n  ":k": "1"\n}', "':k'"),
     ("empty key", b'{\n  "g:": "1"\n}', "'g:'"),
-    ("inner text not json", b'{\n  "g:k": "{\\"a\\":"\n}', "'g:k'"),
-    ("inner text undefined", b'{\n  "g:k": "undefined"\n}', "'g:k'"),
-    ("inner text NaN", b'{\n  "g:k": "NaN"\n}', "'g:k'"),
-    ("inner int over 64 bits", b'{\n  "g:k": "9223372036854775808"\n}', "'g:k'"),
-    ("NUL in key", b'{\n  "g:k\\u0000": "1"\n}', r"'g:k\x00'"),
-    ("NUL in group", b'{\n  "g\\u0000:k": "1"\n}', r"'g\x00:k'"),
 ]
 
 
@@ -321,6 +315,77 @@ async def test_corrupt_file_is_refused_and_left_untouched(
         assert await store.get_group("g") == [2, 1]
         await store.update("g", "k", [set_op(None, 5)])
     assert path.read_bytes() == b'{\n  "g:k": "5",\n  "g:j": "2"\n}'
+
+
+# One entry our rules cannot hold fails alone (the policy for values Node wrote, codec.from_node):
+# reads of it raise SchemaError naming the file and the entry; every other entry stays readable.
+# (entry as Node writes it, the entry's name in messages, what the message says)
+BAD_ENTRIES: list[tuple[str, bytes, str, str]] = [
+    # JSON.stringify({t: "\u{1F600}".substring(0, 1)}) is {"t":"\ud83d"}
+    ("lone surrogate", b'"g:k": "{\\"t\\":\\"\\\\ud83d\\"}"', "'g:k'", "lone surrogate (\\ud83d)"),
+    ("lone surrogate raw", b'"g:k": "\\"\\ud83d\\""', "'g:k'", "lone surrogate"),
+    ("integer beyond a double", b'"g:k": "1' + b"0" * 400 + b'"', "'g:k'", "beyond the range of a double"),
+    ("inner text not json", b'"g:k": "{\\"a\\":"', "'g:k'", "not valid JSON"),
+    ("inner text undefined", b'"g:k": "undefined"', "'g:k'", "not valid JSON"),
+    ("inner text NaN", b'"g:k": "NaN"', "'g:k'", "not valid JSON"),
+    ("NUL in key", b'"g:k\\u0000": "1"', r"'g:k\x00'", "NUL"),
+    ("lone surrogate in key", b'"g:k\\udc00": "1"', r"'g:k\udc00'", "surrogate"),
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "name", "reason"), [c[1:] for c in BAD_ENTRIES], ids=[c[0] for c in BAD_ENTRIES]
+)
+async def test_an_entry_that_cannot_be_held_fails_alone(
+    tmp_path: Path, entry: bytes, name: str, reason: str
+) -> None:
+    path = state_file(tmp_path)
+    bad_value = b"\\u0000" not in entry and b"udc00" not in entry
+    content = b'{\n  "g:ok": "1",\n  ' + entry + b',\n  "other:x": "{\\"n\\":10000000000000000000}"\n}'
+    path.write_bytes(content)
+    async with FileStateAdapter(tmp_path, durable=False) as store:
+        failing: list[Call] = [
+            lambda: store.get_group("g"),
+            lambda: store.items("g"),
+            store.items,
+        ]
+        if bad_value:
+            failing += [lambda: store.get("g", "k"), lambda: store.get_item("g", "k")]
+            failing += [lambda: store.update("g", "k", [increment("n")])]
+        else:
+            failing += [store.list_groups, lambda: store.keys("g")]
+        for call in failing:
+            with pytest.raises(SchemaError) as info:
+                await call()
+            message = str(info.value)
+            assert all(part in message for part in (str(path), name, reason)), message
+            assert "fix or remove this entry" in message
+        # Every other entry stays readable; a number beyond 64-bit is the double Node meant.
+        assert await store.get("g", "ok") == 1
+        assert await store.get("other", "x") == {"n": 1e19}
+        assert type((await store.get("other", "x"))["n"]) is float
+        assert await store.get_group("other") == [{"n": 1e19}]
+        assert [i.key for i in await store.items("other")] == ["x"]
+        assert (await store.update("other", "x", [increment("n", 2048)])).new_value == {"n": 1e19 + 2048}
+        if bad_value:
+            assert await store.keys("g") == ["k", "ok"]
+            assert await store.list_groups() == ["g", "other"]
+        # Writing elsewhere keeps the bad entry as Node wrote it, byte for byte.
+        await store.set("other", "y", 2)
+        assert entry in path.read_bytes()
+        if bad_value:  # the item can be overwritten, or deleted (which returns its text)
+            await store.set("g", "k", "fixed")
+            assert await store.get_group("g") == ["fixed", 1]
+            path.write_bytes(content)
+            deleted = await store.delete("g", "k")
+            assert type(deleted) is str
+            assert deleted
+            assert await store.get_group("g") == [1]
+    path.write_bytes(content)
+    with pytest.raises(SchemaError) as info:  # read_motia_json (import) is all or nothing
+        read_motia_json(path)
+    assert name in str(info.value)
+    assert reason in str(info.value)
 
 
 async def test_file_corrupted_after_use_is_not_served_from_memory(tmp_path: Path) -> None:

@@ -1364,9 +1364,7 @@ def test_check_encoded_returns_text_unchanged() -> None:
     assert check_encoded(text, "g", "k") is text
 
 
-@pytest.mark.parametrize(
-    "text", ["", "{", "nope", "NaN", "Infinity", "[1,]", "{'a': 1}", '"\\ud800"'], ids=repr
-)
+@pytest.mark.parametrize("text", ["", "{", "nope", "NaN", "Infinity", "[1,]", "{'a': 1}"], ids=repr)
 def test_check_encoded_refuses_invalid_json(text: str) -> None:
     with pytest.raises(InvalidValueError, match=r"'g'/'k' is not valid JSON"):
         check_encoded(text, "g", "k")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import random
@@ -26,12 +27,14 @@ from motia_state_sql import (
     InvalidKeyError,
     RedisStateAdapter,
     SchemaError,
+    SqliteStateAdapter,
     StateError,
     StateTransaction,
     StoreUnavailableError,
     increment,
     open_state,
 )
+from motia_state_sql.cli_io import copy_items
 from motia_state_sql.redis.adapter import _Native, _text, redact
 
 from .redis_server import RedisServer, free_port
@@ -458,6 +461,100 @@ async def test_motia_value_that_is_not_json_is_a_schema_error(redis_url: str) ->
         assert await store.list_groups() == ["g"]
         assert await store.delete("g", "bad") == "hello"  # removing it works, and says what it held
         assert await store.get_group("g") == [1]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_one_adapter_serves_one_event_loop_after_another(layout: Any) -> None:
+    """pytest users run asyncio.run (or a fresh loop per test) many times with one adapter."""
+    own = RedisServer()
+    own.start()
+    try:
+        prefix = _prefix()
+        store = RedisStateAdapter(own.url, key_prefix=prefix, layout=layout, max_connections=2)
+
+        async def first() -> None:
+            # more calls than connections: some wait on the semaphore, as in any burst
+            await asyncio.gather(*(store.set("g", f"k{i}", i) for i in range(6)))
+            await store.update("g", "n", [increment("v")])
+
+        async def second() -> list[Any]:
+            await asyncio.gather(*(store.update("g", "n", [increment("v")]) for _ in range(4)))
+            async with store.transaction() as tx:
+                await tx.set("g", "t", await tx.get("g", "k1"))
+            return await store.get_group("g")
+
+        with redis.Redis.from_url(own.url) as client:
+            asyncio.run(first())
+            assert len(client.client_list()) == 3  # the adapter's two connections, and ours
+            assert asyncio.run(second()) == [0, 1, 2, 3, 4, 5, {"v": 5}, 1]
+            assert asyncio.run(store.keys("g")) == [*(f"k{i}" for i in range(6)), "n", "t"]
+            asyncio.run(store.close())  # from yet another loop
+            gc.collect()  # a socket left unclosed would warn (an error in this suite) here
+            assert len(client.client_list()) == 1  # every connection of the adapter was closed
+        with pytest.raises(StateError, match="closed"):
+            asyncio.run(store.get("g", "k1"))
+    finally:
+        own.close()
+
+
+def test_a_cluster_adapter_in_another_event_loop_is_a_clear_error(redis_cluster_url: str) -> None:
+    store = RedisStateAdapter(redis_cluster_url, key_prefix=_prefix(), cluster=True)
+
+    async def use() -> None:
+        await store.set("g", "k", 1)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(use())
+        for call in (use, store.close):
+            with pytest.raises(StateError, match=r"another event loop.*one adapter per asyncio\.run"):
+                asyncio.run(call())
+        loop.run_until_complete(store.close())  # its own loop closes it
+        gc.collect()  # a socket left unclosed would warn (an error in this suite) here
+    finally:
+        loop.close()
+
+
+async def test_motia_values_node_wrote_follow_the_node_policy(redis_url: str, tmp_path: Path) -> None:
+    """Numbers beyond 64-bit are the doubles Node meant; a lone surrogate fails alone, naming its key."""
+    prefix = _prefix()
+    async with RedisStateAdapter(redis_url, key_prefix=prefix, layout="motia") as store:
+        client = store._client
+        await client.set(f"{prefix}g:big", '{"n":10000000000000000000}')  # JSON.stringify({n: 1e19})
+        await client.set(f"{prefix}g:huge", '{"n":36893488147419103232}')  # 2**65, beyond u64 too
+        await client.set(f"{prefix}h:ok", "1")
+        for key, number in (("big", 1e19), ("huge", 2.0**65)):
+            value = await store.get("g", key)
+            assert value == {"n": number}
+            assert type(value["n"]) is float
+        assert (await store.update("g", "big", [increment("n", 4096)])).new_value == {"n": 1e19 + 4096}
+        assert await store.get("g", "big") == {"n": 1e19 + 4096}
+        async with store.transaction() as tx:  # the version is the stored text's: commits
+            await tx.update("g", "huge", [increment("n", -(2.0**64))])
+        assert await store.get("g", "huge") == {"n": 2.0**64}
+        await client.set(f"{prefix}g:huge", '{"n":36893488147419103232}')
+        # copy (motia-state copy's code) takes them all, as doubles
+        async with SqliteStateAdapter(tmp_path / "copy.db") as target:
+            assert await copy_items(store.iter_entries(), target, 1000) == (3, 2)
+            assert await target.get("g", "huge") == {"n": 2.0**65}
+
+        await client.set(f"{prefix}g:cut", '{"t":"\\ud83d"}')  # JSON.stringify({t: "😀".substring(0, 1)})
+        for call in (store.get("g", "cut"), store.get_item("g", "cut"), store.get_group("g"), store.items()):
+            with pytest.raises(SchemaError, match=f"{prefix}g:cut.*lone surrogate"):
+                await call
+        with pytest.raises(SchemaError, match=f"{prefix}g:cut.*lone surrogate"):
+            await store.update("g", "cut", [increment("n")])
+        # every other key stays readable
+        assert await store.get("g", "big") == {"n": 1e19 + 4096}
+        assert await store.get_group("h") == [1]
+        assert sorted(await store.keys("g")) == ["big", "cut", "huge"]
+        assert await store.list_groups() == ["g", "h"]
+        async with SqliteStateAdapter(tmp_path / "refused.db") as target:
+            # copy refuses, naming the key (each batch is a transaction: batches before it stay)
+            with pytest.raises(SchemaError, match=f"{prefix}g:cut"):
+                await copy_items(store.iter_entries(), target, 1000)
+        assert await store.delete("g", "cut") == '{"t":"\\ud83d"}'  # removing it works
+        assert await store.get_group("g") == [{"n": 1e19 + 4096}, {"n": 2.0**65}]
 
 
 async def test_other_layout_under_the_same_prefix_is_a_clear_error(redis_url: str) -> None:

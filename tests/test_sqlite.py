@@ -253,6 +253,43 @@ async def test_corrupt_legacy_json_creates_nothing(tmp_path: Path) -> None:
         assert len(await store.items()) == 3
 
 
+# What Node writes (codec.from_node): JSON.stringify({n: 1e19}) and JSON.stringify({t: "\u{1F600}"
+# .substring(0, 1)}) as they appear, escaped once more, in motia.state.json.
+NODE_BIG = b'"big:n": "{\\"n\\":10000000000000000000,\\"m\\":-18446744073709552000}"'
+NODE_SURROGATE = b'"text:cut": "{\\"t\\":\\"\\\\ud83d\\"}"'
+
+
+async def test_legacy_import_reads_big_integers_as_the_doubles_node_meant(tmp_path: Path) -> None:
+    (tmp_path / "motia.state.json").write_bytes(b"{\n  " + NODE_BIG + b"\n}")
+    async with SqliteStateAdapter(tmp_path / "motia.state.db") as store:
+        value = await store.get("big", "n")
+        assert value == {"n": 1e19, "m": -(2.0**64)}
+        assert type(value["n"]) is float
+        assert (await store.update("big", "n", [increment("n", 4096)])).new_value["n"] == 1e19 + 4096
+
+
+async def test_legacy_entry_that_cannot_be_held_says_how_to_proceed(tmp_path: Path) -> None:
+    legacy = tmp_path / "motia.state.json"
+    legacy.write_bytes(b'{\n  "ok:k": "1",\n  ' + NODE_SURROGATE + b",\n  " + NODE_BIG + b"\n}")
+    db = tmp_path / "motia.state.db"
+    for _ in range(2):  # every open says the same, never a silent empty store
+        store = SqliteStateAdapter(db)
+        with pytest.raises(SchemaError) as info:
+            await store.get("ok", "k")
+        await store.close()
+        message = str(info.value)
+        for part in (str(legacy), "'text:cut'", "lone surrogate", "fix or remove", "import_legacy=False"):
+            assert part in message, message
+        with sqlite3.connect(db) as raw:
+            assert raw.execute("SELECT name FROM sqlite_master").fetchall() == []
+    async with open_state(f"sqlite:///{db}?import_legacy=false") as state:  # start without it
+        assert await state.list_groups() == []
+    legacy.write_bytes(b'{\n  "ok:k": "1",\n  ' + NODE_BIG + b"\n}")  # or fix the file
+    db.unlink()
+    async with SqliteStateAdapter(db) as store:
+        assert await store.list_groups() == ["big", "ok"]
+
+
 # -- settings ----------------------------------------------------------------------------------
 
 

@@ -50,7 +50,14 @@ from ..base import (
     new_version,
     plan_write,
 )
-from ..errors import ConflictError, InvalidKeyError, SchemaError, StateError, StoreUnavailableError
+from ..errors import (
+    ConflictError,
+    InvalidKeyError,
+    InvalidValueError,
+    SchemaError,
+    StateError,
+    StoreUnavailableError,
+)
 from ..ops import Filter
 from . import scripts
 
@@ -104,6 +111,25 @@ def _pack(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
+def _discard(conn: AbstractConnection) -> None:
+    """Close a connection of an event loop that is gone, running nothing on that loop.
+
+    ``disconnect()`` would await on the old loop, and ``transport.abort()`` schedules the
+    socket's close there, which raises once that loop is closed; then the close it would have
+    scheduled runs here instead (asyncio has no public call for this). Either way redis-py sees a
+    disconnected connection and nothing warns about an unclosed socket.
+    """
+    writer = conn._writer
+    conn._reader = conn._writer = None
+    if writer is None:
+        return
+    transport = writer.transport
+    try:
+        transport.abort()  # its loop is open: the socket closes when that loop next runs
+    except RuntimeError:  # its loop is closed
+        getattr(transport, "_call_connection_lost")(None)  # noqa: B009 - a private asyncio call
+
+
 def _secrets(url: str) -> tuple[str, ...]:
     """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
     parts = urlsplit(url)
@@ -121,7 +147,9 @@ class RedisStateAdapter(StateAdapter):
         "_gate",
         "_idle",
         "_layout",
+        "_loop",
         "_margin_ms",
+        "_max_connections",
         "_owns_client",
         "_safe_url",
         "_scripts",
@@ -182,6 +210,9 @@ class RedisStateAdapter(StateAdapter):
         self._margin_ms = str(math.ceil(expiry_margin * 1000))
         self._owns_client = client is None
         self._gate: asyncio.Semaphore | None = None
+        self._max_connections = max_connections
+        #: The event loop the connections belong to (see _follow_loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[AbstractConnection] | None = None  # None: calls go through the client
         self._connection: Callable[[], AbstractConnection] | None = None
         self._socket_timeout: float | None = socket_timeout
@@ -276,8 +307,40 @@ class RedisStateAdapter(StateAdapter):
             )
         return StateError(f"Redis at {self._safe_url} refused the request: {text}")
 
+    def _follow_loop(self) -> None:
+        """Move to the running event loop when it is not the one the connections belong to.
+
+        A second ``asyncio.run`` (pytest users make a loop per test) finds connections, locks and
+        the semaphore of a loop that is gone. They are replaced; the old connections are closed
+        without awaiting anything on their loop (see ``_discard``). One loop at a time: calls from
+        two loops running at once are not supported. A client that redis-py pools (a cluster's,
+        or one given by the caller) cannot move: that raises ``StateError`` instead.
+
+        Raises:
+            StateError: the adapter's client is redis-py's own and belongs to another loop.
+        """
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        if self._loop is not None:
+            if self._idle is None:
+                raise StateError(
+                    f"{self!r} was used from another event loop, and its "
+                    f"{type(self._client).__name__} client's connections belong to that loop: use "
+                    "and close an adapter with a Redis Cluster, or with a client you gave, within "
+                    "one event loop (make one adapter per asyncio.run)"
+                )
+            old, self._idle = self._idle, []
+            for conn in old:
+                _discard(conn)
+            if self._gate is not None:
+                self._gate = asyncio.Semaphore(self._max_connections)
+            self._stripes = tuple(asyncio.Lock() for _ in self._stripes)
+        self._loop = loop
+
     async def _call(self, make: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
         """Run one request, mapping driver errors; idempotent reads get one retry on a dead connection."""
+        self._follow_loop()
         gate = self._gate
         if gate is not None:
             if gate.locked():
@@ -367,6 +430,17 @@ class RedisStateAdapter(StateAdapter):
                 await self._command("SCRIPT", "LOAD", source, idempotent=True)
             return await self._command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
 
+    async def close(self) -> None:
+        """Release the connections; closing twice is harmless.
+
+        Raises:
+            StateError: a cluster adapter (or one with a given client) is closed from an event
+                loop other than its own; it stays open, to be closed from its own loop.
+        """
+        if not self._closed:
+            self._follow_loop()  # before the adapter counts as closed
+        await super().close()
+
     async def _close(self) -> None:
         if self._idle is not None:
             idle, self._idle = self._idle, []
@@ -388,6 +462,11 @@ class RedisStateAdapter(StateAdapter):
             rows += [(group, key, row) for key, row in sorted(found.items())]
         return rows
 
+    async def _read_keys(self, group_id: str, now: float) -> list[str]:
+        if isinstance(self._layout, _Motia):
+            return sorted(await self._layout.group_rows(group_id, now, names_only=True))
+        return await super()._read_keys(group_id, now)
+
     async def _read_groups(self, now: float) -> list[str]:
         return await self._layout.groups(now)
 
@@ -407,6 +486,7 @@ class RedisStateAdapter(StateAdapter):
     async def _write(self, write: Write, now: float) -> WriteResult:
         if write.kind != "update":
             return await self._layout.write(write, now)
+        self._follow_loop()  # before taking a stripe lock of another loop
         # Updates of one key from this process take turns (a striped lock), so they do not
         # fight each other's compare-and-set; other processes are handled by the retries.
         async with self._stripes[hash((write.group_id, write.key)) % len(self._stripes)]:
@@ -629,6 +709,10 @@ def _condition(write: Write, version: Callable[[int], str]) -> str:
     return ""
 
 
+#: The row ``group_rows(names_only=True)`` gives every key: its value was not read.
+_UNREAD: Final = Row("null", None, None, None, None)
+
+
 def _motia_version(text: str) -> int:
     return int(hashlib.sha1(text.encode()).hexdigest()[:13], 16)
 
@@ -646,34 +730,42 @@ class _Motia:
         return _glob(f"{self._adapter.key_prefix}{group_id}:") + "*"
 
     def row(self, value: Any, expire_ms: int, name: Any, *, written: bool = False) -> Row:
-        """The row of a value read from the key ``name``; refuses what is not JSON we can read.
+        """The row of a value read from the key ``name``, under the policy for values Node wrote.
 
-        ``written``: the value was just replaced or deleted, so refusing it would fail a write
-        that landed; a value that is not JSON then comes back as its text (a JSON string).
+        ``codec.from_node`` gives the text to use (an integer beyond 64-bit is the double Node
+        meant); the version stays the hash of the text as stored, which the scripts compare.
+        A value that text cannot hold (not JSON, a lone surrogate) makes the read of this key
+        raise ``SchemaError`` naming it. ``written``: the value was just replaced or deleted, so
+        refusing it would fail a write that landed; it then comes back as its text (a JSON string).
         """
         try:
-            text = _text(value)
-            orjson.loads(text)
-        except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
-            if written:
-                text = orjson.dumps(
-                    value.decode(errors="replace") if isinstance(value, bytes) else value
-                ).decode()
-            else:
+            stored = _text(value)
+            group_id, _, key = _text(name)[len(self._adapter.key_prefix) :].partition(":")
+            text = codec.from_node(stored, group_id or "?", key or "?", max_bytes=2**62)
+        except (UnicodeDecodeError, InvalidValueError) as exc:
+            if not written:
                 raise SchemaError(
                     f"Redis key {_text(name)!r} (key_prefix {self._adapter.key_prefix!r}) holds "
-                    f"{value[:60]!r}, which is not a JSON value ({exc}); another tool wrote it?"
+                    f"{value[:60]!r}, which is not a JSON value this store can hold ({exc}); "
+                    "rewrite or delete that key (another tool wrote it?)"
                 ) from None
+            stored = text = orjson.dumps(
+                value.decode(errors="replace") if isinstance(value, bytes) else value
+            ).decode()
         expires = expire_ms / 1000 if expire_ms > 0 else None
-        return Row(text, _motia_version(text), None, None, expires)
+        return Row(text, _motia_version(stored), None, None, expires)
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
         name = self.key(group_id, key)
         value, at = await self._adapter._run(scripts.MOTIA_GET, [name], [int(now * 1000)], idempotent=True)
         return None if value is None else self.row(value, at, name)
 
-    async def group_rows(self, group_id: str, now: float) -> dict[str, Row]:
-        """The group's live items, in one atomic script (SCAN MATCH and GET on the server)."""
+    async def group_rows(self, group_id: str, now: float, *, names_only: bool = False) -> dict[str, Row]:
+        """The group's live items, in one atomic script (SCAN MATCH and GET on the server).
+
+        ``names_only``: only the keys are wanted, so values are not checked (a key whose value
+        cannot be read is still listed by ``keys``).
+        """
         head = len(self.key(group_id, ""))
         flat = await self._adapter._run(
             scripts.MOTIA_GROUP, [], [self.pattern(group_id), int(now * 1000)], idempotent=True
@@ -681,7 +773,7 @@ class _Motia:
         rows: dict[str, Row] = {}
         for index in range(0, len(flat), 3):
             name = _text(flat[index])
-            rows[name[head:]] = self.row(flat[index + 1], flat[index + 2], name)
+            rows[name[head:]] = _UNREAD if names_only else self.row(flat[index + 1], flat[index + 2], name)
         return rows
 
     async def group_keys(self, group_id: str) -> list[str]:

@@ -170,10 +170,16 @@ def _import_legacy(raw: sqlite3.Connection, path: Path, now: float) -> int:
     from ..base import new_version
     from ..file import read_motia_json
 
-    rows = [
-        (group_id, key, encoded, new_version(None), now, now, None)
-        for group_id, key, encoded in read_motia_json(path)
-    ]
+    # All or nothing, like every import: a file holding an entry our rules cannot hold (a lone
+    # surrogate) creates no database, so the next open tries again, and says the same and how on.
+    try:
+        entries = read_motia_json(path)  # numbers beyond 64-bit are the doubles Node meant
+    except SchemaError as exc:
+        raise SchemaError(
+            f"{exc}, then open the database again; or open it with import_legacy=False "
+            "(?import_legacy=false) to start without importing the file. Nothing was created"
+        ) from None
+    rows = [(group_id, key, encoded, new_version(None), now, now, None) for group_id, key, encoded in entries]
     raw.executemany(
         f"INSERT OR REPLACE INTO {TABLE} "
         "(group_id, key, value, version, created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?)",
