@@ -155,13 +155,15 @@ def _same_store(source: StateAdapter, target: StateAdapter, source_url: str, tar
     return source_url == target_url and not in_process
 
 
-def _adapter(url: str | None, *, only_given: bool = False) -> StateAdapter:
+def _adapter(url: str | None, *, only_given: bool = False, read_only: bool = False) -> StateAdapter:
     """An adapter for ``url``, not yet connected.
 
     ``only_given``: a new SQLite database takes only what the command writes, not also the
     ``motia.state.json`` lying beside it (the adapter's one-time legacy import).
+    ``read_only``: the command only reads: the store is opened read-only (nothing migrated,
+    imported or written), so it works on a file the user may only read.
     """
-    adapter = open_state(url)
+    adapter = open_state(url, read_only=True) if read_only else open_state(url)
     if only_given and isinstance(adapter, SqliteStateAdapter) and adapter.import_legacy:
         return open_state(url, import_legacy=False)  # the first one never connected: nothing to close
     return adapter
@@ -182,10 +184,10 @@ async def _entered(adapter: StateAdapter, url: str | None, *, create: bool) -> A
 
 
 def _opened(
-    url: str | None, *, create: bool, only_given: bool = False
+    url: str | None, *, create: bool, only_given: bool = False, read_only: bool = False
 ) -> contextlib.AbstractAsyncContextManager[StateAdapter]:
     """Open the store at ``url`` (see ``_adapter`` and ``_entered``)."""
-    return _entered(_adapter(url, only_given=only_given), url, create=create)
+    return _entered(_adapter(url, only_given=only_given, read_only=read_only), url, create=create)
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -312,7 +314,7 @@ def groups(url: str | None, as_json: bool) -> None:
     """
 
     async def work() -> list[str]:
-        async with _opened(url, create=False) as state:
+        async with _opened(url, create=False, read_only=True) as state:
             return await state.list_groups()
 
     found = _run(work())
@@ -333,7 +335,7 @@ def keys(group: str, url: str | None, as_json: bool) -> None:
     """
 
     async def work() -> list[str]:
-        async with _opened(url, create=False) as state:
+        async with _opened(url, create=False, read_only=True) as state:
             return await state.keys(group)
 
     found = _run(work())
@@ -358,7 +360,7 @@ def get(group: str, key: str, url: str | None, as_json: bool) -> None:
     """
 
     async def work() -> StateItem | None:
-        async with _opened(url, create=False) as state:
+        async with _opened(url, create=False, read_only=True) as state:
             return await state.get_item(group, key)
 
     item = _run(work())
@@ -492,7 +494,7 @@ def items(
     wanted = [{"valueKey": field, "operation": op, "value": text} for field, op, text in filters]
 
     async def work() -> list[StateItem]:
-        async with _opened(url, create=False) as state:
+        async with _opened(url, create=False, read_only=True) as state:
             found = await state.items(group, wanted)
             if not found and group is not None and not await state.keys(group):
                 not_found(f"group {group!r} has no items")
@@ -559,7 +561,7 @@ def import_(path: Path, fmt: str | None, big: str, url: str | None) -> None:
 
 
 async def _export(url: str | None, group: str | None, fmt: str, output: str | None) -> tuple[int, int]:
-    async with _opened(url, create=False) as state:
+    async with _opened(url, create=False, read_only=True) as state:
         first, entries = await peek(state.iter_json(group))
         if first is None and group is not None:
             not_found(f"group {group!r} has no items")
@@ -603,7 +605,7 @@ def export(group: str | None, fmt: str | None, output: str | None, url: str | No
 
 
 async def _copy(source_url: str, target_url: str, group: str | None, batch_size: int) -> tuple[int, int]:
-    async with _opened(source_url, create=False) as source:
+    async with _opened(source_url, create=False, read_only=True) as source:
         first, entries = await peek(source.iter_entries(group, batch_size=batch_size))
         if first is None and group is not None:
             not_found(f"group {group!r} has no items in {_shown(source_url)}")

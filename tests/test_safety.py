@@ -306,3 +306,30 @@ def test_copying_a_folder_keeps_working(tmp_path: Path) -> None:
     with read_only_folder(folder) as view:
         assert (view / "f").read_text() == "x"
     shutil.rmtree(folder)
+
+
+def test_cli_read_commands_work_on_a_database_nobody_may_write(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from motia_state_sql.cli import main
+
+    folder = tmp_path / "data"
+    asyncio.run(_seeded(folder / "state.db"))
+    before = _digest(folder / "state.db")
+    with read_only_folder(folder) as view:
+        url = f"sqlite:///{view / 'state.db'}"
+        for args in (["get", "orders", "1"], ["keys", "orders"], ["groups"], ["items"], ["export"]):
+            result = CliRunner().invoke(main, [*args, "--url", url])
+            assert result.exit_code == 0, (args, result.output)
+            assert result.output.strip(), args  # each printed what it read
+        refused = CliRunner().invoke(main, ["set", "orders", "2", "1", "--url", url])
+        assert refused.exit_code == 2, refused.output
+        assert "read-only" in refused.output
+    assert _digest(folder / "state.db") == before
+
+
+async def test_redis_read_only(redis_url: str) -> None:
+    async with open_state(f"{redis_url}?mode=ro&key_prefix=ro-{uuid.uuid4().hex}:") as state:
+        assert await state.get("g", "k") is None
+        with pytest.raises(UnsupportedError, match="read-only"):
+            await state.set("g", "k", 1)

@@ -174,6 +174,7 @@ class RedisStateAdapter(StateAdapter):
         max_connections: int = 64,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         expiry_margin: float = 60.0,
+        read_only: bool = False,
         clock: Clock = time.time,
     ) -> None:
         """Describe the store; nothing connects until the first call.
@@ -194,9 +195,10 @@ class RedisStateAdapter(StateAdapter):
             expiry_margin: native layout: seconds Redis keeps a group whose every item has
                 expired past the last expiry, before removing its keys (covers clocks of instances
                 that disagree; expired items are invisible to reads meanwhile).
+            read_only: refuse every write (``UnsupportedError``).
             clock: time source (seconds since the epoch); expiry is judged by it.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock)
+        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
         if layout not in ("native", "motia"):
             raise ValueError(f"layout must be 'native' or 'motia', got {layout!r}")
         if type(key_prefix) is not str:
@@ -430,8 +432,8 @@ class RedisStateAdapter(StateAdapter):
                 await self._command("SCRIPT", "LOAD", source, idempotent=True)
             return await self._command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
 
-    async def close(self) -> None:
-        """Release the connections; closing twice is harmless.
+    async def close(self, *, grace: float = 10.0) -> None:
+        """Drain and release the connections (see ``StateAdapter.close``); closing twice is harmless.
 
         Raises:
             StateError: a cluster adapter (or one with a given client) is closed from an event
@@ -439,7 +441,10 @@ class RedisStateAdapter(StateAdapter):
         """
         if not self._closed:
             self._follow_loop()  # before the adapter counts as closed
-        await super().close()
+        await super().close(grace=grace)
+
+    def _holds_resources(self) -> bool:
+        return bool(self._idle)
 
     async def _close(self) -> None:
         if self._idle is not None:
