@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "ConfigError",
     "ConflictError",
@@ -12,6 +14,7 @@ __all__ = [
     "StateError",
     "StoreUnavailableError",
     "UnsupportedError",
+    "from_os_error",
 ]
 
 
@@ -49,3 +52,21 @@ class StoreUnavailableError(StateError):
 
 class UnsupportedError(StateError):
     """The backend's storage format cannot hold what was asked for (e.g. TTL in Motia's JSON file)."""
+
+
+def from_os_error(exc: OSError, doing: str) -> StateError:
+    """The error of ours that tells the truth about ``exc``, met while ``doing`` (``"create x"``).
+
+    A path this process may not write, or with a file where a folder belongs, cannot get better
+    by retrying: ``ConfigError``. Anything else (disk full, I/O error) may pass:
+    ``StoreUnavailableError``.
+    """
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ConfigError(
+            f"cannot {doing}: {exc.strerror}{where}; to read an existing store there, open it with "
+            "read_only=True (?mode=ro)"
+        )
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return ConfigError(f"cannot {doing}: a part of its folder path is a file{where}")
+    return StoreUnavailableError(f"cannot {doing}: {exc.strerror}{where}")

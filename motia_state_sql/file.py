@@ -38,7 +38,14 @@ from .base import (
     plan_write,
     refuse_unstorable,
 )
-from .errors import ConfigError, InvalidKeyError, InvalidValueError, SchemaError, StoreUnavailableError
+from .errors import (
+    ConfigError,
+    InvalidKeyError,
+    InvalidValueError,
+    SchemaError,
+    StoreUnavailableError,
+    from_os_error,
+)
 from .ops import Filter
 
 __all__ = ["FILE_NAME", "FileStateAdapter", "dump_motia_json", "read_motia_json"]
@@ -223,9 +230,7 @@ class FileStateAdapter(StateAdapter):
             self.path.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{FILE_NAME}.", suffix=".tmp")
         except OSError as exc:
-            raise StoreUnavailableError(
-                f"cannot write in {self.path}: {exc.strerror}; nothing was written"
-            ) from None
+            raise from_os_error(exc, f"write in {self.path} (nothing was written)") from None
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(raw)
@@ -247,9 +252,11 @@ class FileStateAdapter(StateAdapter):
         self._cache = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), data)
 
     def _acquire(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.mkdir(parents=True, exist_ok=True)
             self._filelock.acquire()
+        except OSError as exc:
+            raise from_os_error(exc, f"lock {self._file} (nothing was written)") from None
         except Timeout:
             raise StoreUnavailableError(
                 f"{self._file} is locked by another process for over {self._filelock.timeout}s"

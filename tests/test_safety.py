@@ -333,3 +333,20 @@ async def test_redis_read_only(redis_url: str) -> None:
         assert await state.get("g", "k") is None
         with pytest.raises(UnsupportedError, match="read-only"):
             await state.set("g", "k", 1)
+
+
+async def test_file_adapter_paths_that_cannot_work(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="part of its folder path is a file"):
+        await FileStateAdapter(tmp_path / "file" / "motia").set("g", "k", 1)
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    (folder / "motia.state.json").write_text('{"g:k": "1"}')
+    with read_only_folder(folder) as view:
+        state = FileStateAdapter(view)
+        assert await state.get("g", "k") == 1  # reading needs no write
+        with pytest.raises(ConfigError, match="read_only=True"):
+            await state.set("g", "k", 2)
+        async with FileStateAdapter(view, read_only=True) as reader:
+            assert await reader.get_group("g") == [1]
+    assert (folder / "motia.state.json").read_text() == '{"g:k": "1"}'

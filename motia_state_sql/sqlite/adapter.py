@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import os
 import sqlite3
@@ -47,7 +46,7 @@ from ..base import (
     plan_write,
 )
 from ..codec import INT64_MAX, INT64_MIN
-from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError
+from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
 from ..ops import Filter, parse_number
 from . import migrate
 from .schema import HEAD_REVISION, TABLE
@@ -480,15 +479,8 @@ class SqliteStateAdapter(StateAdapter):
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, self.file_mode))
-        except (FileExistsError, NotADirectoryError):
-            raise ConfigError(f"cannot create {path}: a part of its folder path is a file") from None
         except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise ConfigError(
-                    f"cannot create {path}: {exc.strerror} ({exc.filename}); to read an existing "
-                    "database, open it with read_only=True (?mode=ro)"
-                ) from None
-            raise StoreUnavailableError(f"cannot create {path}: {exc.strerror}") from None
+            raise from_os_error(exc, f"create {path}") from None
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
             what = path if not os.access(path, os.W_OK) else f"the folder {path.parent}"
             raise ConfigError(
