@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from motia_state_sql import (
+    ConfigError,
     ConflictError,
     InvalidKeyError,
     RedisStateAdapter,
@@ -78,7 +79,7 @@ async def test_url_options_and_database(redis_url: str) -> None:
         client.delete(f"{prefix}orders:o:1")
     with pytest.raises(InvalidKeyError, match="key_prefix"):
         open_state(f"{redis_url}?prefix=x")
-    with pytest.raises(InvalidKeyError, match="native or motia"):
+    with pytest.raises(ConfigError, match="native or motia"):
         open_state(f"{redis_url}?layout=other")
 
 

@@ -371,9 +371,9 @@ class SqliteStateAdapter(StateAdapter):
 
     def _setup(self, raw: sqlite3.Connection, writer: bool) -> int:
         self._wait_for_lock(raw, True)
-        if not writer or self.read_only:
+        if not writer or (self.read_only and not self._memory):
             raw.execute("PRAGMA query_only = ON")
-        if self.read_only:
+        if self.read_only and not self._memory:  # a new :memory: store gets its (empty) schema
             self._retry_busy(lambda: migrate.check(raw, self.path))
             revision = migrate.current_revision(raw)[0]
             if revision != HEAD_REVISION:
