@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import logging
 import os
 import shutil
 import sqlite3
@@ -350,3 +351,16 @@ async def test_file_adapter_paths_that_cannot_work(tmp_path: Path) -> None:
         async with FileStateAdapter(view, read_only=True) as reader:
             assert await reader.get_group("g") == [1]
     assert (folder / "motia.state.json").read_text() == '{"g:k": "1"}'
+
+
+async def test_a_new_database_logs_one_line_at_info(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "motia.state.json").write_text('{"g:k": "1"}')
+    with caplog.at_level(logging.INFO):
+        async with SqliteStateAdapter(tmp_path / "state.db") as state:
+            assert await state.get("g", "k") == 1
+    lines = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert lines == [
+        ("motia_state_sql", f"{tmp_path / 'state.db'}: created at schema revision '0001'; imported 1 items "
+         f"from {tmp_path / 'motia.state.json'}")
+    ]
+    assert logging.getLogger("alembic").level == logging.NOTSET  # left as it was

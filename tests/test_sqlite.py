@@ -233,7 +233,8 @@ async def test_new_database_imports_legacy_json_once(
             assert await store.get("trace", "a:b") == [1, 2]
             await store.delete("orders", "o-1")
     assert [r.getMessage() for r in caplog.records if "imported" in r.getMessage()] == [
-        f"imported 3 items from {tmp_path / 'motia.state.json'} into {tmp_path / 'motia.state.db'}"
+        f"{tmp_path / 'motia.state.db'}: created at schema revision '0001'; imported 3 items from "
+        f"{tmp_path / 'motia.state.json'}"
     ]
     assert (tmp_path / "motia.state.json").read_bytes() == LEGACY
     async with SqliteStateAdapter(tmp_path / "motia.state.db") as store:

@@ -9,8 +9,10 @@ the one-time import of a legacy ``motia.state.json``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,6 +138,29 @@ def prepare(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now: 
     """
     if current_revision(raw)[0] == HEAD_REVISION:
         return 0
+    with _alembic_quiet():
+        return _upgrade(raw, where, legacy_json, now)
+
+
+@contextlib.contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Keep Alembic's own INFO lines (plugins, context, each step) out of an app's INFO log.
+
+    Unless its level was set by the user, or everything is logged at DEBUG, the ``alembic``
+    logger is held at WARNING while we migrate; our own logger says what happened in one line.
+    """
+    alembic_log = logging.getLogger("alembic")
+    if alembic_log.level != logging.NOTSET or alembic_log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    alembic_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        alembic_log.setLevel(logging.NOTSET)
+
+
+def _upgrade(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now: float) -> int:
     from alembic import command
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
@@ -144,6 +169,7 @@ def prepare(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now: 
     # rolls back, so it happens before BEGIN IMMEDIATE, not inside our transaction.
     engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
     imported = 0
+    revision: str | None = HEAD_REVISION
     with engine.connect() as connection:
         raw.execute("BEGIN IMMEDIATE")
         try:
@@ -161,8 +187,10 @@ def prepare(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now: 
             if raw.in_transaction:
                 raw.execute("ROLLBACK")
             raise
-    if imported:
-        log.info("imported %d items from %s into %s", imported, legacy_json, where)
+    if revision != HEAD_REVISION:
+        done = "created at" if revision is None else f"migrated from revision {revision!r} to"
+        took = f"; imported {imported} items from {legacy_json}" if imported else ""
+        log.info("%s: %s schema revision %r%s", where, done, HEAD_REVISION, took)
     return imported
 
 
