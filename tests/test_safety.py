@@ -364,3 +364,29 @@ async def test_a_new_database_logs_one_line_at_info(tmp_path: Path, caplog: pyte
          f"from {tmp_path / 'motia.state.json'}")
     ]
     assert logging.getLogger("alembic").level == logging.NOTSET  # left as it was
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("redis://127.0.0.1:6390/0?max_connections=0", "max_connections"),
+        ("redis://127.0.0.1:6390/abc", "database"),
+        ("redis://127.0.0.1:6390/0?db=abc", "db"),
+        ("redis://127.0.0.1:6390/0?layout=motia&cluster=true", "standalone"),
+        ("redis://127.0.0.1:6390/0?socket_timeout=nan", "socket_timeout"),
+        ("redis://127.0.0.1:6390/0?connect_timeout=-1", "connect_timeout"),
+        ("redis://127.0.0.1:99999/0", "Port"),
+        ("redis://127.0.0.1:6390/0?ssl_cert_reqs=none", "rediss"),
+    ],
+)
+def test_redis_url_parameters_are_checked_at_construction(url: str, name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        open_state(url)
+
+
+def test_redis_settings_in_a_constructor_url_are_refused_at_once() -> None:
+    from motia_state_sql import RedisStateAdapter
+
+    # They are keyword arguments of the constructor (open_state reads them from its URL).
+    with pytest.raises(ConfigError, match="layout is a keyword argument"):
+        RedisStateAdapter("redis://127.0.0.1:6390/0?layout=motia&key_prefix=x:")

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from .. import codec
+from .. import codec, options
 from ..base import (
     UNCHANGED,
     Clock,
@@ -51,6 +51,7 @@ from ..base import (
     plan_write,
 )
 from ..errors import (
+    ConfigError,
     ConflictError,
     InvalidKeyError,
     InvalidValueError,
@@ -93,12 +94,9 @@ def redact(url: str) -> str:
     if parts.query:
         parts = parts._replace(query=_QUERY_SECRET.sub(r"\1\2=***", parts.query))
     if parts.password is not None:
+        # The netloc's text after "@" is kept as written (parts.port would raise for a bad port).
         user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        parts = parts._replace(netloc=f"{user}:***@{host}{port}")
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
     return urlunsplit(parts)
 
 
@@ -109,6 +107,47 @@ def _pack(args: tuple[Any, ...]) -> bytes:
         data = arg.encode() if type(arg) is str else arg if type(arg) is bytes else str(arg).encode()
         parts += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(parts)
+
+
+#: The adapter's settings: keyword arguments of the constructor, never redis-py URL parameters.
+_SETTINGS: Final = ("key_prefix", "layout", "cluster", "socket_timeout", "connect_timeout", "max_connections")
+
+
+def _check_numbers(kwargs: dict[str, Any]) -> None:
+    """Refuse numbers redis-py parsed from the URL (``db``, timeouts, intervals) that are < 0 or NaN."""
+    for name, value in kwargs.items():
+        if type(value) in (int, float) and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"Redis URL parameter {name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_url(url: object) -> None:
+    """Refuse, before redis-py parses it, a URL whose mistakes redis-py would only meet later.
+
+    Raises:
+        ConfigError: not a str; a bad port; one of the adapter's settings in the query (they are
+            keyword arguments here: open_state takes them in its URL and passes them so); an
+            ``ssl_`` parameter without TLS; a database that is not an int >= 0.
+    """
+    if type(url) is not str:
+        raise ConfigError(f"url must be a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"Redis URL {redact(url)}: {exc}") from None
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if name.startswith("ssl_") and parts.scheme != "rediss":
+            raise ConfigError(f"Redis URL {redact(url)}: {name} needs a rediss:// (TLS) URL")
+        if name in _SETTINGS or name == "max_value_bytes":
+            raise ConfigError(
+                f"Redis URL {redact(url)}: {name} is a keyword argument of RedisStateAdapter "
+                f"(RedisStateAdapter(url, {name}=...)); open_state() takes it in the URL"
+            )
+    path = unquote(parts.path).strip("/")
+    if parts.scheme in ("redis", "rediss") and path and not path.isdigit():
+        raise ConfigError(
+            f"Redis URL {redact(url)}: the database (after the host) must be an int >= 0, got {path!r}"
+        )
 
 
 def _discard(conn: AbstractConnection) -> None:
@@ -199,14 +238,24 @@ class RedisStateAdapter(StateAdapter):
             clock: time source (seconds since the epoch); expiry is judged by it.
         """
         super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        # Every parameter is checked here, before any I/O (ConfigError is a ValueError too).
         if layout not in ("native", "motia"):
-            raise ValueError(f"layout must be 'native' or 'motia', got {layout!r}")
+            raise ConfigError(f"layout must be 'native' or 'motia', got {layout!r}")
         if type(key_prefix) is not str:
-            raise ValueError(f"key_prefix must be a str, got {key_prefix!r}")
-        if type(expiry_margin) not in (int, float) or not (
-            math.isfinite(expiry_margin) and expiry_margin >= 0
-        ):
-            raise ValueError(f"expiry_margin must be a finite number of seconds >= 0, got {expiry_margin!r}")
+            raise ConfigError(f"key_prefix must be a str, got {key_prefix!r}")
+        options.flag("cluster", cluster)
+        if cluster and layout == "motia":
+            raise ConfigError("layout='motia' needs a standalone Redis (Motia's adapter scans one server)")
+        options.seconds("socket_timeout", socket_timeout, zero=False)
+        options.seconds("connect_timeout", connect_timeout, zero=False)
+        options.seconds("expiry_margin", expiry_margin)
+        options.positive_int("max_connections", max_connections)
+        if client is not None and not isinstance(client, aioredis.Redis | RedisCluster):
+            raise ConfigError(
+                f"client must be a redis.asyncio Redis or RedisCluster, got {type(client).__name__}"
+            )
+        if client is None:
+            _check_url(url)
         self.key_prefix = key_prefix
         self.layout = layout
         self._margin_ms = str(math.ceil(expiry_margin * 1000))
@@ -220,7 +269,7 @@ class RedisStateAdapter(StateAdapter):
         self._socket_timeout: float | None = socket_timeout
         self._secrets: tuple[str, ...] = ()
         if client is None:
-            options: dict[str, Any] = {
+            client_options: dict[str, Any] = {
                 "socket_timeout": socket_timeout,
                 "socket_connect_timeout": connect_timeout,
                 # No silent retries: a write whose reply was lost may have landed, and a retried
@@ -228,21 +277,24 @@ class RedisStateAdapter(StateAdapter):
                 "retry": Retry(NoBackoff(), 0),
                 "max_connections": max_connections,
             }
-            if type(max_connections) is not int or max_connections <= 0:
-                raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
             self._safe_url = redact(url)
             self._secrets = _secrets(url)
-            if cluster:
-                client = RedisCluster.from_url(url, **options)
-            else:
-                client = aioredis.Redis.from_url(url, **options)
-                # Standalone: our own connections, made as the client's pool makes them (TLS, unix
-                # socket, auth, db), but without redis-py's per-call timeout task: each call runs
-                # under one asyncio.timeout instead (see _direct).
-                pool = client.connection_pool
-                kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-                self._connection = partial(pool.connection_class, **kwargs)
-                self._idle = []
+            try:
+                if cluster:
+                    client = RedisCluster.from_url(url, **client_options)
+                else:
+                    client = aioredis.Redis.from_url(url, **client_options)
+                    # Standalone: our own connections, made as the client's pool makes them (TLS,
+                    # unix socket, auth, db), but without redis-py's per-call timeout task: each
+                    # call runs under one asyncio.timeout instead (see _direct).
+                    pool = client.connection_pool
+                    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+                    self._connection = partial(pool.connection_class, **kwargs)
+                    self._connection()  # an unknown URL parameter fails here, not at the first call
+                    self._idle = []
+                    _check_numbers(pool.connection_kwargs)
+            except (ValueError, TypeError, rexc.RedisError) as exc:
+                raise ConfigError(f"Redis URL {self._safe_url}: {self._scrub(str(exc))}") from None
             # Calls queue here for a connection, so a burst waits instead of failing with "too
             # many connections" (each call holds at most one connection at a time).
             self._gate = asyncio.Semaphore(max_connections)
@@ -250,7 +302,7 @@ class RedisStateAdapter(StateAdapter):
             self._safe_url = f"<{type(client).__name__} given by the caller>"
         self.cluster = isinstance(client, RedisCluster)
         if self.cluster and layout == "motia":
-            raise ValueError("layout='motia' needs a standalone Redis (Motia's adapter scans one server)")
+            raise ConfigError("layout='motia' needs a standalone Redis (Motia's adapter scans one server)")
         self._client: Client = client
         self._scripts: dict[str, str] = {}  # Lua source -> SHA-1
         self._stripes = tuple(asyncio.Lock() for _ in range(64))
