@@ -839,3 +839,8 @@ def check(url: str | None) -> None:
     if differences:
         not_found(f"{path} is at head ({HEAD_REVISION}) but its schema differs: {'; '.join(differences)}")
     click.echo(f"{path} is at head ({HEAD_REVISION}) and matches the schema.")
+
+
+from .serve import serve_command  # noqa: E402 - registered last: serve imports nothing from here
+
+main.add_command(serve_command)
