@@ -43,7 +43,7 @@ from .redis.adapter import redact
 from .sqlite import DEFAULT_PATH
 from .url import ENV_VAR, open_state
 
-__all__ = ["from_node", "serve", "serve_command"]
+__all__ = ["node_json", "serve", "serve_command"]
 
 #: The longest request line read (a 16 MiB value escaped by JSON.stringify stays far below).
 MAX_LINE: Final = 1 << 30
@@ -83,21 +83,6 @@ def node_json(text: str | bytes) -> Any:
             pass
     text = raw.decode("utf-8", "surrogatepass")
     return json.loads(text, parse_int=_node_int, parse_constant=_refuse_constant)
-
-
-def from_node(text: str, group_id: str, key: str, max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES) -> str:
-    """Check a value sent by Node as JSON text and return the JSON text to store.
-
-    The one place values from Node are read (to be replaced by ``codec.from_node`` when it lands).
-
-    Raises:
-        InvalidValueError: not JSON, or a value ``codec.encode`` refuses (a lone surrogate...).
-    """
-    try:
-        value = node_json(text)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidValueError(f"value of {group_id!r}/{key!r} is not valid JSON: {exc}") from None
-    return codec.encode(value, group_id, key, max_bytes)
 
 
 def _version(value: object, what: str) -> int | None:
@@ -169,14 +154,14 @@ async def _call(ops: StateOperations, method: str, args: list[Any], value_text: 
         key = codec.check_name("key", key, group)
         if value_text is None:
             raise InvalidValueError(f"value of {group!r}/{key!r} is missing (undefined cannot be stored)")
-        text = from_node(value_text, group, key, ops.max_value_bytes)
+        text = codec.from_node(value_text, group, key, ops.max_value_bytes)
         await ops.set_json(
             group,
             key,
             text,
             ttl=options.get("ttl"),
             if_version=_version(options.get("ifVersion"), "ifVersion"),
-            if_absent=options.get("ifAbsent") is True,
+            if_absent=options.get("ifAbsent", False),
         )
         return None
     if method == "delete":
@@ -185,7 +170,7 @@ async def _call(ops: StateOperations, method: str, args: list[Any], value_text: 
             group,
             key,
             if_version=_version(options.get("ifVersion"), "ifVersion"),
-            if_absent=options.get("ifAbsent") is True,
+            if_absent=options.get("ifAbsent", False),
         )
     if method == "update":
         options = _options(args, 3)
@@ -194,7 +179,7 @@ async def _call(ops: StateOperations, method: str, args: list[Any], value_text: 
             key,
             _arg(args, 2),
             if_version=_version(options.get("ifVersion"), "ifVersion"),
-            if_absent=options.get("ifAbsent") is True,
+            if_absent=options.get("ifAbsent", False),
         )
         return {"oldValue": result.old_value, "newValue": result.new_value}
     if method == "getItem":
