@@ -167,6 +167,14 @@ def test_every_command(how: str, tmp_path: Path) -> None:
         "current": True,
     }
     assert "matches the schema" in step("db", "check").stdout
+    if how == "clirunner":
+        # serve speaks on the process's own file descriptors 0 and 1, which CliRunner does not
+        # replace; the two process variants below and tests/test_serve.py run it for real.
+        invoked.add(("serve",))
+    else:
+        hello = json.loads(step("serve", "--stdio", input="").stdout.splitlines()[0])
+        assert hello["id"] == 0
+        assert "url" in hello["ok"]  # the store opened; stdin's end closed it
     step("set", "orders", "o1", '{"status": "paid", "total": 60}')
     assert step("set", "orders", "o2", "-", "--json", input='{"status":"new","total":5}').json() == {
         "group": "orders",
