@@ -169,14 +169,24 @@ def _adapter(url: str | None, *, only_given: bool = False, read_only: bool = Fal
     return adapter
 
 
+def _hint(where: Path, url: str | None) -> str:
+    """What to try when the store at ``where`` does not exist."""
+    legacy = where.parent / FILE_NAME
+    if legacy.exists():
+        return (
+            f"; Motia's {legacy} is there: read it with --url file:{where.parent}, or copy it "
+            f"into a new store with: motia-state import {legacy}"
+        )
+    return "" if url else f" (give --url or set ${ENV_VAR})"
+
+
 @contextlib.asynccontextmanager
 async def _entered(adapter: StateAdapter, url: str | None, *, create: bool) -> AsyncIterator[StateAdapter]:
     """Open ``adapter``; unless ``create``, a store file that does not exist is not found."""
     try:
         where = _location(adapter)
         if not create and where is not None and not where.exists():
-            hint = "" if url else f" (give --url or set ${ENV_VAR})"
-            not_found(f"no state store at {where}{hint}")
+            not_found(f"no state store at {where}{_hint(where, url)}")
         async with adapter:
             yield adapter
     finally:
@@ -371,7 +381,7 @@ def get(group: str, key: str, url: str | None, as_json: bool) -> None:
 
 def _read_json_argument(text: str) -> Any:
     if text == "-":
-        text = sys.stdin.read()
+        text = sys.stdin.read().removeprefix("\ufeff")  # as import does: editors on Windows write one
     try:
         return parse_json(text)
     except ValueError as exc:
@@ -511,9 +521,13 @@ def items(
 # -- import / export / copy -------------------------------------------------------------------
 
 
+STDIN: Final = Path("<stdin>")  # import's PATH "-", as messages name it
+
+
 async def _import(url: str | None, path: Path, fmt: str, big: str) -> tuple[int, int]:
     # Every item is checked before the store is opened: bad input creates no file at all.
-    numbered = read_import_file(path, fmt, big)
+    data = sys.stdin.buffer.read() if path is STDIN else None
+    numbered = read_import_file(path, fmt, big, data)
     target = _adapter(url, only_given=True)
     try:
         check_import(target, path, numbered)
@@ -548,10 +562,12 @@ async def _import(url: str | None, path: Path, fmt: str, big: str) -> tuple[int,
 def import_(path: Path, fmt: str | None, big: str, url: str | None) -> None:
     """Import a motia.state.json or JSON Lines file, all or nothing.
 
-    Every item of PATH is checked, then written in one transaction: on any error nothing is
-    imported. Items replace those with the same group and key; other items stay.
+    PATH - reads stdin (motia format unless --format jsonl). Every item is checked, then
+    written in one transaction: on any error nothing is imported. Items replace those with the
+    same group and key; other items stay.
     """
     started = time.perf_counter()
+    path = STDIN if str(path) == "-" else path
     count, group_count = _run(_import(url, path, format_of(str(path), fmt), big))
     seconds = time.perf_counter() - started
     click.echo(

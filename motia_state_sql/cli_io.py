@@ -14,6 +14,7 @@ spelling (``1e+21``, key order, escapes) through an export and an import.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -153,9 +154,15 @@ def _refuse_constant(name: str) -> Any:
 _DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-def _explain(exc: ValueError | RecursionError) -> str:
+# A JSON Lines item spread over several lines is the usual cause of a line ending too early.
+_UNFINISHED: Final = "the line ends before the item does (JSON Lines holds one whole item per line)"
+
+
+def _explain(exc: ValueError | RecursionError, line: str) -> str:
     if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at column {exc.colno}"
+        if exc.pos >= len(line.rstrip(_WHITESPACE)):
+            return _UNFINISHED
+        return f"{exc.msg} at column {exc.pos + 1}"  # colno counts from the line's own \n
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return str(exc)
@@ -183,7 +190,9 @@ def _skip(line: str, pos: int) -> int:
 
 def _expect(line: str, pos: int, chars: str, what: str) -> int:
     if pos >= len(line) or line[pos] not in chars:
-        found = "the end of the line" if pos >= len(line) else repr(line[pos])
+        if pos >= len(line):
+            raise BadLineError(f"{_UNFINISHED}: {what} was expected next")
+        found = repr(line[pos])
         raise BadLineError(f"expected {what} at column {pos + 1}, found {found}")
     return pos
 
@@ -221,7 +230,7 @@ def parse_jsonl_line(line: str) -> tuple[str, str, str]:
     except BadLineError:
         raise
     except (ValueError, RecursionError) as exc:
-        raise BadLineError(_explain(exc)) from None
+        raise BadLineError(_explain(exc, line)) from None
     pos = _skip(line, pos)
     if pos != len(line):
         raise BadLineError(f"unexpected text after the object at column {pos + 1}")
@@ -459,10 +468,11 @@ def format_of(path: str | os.PathLike[str] | None, given: str | None) -> str:
     return "jsonl" if path is not None and str(path).lower().endswith(".jsonl") else "motia"
 
 
-def _read_jsonl(path: Path, mode: str) -> Numbered:
+def _read_jsonl(path: Path, mode: str, data: bytes | None) -> Numbered:
     found: Numbered = []
     seen: dict[tuple[str, str], int] = {}
-    with path.open("rb") as handle:  # binary lines: split on \n only, never on U+2028
+    # Binary lines: split on \n only, never on U+2028.
+    with path.open("rb") if data is None else io.BytesIO(data) as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -484,13 +494,14 @@ def _read_jsonl(path: Path, mode: str) -> Numbered:
     return found
 
 
-def read_import_file(path: Path, fmt: str, big: str = "refuse") -> Numbered:
+def read_import_file(path: Path, fmt: str, big: str = "refuse", data: bytes | None = None) -> Numbered:
     """Every item of an import file, checked before anything is written, with its line number.
 
     Args:
-        path: the file.
+        path: the file (only its name in messages when ``data`` is given).
         fmt: ``"motia"`` (line numbers are 0) or ``"jsonl"``.
         big: what to do with integers beyond signed 64-bit (``big_ints``'s ``mode``).
+        data: the file's bytes, when they were read already (from stdin).
 
     Raises:
         CliError: a line of a JSON Lines file is malformed, or repeats a group and key.
@@ -498,9 +509,9 @@ def read_import_file(path: Path, fmt: str, big: str = "refuse") -> Numbered:
         OSError: the file cannot be read.
     """
     if fmt == "jsonl":
-        return _read_jsonl(path, big)
+        return _read_jsonl(path, big, data)
     adjust = lambda group_id, key, text: big_ints(group_id, key, text, big)  # noqa: E731
-    return [(0, entry) for entry in read_motia_json(path, adjust)]
+    return [(0, entry) for entry in read_motia_json(path, adjust, data)]
 
 
 def _groups_in(entries: Sequence[Entry]) -> int:

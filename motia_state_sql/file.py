@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from filelock import FileLock, Timeout
@@ -109,32 +109,68 @@ def _bad_entry(path: Path, entry: str, exc: Exception) -> SchemaError:
     return SchemaError(f"{path}: entry {entry!r}: {exc}; fix or remove this entry in the file")
 
 
-def _read(path: Path, adjust: Adjust | None = None) -> tuple[Entries, Notes]:
+def _bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise SchemaError(f"cannot read {path}: {exc.strerror}") from None
-    return _parse(raw, path, adjust)
 
 
-def read_motia_json(path: Path, adjust: Adjust | None = None) -> list[tuple[str, str, str]]:
+def _read(path: Path) -> tuple[Entries, Notes]:
+    return _parse(_bytes(path), path)
+
+
+def read_motia_json(
+    path: Path, adjust: Adjust | None = None, raw: bytes | None = None
+) -> list[tuple[str, str, str]]:
     """Read a ``motia.state.json`` as ``(group_id, key, json_text)`` in file order, all or nothing.
 
-    Each value's text goes through ``codec.from_node`` (the policy for values Node wrote):
-    integers beyond signed 64-bit become the doubles JavaScript meant. ``adjust(group_id, key,
-    json_text)``, when given, returns the text to use before that (it may raise
-    ``InvalidValueError``, reported like any bad entry).
+    For an import: unlike Motia (``JSON.parse`` keeps the last of a repeated name), an entry
+    that appears twice is refused, as a repeated item of a JSON Lines file is. Each value's text
+    goes through ``codec.from_node`` (the policy for values Node wrote): integers beyond signed
+    64-bit become the doubles JavaScript meant. ``adjust(group_id, key, json_text)``, when
+    given, returns the text to use before that (it may raise ``InvalidValueError``, reported
+    like any bad entry).
+
+    Args:
+        path: the file, or only its name in messages when ``raw`` holds its bytes.
+        adjust: see above.
+        raw: the file's bytes (read from ``path`` when ``None``).
 
     Raises:
-        SchemaError: the file is unreadable or not in Motia's format, or an entry cannot be held
-            (a lone surrogate, a bad name); the message names the first such entry.
+        SchemaError: the file is unreadable or not in Motia's format, an entry appears twice,
+            or an entry cannot be held (a lone surrogate, a bad name); the message names the
+            first such entry.
     """
-    data, notes = _read(path, adjust)
+    raw = _bytes(path) if raw is None else raw
+    data, notes = _parse(raw, path, adjust)
+    _refuse_repeats(raw, path, len(data))
     found = []
     for entry, text in data.items():
         group_id, key = entry.split(":", 1)
         found.append((group_id, key, _text_of(entry, text, notes)))
     return found
+
+
+def _refuse_repeats(raw: bytes, path: Path, count: int) -> None:
+    """Raise when the top-level object of ``raw``, known to hold ``count`` names, repeats one.
+
+    Its values are strings, so the hook sees that one object only.
+    """
+
+    def pairs(items: list[tuple[str, Any]]) -> None:
+        if len(items) == count:
+            return
+        seen: set[str] = set()
+        for name, _ in items:
+            if name in seen:
+                raise SchemaError(
+                    f"{path}: entry {name!r} appears more than once (Motia keeps the last); "
+                    "remove all but one"
+                )
+            seen.add(name)
+
+    json.loads(raw.decode("utf-8", "surrogatepass"), object_pairs_hook=pairs)
 
 
 def _text_of(entry: str, text: str, notes: Notes) -> str:

@@ -84,6 +84,9 @@ _REDIS_OWN: Final = frozenset(
         "health_check_interval",
         "client_name",
         "protocol",
+        "username",
+        "password",  # redacted wherever the URL is shown, as the userinfo password is
+        "ssl_password",
     }
 )
 _SCHEMES: Final = {
@@ -159,5 +162,8 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     if scheme == "memory":
         return MemoryStateAdapter(**merged)
     if parts.netloc not in ("", "localhost"):
-        raise InvalidKeyError(f"file URLs name a local folder (file:///dir), got {url!r}")
+        raise InvalidKeyError(
+            f"file URLs name a local folder: file:///absolute/dir or file:relative/dir, got {url!r} "
+            f"(after file:// comes a host, here {parts.netloc!r})"
+        )
     return FileStateAdapter(path or ".", **merged)

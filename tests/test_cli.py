@@ -657,6 +657,7 @@ CORRUPT_MOTIA = [
     (b'{"orders:1": "1", "orders:2": "{\\"a\\":"}', ["bad.json", "'orders:2'", "not valid JSON"]),
     (b'{"orders:1": "1", "orders:2": 2}', ["bad.json", "'orders:2'", "expected the JSON text"]),
     (b'{"orders:1": "NaN"}', ["bad.json", "'orders:1'"]),
+    (b'{"orders:1": "1", "orders:2": "2", "orders:1": "3"}', ["bad.json", "'orders:1' appears more"]),
 ]
 
 
@@ -680,7 +681,9 @@ CORRUPT_JSONL = [
     ('{"group":"orders","key":"2","value":1,"value":2}', ["bad.jsonl:2:", "'value' appears twice"]),
     ('{"group":"orders","key":2,"value":1}', ["bad.jsonl:2:", "key must be a string"]),
     ('{"group":"orders","key":"2","value":NaN}', ["bad.jsonl:2:", "NaN is not a JSON value"]),
-    ('{"group":"orders","key":"2","value":[1,}', ["bad.jsonl:2:", "Expecting value at column"]),
+    ('{"group":"orders","key":"2","value":[1,}', ["bad.jsonl:2:", "Expecting value at column 40"]),
+    ('{"group":"orders","key":"2","value":', ["bad.jsonl:2:", "one whole item per line"]),
+    ('{"group":"orders","key":"2","value":{', ["bad.jsonl:2:", "one whole item per line"]),
     ('{"group":"orders","key":"2","value":1} trailing', ["bad.jsonl:2:", "unexpected text", "column 40"]),
     ('["orders","2",1]', ["bad.jsonl:2:", "expected '{'"]),
     (GOOD_LINE, ["bad.jsonl:2:", "repeats line 1"]),
@@ -717,6 +720,37 @@ def test_a_refused_import_creates_no_store(
     (tmp_path / "in.jsonl").write_text(f"{GOOD_LINE}\n{line}\n")
     _one_line_error(cli("import", "in.jsonl", "--url", url), 2, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+@pytest.mark.parametrize("fmt", ["motia", "jsonl"])
+def test_import_dash_reads_stdin(cli: Run, tmp_path: Path, fmt: str) -> None:
+    text = (
+        '{"orders:1": "{\\"a\\":1}"}'
+        if fmt == "motia"
+        else '\ufeff{"group":"orders","key":"1","value":{"a":1}}\n'  # a BOM, as a file may have
+    )
+    done = cli("import", "--format", fmt, "-", input=text)
+    assert done.code == 0, done
+    assert "from <stdin>" in done.stdout
+    assert cli("get", "orders", "1", "--json").json() == {"a": 1}
+    _one_line_error(cli("import", "--format", "jsonl", "-", input="{\n"), 2, "<stdin>:1:")
+
+
+def test_set_dash_takes_a_bom_as_import_does(cli: Run) -> None:
+    assert cli("set", "orders", "1", "-", input='\ufeff{"a": 1}').code == 0
+    assert cli("get", "orders", "1", "--json").json() == {"a": 1}
+
+
+def test_only_motias_json_file_there_hints_at_reading_or_importing_it(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / ".motia").mkdir()
+    _motia_file(tmp_path / ".motia" / "motia.state.json", [("orders", "1", "1")])
+    for args in (["groups"], ["keys", "orders"], ["get", "orders", "1"]):
+        _one_line_error(cli(*args), 1, "--url file:.motia", "motia-state import .motia/motia.state.json")
+    assert not (tmp_path / ".motia" / "motia.state.db").exists()
+    assert cli("groups", "--url", "file:.motia", "--json").json() == ["orders"]
+    _one_line_error(cli("groups", "--url", "file://.motia"), 2, "file:///absolute/dir", "file:relative/dir")
+    assert cli("import", ".motia/motia.state.json").code == 0
+    assert cli("groups", "--json").json() == ["orders"]
 
 
 def test_jsonl_that_is_not_utf8_imports_nothing(cli: Run, tmp_path: Path) -> None:

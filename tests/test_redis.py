@@ -95,14 +95,19 @@ async def test_unix_socket(tmp_path: Path) -> None:
         own.close()
 
 
-async def test_password_never_shows(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("where", ["userinfo", "query"])
+async def test_password_never_shows(where: str, caplog: pytest.LogCaptureFixture) -> None:
     secret = "s3cret-" + uuid.uuid4().hex
     own = RedisServer(None, "--requirepass", secret)
     own.start()
-    url = f"redis://:{secret}@127.0.0.1:{own.port}/0"
+    url = (
+        f"redis://:{secret}@127.0.0.1:{own.port}/0?"
+        if where == "userinfo"
+        else f"redis://127.0.0.1:{own.port}/0?password={secret}&"
+    )
     caplog.set_level(logging.DEBUG)
     try:
-        async with open_state(f"{url}?key_prefix={_prefix()}") as store:
+        async with open_state(f"{url}key_prefix={_prefix()}") as store:
             await store.set("g", "k", 1)
             assert await store.get("g", "k") == 1
             assert secret not in repr(store)
@@ -112,7 +117,7 @@ async def test_password_never_shows(caplog: pytest.LogCaptureFixture) -> None:
                 await store.get("g", "k")
             assert secret not in str(info.value)
         with pytest.raises(InvalidKeyError) as bad:
-            open_state(f"{url}?nope=1")
+            open_state(f"{url}nope=1")
         assert secret not in str(bad.value)
         assert secret not in caplog.text
     finally:

@@ -241,10 +241,17 @@ async def test_new_database_imports_legacy_json_once(
         assert await store.get("orders", "o-1") is None  # not imported a second time
 
 
-async def test_corrupt_legacy_json_creates_nothing(tmp_path: Path) -> None:
-    (tmp_path / "motia.state.json").write_bytes(b'{"orders:o-1": "{broken')
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"orders:o-1": "{broken', r"motia\.state\.json"),
+        (b'{"orders:o-1": "1", "orders:o-1": "2"}', r"entry 'orders:o-1' appears more than once"),
+    ],
+)
+async def test_corrupt_legacy_json_creates_nothing(tmp_path: Path, content: bytes, says: str) -> None:
+    (tmp_path / "motia.state.json").write_bytes(content)
     store = SqliteStateAdapter(tmp_path / "motia.state.db")
-    with pytest.raises(SchemaError, match=r"motia\.state\.json"):
+    with pytest.raises(SchemaError, match=says):
         await store.get("orders", "o-1")
     await store.close()
     with sqlite3.connect(tmp_path / "motia.state.db") as raw:
