@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import click
 import orjson
@@ -52,6 +51,7 @@ from .cli_io import (
 from .errors import SchemaError, StateError
 from .file import FILE_NAME, FileStateAdapter
 from .memory import MemoryStateAdapter
+from .redis.adapter import redact
 from .sqlite import DEFAULT_PATH, SqliteStateAdapter
 from .url import ENV_VAR, open_state
 
@@ -125,24 +125,9 @@ def _location(adapter: StateAdapter) -> Path | None:
     return None
 
 
-def _shown(url: str) -> str:
-    """``url`` as it may be printed: a password in it (Redis URLs) is replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    query = "&".join(
-        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 def _label(url: str | None) -> str:
     """The store a command works on, as it may be printed."""
-    return _shown(url or os.environ.get(ENV_VAR) or _DEFAULT_URL)
+    return redact(url or os.environ.get(ENV_VAR) or _DEFAULT_URL)
 
 
 def _same_store(source: StateAdapter, target: StateAdapter, source_url: str, target_url: str) -> bool:
@@ -624,11 +609,11 @@ async def _copy(source_url: str, target_url: str, group: str | None, batch_size:
     async with _opened(source_url, create=False, read_only=True) as source:
         first, entries = await peek(source.iter_entries(group, batch_size=batch_size))
         if first is None and group is not None:
-            not_found(f"group {group!r} has no items in {_shown(source_url)}")
+            not_found(f"group {group!r} has no items in {redact(source_url)}")
         target = _adapter(target_url, only_given=True)
         if _same_store(source, target, source_url, target_url):
             await target.close()
-            raise CliError(f"{_shown(source_url)} and {_shown(target_url)} are the same store")
+            raise CliError(f"{redact(source_url)} and {redact(target_url)} are the same store")
         async with _entered(target, target_url, create=True):
             total = await count_items(source, group) if ProgressBar.wanted() else None
             with ProgressBar("Copying", total) as progress:
@@ -661,8 +646,8 @@ def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -
     count, group_count = _run(_copy(source_url, target_url, group, batch_size))
     seconds = time.perf_counter() - started
     click.echo(
-        f"Copied {plural(count, 'item')} in {plural(group_count, 'group')} from {_shown(source_url)} "
-        f"to {_shown(target_url)} in {seconds:.2f} s."
+        f"Copied {plural(count, 'item')} in {plural(group_count, 'group')} from {redact(source_url)} "
+        f"to {redact(target_url)} in {seconds:.2f} s."
     )
 
 

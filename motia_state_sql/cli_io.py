@@ -19,7 +19,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,8 +29,8 @@ import click
 
 from . import codec
 from .base import JsonEntry
-from .errors import InvalidValueError, StateError, StoreUnavailableError
-from .file import dump_motia_json, read_motia_json
+from .errors import InvalidKeyError, InvalidValueError, StateError, StoreUnavailableError
+from .file import dump_motia_json, read_motia_json, replacing
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -145,13 +144,9 @@ class BadLineError(ValueError):
     """A line of a JSON Lines file is not one item; the message says what is wrong (no location)."""
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
 # Python's decoder gives positions (``raw_decode``), which keeps values verbatim; ``parse_constant``
 # refuses the NaN/Infinity extension it would otherwise accept.
-_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+_DECODER: Final = json.JSONDecoder(parse_constant=codec.refuse_constant)
 
 
 # A JSON Lines item spread over several lines is the usual cause of a line ending too early.
@@ -307,7 +302,7 @@ def big_ints(group_id: str, key: str, text: str, mode: str) -> str:
     if not _LONG_DIGITS.search(text):
         return text
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=codec.refuse_constant)
         found = _first_int(value, "$", _beyond_int64)
         infinite = found and _first_int(value, "$", _beyond_double)
     except (ValueError, RecursionError):
@@ -366,22 +361,8 @@ def atomic_output(path: str | None) -> Iterator[IO[bytes]]:
         yield stream
         stream.flush()
         return
-    target = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        exc.filename = str(target)  # name the file asked for, not the temp file
-        raise
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, target.stat().st_mode & 0o777)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with replacing(Path(path)) as handle:
+        yield handle
 
 
 def stderr_is_terminal() -> bool:
@@ -423,11 +404,6 @@ class ProgressBar:
             transient=False,
         )
         self._task = self._bar.add_task(description, total=total)
-
-    @property
-    def shown(self) -> bool:
-        """Whether a bar is drawn."""
-        return self._bar is not None
 
     @staticmethod
     def wanted() -> bool:
@@ -598,11 +574,10 @@ async def export_items(
     if fmt == "motia":
         collected: list[Entry] = []
         async for entry in entries:
-            if ":" in entry[0]:
-                raise CliError(
-                    f"group {entry[0]!r} holds ':', which motia.state.json cannot tell apart from the "
-                    "key; export with --format jsonl"
-                )
+            try:
+                codec.check_motia_group(entry[0], "motia.state.json", "export with --format jsonl")
+            except InvalidKeyError as exc:
+                raise CliError(str(exc)) from None
             collected.append(entry)
             advance(1)
         data = dump_motia_json(collected)

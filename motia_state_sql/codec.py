@@ -67,6 +67,27 @@ def check_name(what: str, name: object, group_id: object = None) -> str:
     return name
 
 
+def check_motia_group(group_id: str, where: str, instead: str) -> str:
+    """Return ``group_id`` unless it holds ``:``, which Motia's ``"<group>:<key>"`` names cannot hold.
+
+    Motia's formats (``motia.state.json`` entries, its Redis keys) join group and key with ``:``,
+    so such a group would read back as another one.
+
+    Args:
+        group_id: a group id already checked by ``check_name``.
+        where: the format, for the message (``"Motia's Redis layout"``).
+        instead: what to use for such groups, for the message.
+
+    Raises:
+        InvalidKeyError: ``group_id`` holds ``:``.
+    """
+    if ":" in group_id:
+        raise InvalidKeyError(
+            f"group_id {group_id!r} holds ':', which {where} cannot tell apart from the key; {instead}"
+        )
+    return group_id
+
+
 def check_ttl(ttl: object, group_id: str, key: str) -> float | None:
     """Return ``ttl`` as seconds (``None`` for no expiry), or raise ``InvalidKeyError``.
 
@@ -265,7 +286,7 @@ def _shown(number: int) -> str:
 def _exact(text: str, label: str) -> Any:
     """The value of ``text`` with exact integers (orjson reads those beyond 2^64 as floats)."""
     try:
-        return json.loads(text, parse_constant=_not_json)
+        return json.loads(text, parse_constant=refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidValueError(f"{label} is not valid JSON: {exc}") from None
 
@@ -360,7 +381,8 @@ def _repeats_a_key(text: str) -> bool:
     return repeated
 
 
-def _not_json(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """``parse_constant`` for the standard parser: ``NaN``/``Infinity`` are not JSON."""
     raise ValueError(f"{name} is not a JSON value")
 
 

@@ -17,9 +17,9 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import orjson
 from filelock import FileLock, Timeout
@@ -183,6 +183,37 @@ def _text_of(entry: str, text: str, notes: Notes) -> str:
     return note[1]
 
 
+@contextlib.contextmanager
+def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
+    """Yield a temp file beside ``target`` that replaces it (``os.replace``) once the block ends.
+
+    Readers see the old file or the whole new one, never a part; an error inside the block
+    removes the temp file and leaves ``target`` as it was. The new file keeps the old one's
+    permissions; ``durable`` fsyncs it before the replace.
+
+    Raises:
+        OSError: the folder cannot be written, or the write failed (``filename`` is ``target``).
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        exc.filename = str(target)  # name the file asked for, not the temp file
+        raise
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, target.stat().st_mode & 0o777)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:
     """Encode ``(group_id, key, json_text)`` exactly as Motia's ``JSON.stringify(data, null, 2)``."""
     data = {f"{group_id}:{key}": text for group_id, key, text in entries}
@@ -236,12 +267,9 @@ class FileStateAdapter(StateAdapter):
 
     def _check_group(self, group_id: object) -> str:
         group = codec.check_name("group_id", group_id)
-        if ":" in group:
-            raise InvalidKeyError(
-                f"group_id {group!r} holds ':', which Motia's motia.state.json cannot tell apart "
-                "from the key; use the SQLite or Redis adapter for such groups"
-            )
-        return group
+        return codec.check_motia_group(
+            group, "Motia's motia.state.json", "use the SQLite or Redis adapter for such groups"
+        )
 
     def _check_write_support(self, write: Write) -> None:
         refuse_unstorable(write, "the legacy motia.state.json format", ttl=False, versions=False)
@@ -264,26 +292,19 @@ class FileStateAdapter(StateAdapter):
         raw = dump_motia_json((*entry.split(":", 1), text) for entry, text in data.items())  # type: ignore[misc]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{FILE_NAME}.", suffix=".tmp")
         except OSError as exc:
             raise from_os_error(exc, f"write in {self.path} (nothing was written)") from None
+        started = False
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with replacing(self._file, durable=self.durable) as handle:
+                started = True
                 handle.write(raw)
-                handle.flush()
-                if self.durable:
-                    os.fsync(handle.fileno())
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(tmp, self._file.stat().st_mode & 0o777)
-            os.replace(tmp, self._file)
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):  # disk full, file too large, read-only...
-                raise StoreUnavailableError(
-                    f"cannot write {self._file}: {exc.strerror}; the previous file is intact"
-                ) from None
-            raise
+        except OSError as exc:
+            if not started:  # no temp file: the folder refuses us (read-only, not a folder...)
+                raise from_os_error(exc, f"write in {self.path} (nothing was written)") from None
+            raise StoreUnavailableError(  # disk full, file too large...
+                f"cannot write {self._file}: {exc.strerror}; the previous file is intact"
+            ) from None
         stat = self._file.stat()
         self._cache = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), data)
 

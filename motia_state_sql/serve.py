@@ -31,7 +31,6 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import orjson
@@ -60,10 +59,6 @@ def _node_int(text: str) -> int | float:
     return value if codec.INT64_MIN <= value <= codec.INT64_MAX else float(text)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def node_json(text: str | bytes) -> Any:
     r"""Parse JSON text written by Node's ``JSON.stringify`` with this project's number policy.
 
@@ -82,7 +77,7 @@ def node_json(text: str | bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     text = raw.decode("utf-8", "surrogatepass")
-    return json.loads(text, parse_int=_node_int, parse_constant=_refuse_constant)
+    return json.loads(text, parse_int=_node_int, parse_constant=codec.refuse_constant)
 
 
 def _version(value: object, what: str) -> int | None:
@@ -319,12 +314,6 @@ class Server:
             await asyncio.gather(tx.submit("rollback", [], None), return_exceptions=True)
 
 
-def _shown(url: str) -> str:
-    """``url`` as it may be printed: unchanged unless it holds a password (then ``***``)."""
-    redacted = redact(url)
-    return url if redacted == urlunsplit(urlsplit(url)) else redacted
-
-
 def error_payload(exc: BaseException) -> dict[str, str]:
     """The ``error`` of an answer: our error's class name and message; anything else is a bug."""
     if isinstance(exc, StateError):
@@ -383,7 +372,7 @@ async def serve(url: str | None, stdin: int = 0, stdout: int = 1) -> int:
     )
     write, flush = await _output(stdout)
 
-    shown = _shown(url or os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}")
+    shown = redact(url or os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}")
     try:
         adapter = open_state(url)
         # Open the store now (schema check, connection): a broken store fails the first call.

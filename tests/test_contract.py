@@ -875,18 +875,32 @@ async def test_adapter_calls_inside_its_own_transaction_are_refused(store: State
     assert await store.get("g", "late") == 1
 
 
+async def _meanwhile(read: asyncio.Event, other: asyncio.Future[Any]) -> None:
+    """Inside a transaction that has read: let ``other`` (a write) run until it is done or blocked.
+
+    An optimistic backend lets it finish (so it lands before the commit); a locking one holds it
+    back until the commit, so waiting for it there ends at the bound.
+    """
+    read.set()
+    await asyncio.wait([other], timeout=0.05)
+
+
 async def test_transactions_are_serialisable_with_other_writers(store: StateAdapter) -> None:
     await store.set("g", "n", 0)
+    read = asyncio.Event()
+    other: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     async def add_ten() -> None:
         async with store.transaction() as tx:
             n = await tx.get("g", "n")
-            await asyncio.sleep(0.05)  # another task writes meanwhile
+            await _meanwhile(read, other)  # another task writes meanwhile
             await tx.set("g", "n", n + 10)
 
     task = asyncio.create_task(add_ten())
-    await asyncio.sleep(0.01)
-    await store.update("g", "n", [increment(None, 1)])
+    await read.wait()
+    write = asyncio.ensure_future(store.update("g", "n", [increment(None, 1)]))
+    write.add_done_callback(lambda done: other.set_result(None))
+    await write
     if isinstance(store, RedisStateAdapter):
         # optimistic: the other write landed first, so the commit is refused and changes nothing
         with pytest.raises(ConflictError, match="concurrent write"):
@@ -902,18 +916,23 @@ async def test_run_transaction_retries_conflicts(store: StateAdapter) -> None:
     await store.set("g", "n", 0)
     calls = 0
 
+    read = asyncio.Event()
+    other: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
     async def add_ten(tx: StateTransaction) -> int:
         nonlocal calls
         calls += 1
         n = await tx.get("g", "n")
         if calls == 1:
-            await asyncio.sleep(0.05)
+            await _meanwhile(read, other)
         await tx.set("g", "n", n + 10)
         return int(n + 10)
 
     task = asyncio.create_task(store.run_transaction(add_ten))
-    await asyncio.sleep(0.01)
-    await store.update("g", "n", [increment(None, 1)])
+    await read.wait()
+    write = asyncio.ensure_future(store.update("g", "n", [increment(None, 1)]))
+    write.add_done_callback(lambda done: other.set_result(None))
+    await write
     optimistic = isinstance(store, RedisStateAdapter)
     # optimistic: the first run conflicts and the second sees 1; locking: the update waits
     assert await task == (11 if optimistic else 10)

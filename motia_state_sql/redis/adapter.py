@@ -53,7 +53,6 @@ from ..base import (
 from ..errors import (
     ConfigError,
     ConflictError,
-    InvalidKeyError,
     InvalidValueError,
     SchemaError,
     StateError,
@@ -88,16 +87,16 @@ def redact(url: str) -> str:
     """``url`` with every password replaced by ``***`` (for repr, logs and messages).
 
     Covers the userinfo password (``redis://user:pw@host``) and query parameters naming one
-    (``?password=pw``, ``ssl_password``), which redis-py accepts too.
+    (``?password=pw``, ``ssl_password``), which redis-py accepts too. A URL without a password
+    comes back as it was given (any scheme: the CLI shows every URL through this).
     """
     parts = urlsplit(url)
-    if parts.query:
-        parts = parts._replace(query=_QUERY_SECRET.sub(r"\1\2=***", parts.query))
+    secret = parts._replace(query=_QUERY_SECRET.sub(r"\1\2=***", parts.query))
     if parts.password is not None:
         # The netloc's text after "@" is kept as written (parts.port would raise for a bad port).
         user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
-    return urlunsplit(parts)
+        secret = secret._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    return url if secret == parts else urlunsplit(secret)
 
 
 def _pack(args: tuple[Any, ...]) -> bytes:
@@ -316,12 +315,9 @@ class RedisStateAdapter(StateAdapter):
 
     def _check_group(self, group_id: object) -> str:
         group = codec.check_name("group_id", group_id)
-        if self.layout == "motia" and ":" in group:
-            raise InvalidKeyError(
-                f"group_id {group!r} holds ':', which Motia's Redis layout cannot tell apart from the "
-                "key; use layout='native' for such groups"
-            )
-        return group
+        if self.layout != "motia":
+            return group
+        return codec.check_motia_group(group, "Motia's Redis layout", "use layout='native' for such groups")
 
     # -- calls --------------------------------------------------------------------------------
 

@@ -196,16 +196,6 @@ return out
 """
 )
 
-#: Commit a transaction: check every read, then apply every write, or apply nothing.
-#: KEYS: data1, exp1, data2, exp2, ... (one pair per group).
-#: ARGV: now, margin ms, then sections each led by a count:
-#:   row checks   (group index, field, version or '' for absent)
-#:   group checks (group index, n, then n pairs field, version): the group's live fields are exactly these
-#:   all-groups check (0, or 1 then prefix, pattern, n, then n group ids): the live groups are
-#:                 exactly these (standalone only: scans the keyspace)
-#:   clears       (group index)
-#:   writes       (group index, field, record or '' to delete, expires or '')
-#: Returns 1, or {0, description of the first conflict}.
 #: Commit scripts: why the live groups found now (a set and its size) differ from the ``m``
 #: group ids in ``ARGV[i ..]`` that the transaction read, or nil when they are the same.
 _SAME_GROUPS: Final = """
@@ -218,6 +208,16 @@ local function same_groups(found, count, m, i)
 end
 """
 
+#: Commit a transaction: check every read, then apply every write, or apply nothing.
+#: KEYS: data1, exp1, data2, exp2, ... (one pair per group).
+#: ARGV: now, margin ms, then sections each led by a count:
+#:   row checks   (group index, field, version or '' for absent)
+#:   group checks (group index, n, then n pairs field, version): the group's live fields are exactly these
+#:   all-groups check (0, or 1 then prefix, pattern, n, then n group ids): the live groups are
+#:                 exactly these (standalone only: scans the keyspace)
+#:   clears       (group index)
+#:   writes       (group index, field, record or '' to delete, expires or '')
+#: Returns 1, or {0, description of the first conflict}.
 NATIVE_COMMIT: Final = (
     _SAME_GROUPS
     + _NATIVE_HELPERS

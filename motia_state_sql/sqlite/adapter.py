@@ -296,7 +296,7 @@ class SqliteStateAdapter(StateAdapter):
     # -- connections --------------------------------------------------------------------------
 
     def _translate(self, exc: sqlite3.Error) -> StateError:
-        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        code = migrate.primary_code(exc)
         lost = self._lost or self._look_at_file(force=True)
         if lost is not None:
             return StoreUnavailableError(lost)

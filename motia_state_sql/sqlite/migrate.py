@@ -13,7 +13,6 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,9 +47,14 @@ def known_revisions() -> set[str]:
     return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
+def primary_code(exc: sqlite3.Error) -> int:
+    """SQLite's primary result code of ``exc`` (``SQLITE_BUSY``...; 0 when it has none)."""
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` is SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock."""
-    return ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in (_BUSY, _LOCKED)
+    return primary_code(exc) in (_BUSY, _LOCKED)
 
 
 def current_revision(raw: sqlite3.Connection) -> tuple[str | None, set[str]]:
@@ -214,8 +218,3 @@ def _import_legacy(raw: sqlite3.Connection, path: Path, now: float) -> int:
         rows,
     )
     return len(rows)
-
-
-def packaged_scripts() -> Path:
-    """Where the packaged migration scripts live (for diagnostics and tests)."""
-    return Path(str(resources.files("motia_state_sql") / "migrations"))
