@@ -1,6 +1,6 @@
-"""SqliteStateAdapter: the default store, SQLite in WAL mode through aiosqlite.
+"""SqliteStateAdapter: the default store, SQLite in WAL mode.
 
-Connections: a writer and a reader, each with its own aiosqlite thread, plus a "fast" reader
+Connections: a writer and a reader, each on a thread of its own (``worker.Worker``), plus a "fast" reader
 used on the event loop itself (one shared connection for ``:memory:``).
 
 Writes queue up on the event loop; a flusher takes everything queued in one loop turn as a batch
@@ -29,8 +29,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
-import aiosqlite
-
 from .. import codec, options
 from ..base import (
     UNCHANGED,
@@ -50,6 +48,7 @@ from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError
 from ..ops import Filter, parse_number
 from . import migrate
 from .schema import HEAD_REVISION, TABLE
+from .worker import Worker
 
 __all__ = ["DEFAULT_PATH", "SqliteStateAdapter"]
 
@@ -248,8 +247,8 @@ class SqliteStateAdapter(StateAdapter):
         self.file_mode = options.file_mode("file_mode", file_mode)
         self.import_legacy = options.flag("import_legacy", import_legacy)
         self.purge_interval = options.seconds("purge_interval", purge_interval)
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._writer: Worker | None = None
+        self._reader: Worker | None = None
         self._raw: sqlite3.Connection | None = None  # the writer's own sqlite3 connection
         self._fast: sqlite3.Connection | None = None  # reads on the loop (file databases)
         # Commits that never wait for the disk run on the loop (see the module docstring).
@@ -320,19 +319,14 @@ class SqliteStateAdapter(StateAdapter):
             return StoreUnavailableError(f"{self.path}: {exc}")
         return StateError(f"{self.path}: sqlite error: {exc}")
 
-    async def _call(self, conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(raw_connection, *args)`` on the connection's thread: one round trip.
-
-        aiosqlite's public calls each cost a round trip (execute, fetch, commit...); its
-        ``_execute`` runs a whole function there, which is what group commit needs.
-        """
+    async def _call(self, conn: Worker, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(raw_connection, *args)`` on the connection's thread: one round trip."""
         try:
-            job = _Once(functools.partial(fn, conn._conn, *args))
-            return cast(T, await conn._execute(job))  # type: ignore[no-untyped-call]
+            return await conn.run(fn, *args)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
-    async def _call_to_end(self, conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    async def _call_to_end(self, conn: Worker, fn: Callable[..., T], *args: Any) -> T:
         """Like ``_call``, but a cancelled caller still waits for the thread to finish ``fn``."""
         task = asyncio.ensure_future(self._call(conn, fn, *args))
         try:
@@ -398,7 +392,7 @@ class SqliteStateAdapter(StateAdapter):
             self._wait_for_lock(raw, False)
         return imported
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect(self) -> Worker:
         if self._writer is not None:
             return self._writer
         self._check_closed()
@@ -408,7 +402,7 @@ class SqliteStateAdapter(StateAdapter):
             if not self._memory:
                 self._prepare_file()
             writer = await self._open_connection()
-            reader: aiosqlite.Connection | None = None
+            reader: Worker | None = None
             try:
                 await self._call(writer, self._setup, True)
                 reader = writer
@@ -426,21 +420,23 @@ class SqliteStateAdapter(StateAdapter):
                     await reader.close()
                 await writer.close()
                 raise
-            self._raw = writer._conn
+            self._raw = writer.connection
             self._reader, self._writer = reader, writer
             return writer
 
-    async def _open_connection(self) -> aiosqlite.Connection:
+    async def _open_connection(self) -> Worker:
+        # check_same_thread=False: the loop uses the writer directly while holding ``_lock``,
+        # when nothing is queued on its thread.
+        connect = functools.partial(
+            sqlite3.connect,
+            self._target,
+            isolation_level=None,
+            timeout=self.busy_timeout,
+            check_same_thread=False,
+            uri=True,
+        )
         try:
-            # check_same_thread=False: the loop uses the writer directly while holding ``_lock``,
-            # when nothing is queued on its thread.
-            return await aiosqlite.connect(
-                self._target,
-                isolation_level=None,
-                timeout=self.busy_timeout,
-                check_same_thread=False,
-                uri=True,
-            )
+            return await Worker.open(connect)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
@@ -579,7 +575,7 @@ class SqliteStateAdapter(StateAdapter):
                 except sqlite3.OperationalError as exc:
                     if not migrate.is_busy(exc):
                         raise
-            return list(await self._reader.execute_fetchall(sql, params))
+            return await self._call(self._reader, _fetch_all, sql, params)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
@@ -625,7 +621,7 @@ class SqliteStateAdapter(StateAdapter):
 
     # -- writes (group commit) ----------------------------------------------------------------
 
-    def _submit(self, writer: aiosqlite.Connection, job: Job) -> asyncio.Future[Any]:
+    def _submit(self, writer: Worker, job: Job) -> asyncio.Future[Any]:
         """Queue ``job`` for the next batch; the future resolves once its batch committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -641,7 +637,7 @@ class SqliteStateAdapter(StateAdapter):
         # A caller cancelled before its batch started is dropped: nothing written.
         return [(job, future) for job, future in batch if not future.done()]
 
-    def _flush_now(self, writer: aiosqlite.Connection) -> None:
+    def _flush_now(self, writer: Worker) -> None:
         """Loop callback: run the queued batch right here when the lock is free, else in a task."""
         self._flush_soon = False
         if self._flusher is not None:
@@ -663,7 +659,7 @@ class SqliteStateAdapter(StateAdapter):
             self._pending[:0] = batch  # another process holds the lock: wait for it on the thread
         self._flusher = asyncio.get_running_loop().create_task(self._flush(writer))
 
-    async def _flush(self, writer: aiosqlite.Connection) -> None:
+    async def _flush(self, writer: Worker) -> None:
         try:
             while self._pending:
                 batch = self._take()
@@ -715,7 +711,7 @@ class SqliteStateAdapter(StateAdapter):
             self._dirty = 0
             self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
 
-    async def _run_batch(self, writer: aiosqlite.Connection, jobs: list[Job]) -> list[Any]:
+    async def _run_batch(self, writer: Worker, jobs: list[Job]) -> list[Any]:
         """With ``_lock`` held: on the loop if the write lock is free at once, else on the writer thread."""
         results = self._inline_batch(jobs) if self._inline else None
         if results is None:
@@ -862,7 +858,7 @@ class SqliteStateAdapter(StateAdapter):
         finally:
             self._wait_for_lock(raw, False)
 
-    async def _on_writer(self, writer: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    async def _on_writer(self, writer: Worker, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(raw, *args)`` with ``_lock`` held: on the loop when commits do not wait for disk."""
         if self._inline:
             assert self._raw is not None
@@ -871,25 +867,6 @@ class SqliteStateAdapter(StateAdapter):
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
         return await self._call_to_end(writer, fn, *args)
-
-
-class _Once:
-    """A call that forgets its function once run.
-
-    A connection's worker thread keeps the last function it ran until the next one arrives;
-    were that a method of the adapter, an adapter dropped without ``close()`` could never be
-    collected (no ``ResourceWarning``, and its threads would keep the process from exiting).
-    """
-
-    __slots__ = ("_fn",)
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self._fn: Callable[[], Any] | None = fn
-
-    def __call__(self) -> Any:
-        fn, self._fn = self._fn, None
-        assert fn is not None, "a _Once call runs once"
-        return fn()
 
 
 def _file_id(path: str) -> tuple[int, int] | None:
@@ -923,6 +900,10 @@ def _run_sets(raw: sqlite3.Connection, sets: list[tuple[Any, ...]], results: lis
 
 def _execute(raw: sqlite3.Connection, sql: str) -> None:
     raw.execute(sql)
+
+
+def _fetch_all(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
+    return raw.execute(sql, params).fetchall()
 
 
 def _rollback_if_open(raw: sqlite3.Connection) -> None:
@@ -969,7 +950,7 @@ def _copy_error(exc: BaseException) -> BaseException:
 class _SqliteTx(TxStore):
     __slots__ = ("_adapter", "_released", "_writer")
 
-    def __init__(self, adapter: SqliteStateAdapter, writer: aiosqlite.Connection) -> None:
+    def __init__(self, adapter: SqliteStateAdapter, writer: Worker) -> None:
         self._adapter = adapter
         self._writer = writer
         self._released = False
