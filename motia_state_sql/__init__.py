@@ -6,7 +6,7 @@ contract in ``docs/contract-decisions.md``: exact values, exact groups, atomic w
 
 from __future__ import annotations
 
-from .base import JsonEntry, StateAdapter, StateItem, StateTransaction, UpdateResult
+from .base import JsonEntry, StateAdapter, StateTransaction
 from .errors import (
     ConfigError,
     ConflictError,
@@ -22,6 +22,7 @@ from .file import FileStateAdapter
 from .memory import MemoryStateAdapter
 from .ops import decrement, increment, merge, remove, set_op
 from .redis import RedisStateAdapter
+from .rows import StateItem, UpdateResult
 from .sqlite import SqliteStateAdapter
 from .url import open_state
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
-import os
 import random
 import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, Self, TypeVar
 
@@ -31,27 +28,30 @@ from .errors import (
     StoreUnavailableError,
     UnsupportedError,
 )
-from .ops import Filter, apply_update, check_filters, check_ops, matches
+from .ops import Filter, check_filters, check_ops, matches
+from .rows import (
+    Clock,
+    Plan,
+    Row,
+    RowEntry,
+    StateItem,
+    Unchanged,
+    UpdateResult,
+    Write,
+    WriteResult,
+    item_of,
+    plan_write,
+)
 
 __all__ = [
-    "UNCHANGED",
-    "acquire_within",
-    "Clock",
     "JsonEntry",
-    "Row",
     "StateAdapter",
-    "StateItem",
     "StateOperations",
     "StateTransaction",
     "TxStore",
-    "UpdateResult",
-    "WriteResult",
-    "Write",
-    "new_version",
-    "plan_write",
+    "acquire_within",
 ]
 
-Clock = Callable[[], float]
 T = TypeVar("T")
 
 #: The transactions open in this context. Tasks started inside an ``async with transaction()``
@@ -60,162 +60,6 @@ T = TypeVar("T")
 _OPEN_TRANSACTIONS: contextvars.ContextVar[tuple[object, ...]] = contextvars.ContextVar(
     "motia_state_sql_open_transactions", default=()
 )
-
-
-@dataclass(frozen=True, slots=True)
-class StateItem:
-    """One stored item with its metadata; ``version`` etc. are ``None`` where a backend cannot hold them."""
-
-    group_id: str
-    key: str
-    value: Any
-    version: int | None
-    created_at: float | None
-    updated_at: float | None
-    expires_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateResult:
-    """What ``update`` did: the value before (``None`` when absent) and after."""
-
-    old_value: Any
-    new_value: Any
-
-
-class Row(NamedTuple):
-    """An item as backends store it: the encoded value plus metadata."""
-
-    value: str
-    version: int | None
-    created_at: float | None
-    updated_at: float | None
-    expires_at: float | None
-
-    def live(self, now: float) -> bool:
-        """False once the row has expired at ``now``."""
-        return self.expires_at is None or self.expires_at > now
-
-
-@dataclass(slots=True)
-class Write:
-    """A checked single-key write, ready to be planned against the current row."""
-
-    kind: Literal["set", "delete", "update"]
-    group_id: str
-    key: str
-    encoded: str | None = None
-    ttl: float | None = None
-    ops: list[Any] = field(default_factory=list)
-    if_version: int | None = None
-    if_absent: bool = False
-    max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES
-
-
-class _Unchanged:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-#: ``plan_write`` result meaning "leave the stored row as it is".
-UNCHANGED: Final = _Unchanged()
-
-
-_FRESH_STEP: Final = 1 << 32
-_FRESH_SPACE: Final = 1 << 62
-_FRESH_PER_BASE: Final = 1 << 20
-_fresh_count = itertools.count()  # next() on it is atomic under the GIL: safe across threads
-_fresh_base: tuple[int, int] | None = None  # (epoch, random base) for fresh versions
-
-
-def _forget_fresh_base() -> None:
-    global _fresh_base
-    _fresh_base = None
-
-
-os.register_at_fork(after_in_child=_forget_fresh_base)  # a child never continues its parent's run
-
-
-def new_version(current: Row | None) -> int:
-    """The version a write gives a key: the next one, or a fresh start for a new key.
-
-    A key's life (create, writes, delete) runs through consecutive versions from its fresh start,
-    and a key deleted and created again must never repeat a version a caller read during an
-    earlier life (no ABA on compare-and-set), whichever process writes it. Fresh starts are
-    ``base + n * 2**32`` (mod ``2**62``, plus one): ``n`` counts the fresh starts this process
-    gave, and ``base`` is drawn from ``os.urandom`` once per ``2**20`` of them and again in a
-    forked child. So, without a system call per write:
-
-    - within one process and base, a later life starts ``k * 2**32`` past an earlier one's start
-      (``0 < k < 2**20``, modulo ``2**62``): an earlier life written fewer than ``2**32`` times
-      never reached it, and counting up from there it never comes back to the earlier versions;
-    - a life started under another base (another process sharing the database or Redis, or
-      ``2**20`` fresh starts later) starts at an independent uniform point of ``2**62``: it meets
-      an earlier life of ``w`` writes with probability about ``(w + 1) / 2**62``, below the
-      ``(w + 1) / 2**48`` of the random 48-bit start drawn per write before;
-    - versions stay below ``2**62 + writes``: ``2**62`` writes to one key before int64 overflows.
-    """
-    if current is not None and current.version is not None:
-        return current.version + 1
-    global _fresh_base
-    epoch, step = divmod(next(_fresh_count), _FRESH_PER_BASE)
-    held = _fresh_base
-    if held is None or held[0] != epoch:
-        held = _fresh_base = (epoch, int.from_bytes(os.urandom(8), "big") % _FRESH_SPACE)
-    return (held[1] + step * _FRESH_STEP) % _FRESH_SPACE + 1
-
-
-def plan_write(write: Write, current: Row | None, now: float) -> Row | None | _Unchanged:
-    """Decide what ``write`` makes of the live row ``current`` (``None`` when absent or expired).
-
-    Returns the new row, ``None`` to delete the row, or ``UNCHANGED``.
-
-    Raises:
-        ConflictError: ``if_absent`` or ``if_version`` does not hold.
-        InvalidOperationError: an update op cannot apply.
-        InvalidValueError: an update produced a value that cannot be stored.
-    """
-    where = f"{write.group_id!r}/{write.key!r}"
-    if write.if_absent and current is not None:
-        raise ConflictError(f"{write.kind} of {where} required the key to be absent, but it exists")
-    if write.if_version is not None and (current is None or current.version != write.if_version):
-        found = "absent" if current is None else f"at version {current.version}"
-        raise ConflictError(f"{write.kind} of {where} required version {write.if_version}, but it is {found}")
-    if write.kind == "delete":
-        return UNCHANGED if current is None else None
-    if write.kind == "set":
-        assert write.encoded is not None
-        encoded, expires_at = write.encoded, (now + write.ttl if write.ttl is not None else None)
-    else:
-        base = codec.decode(current.value) if current is not None else {}
-        try:
-            new_value = apply_update(base, write.ops)
-        except InvalidOperationError as exc:
-            raise InvalidOperationError(f"update of {where}: {exc}") from None
-        encoded = codec.encode(new_value, write.group_id, write.key, write.max_bytes)
-        expires_at = current.expires_at if current is not None else None
-    created_at = current.created_at if current is not None and current.created_at is not None else now
-    return Row(encoded, new_version(current), created_at, now, expires_at)
-
-
-def _item(group_id: str, key: str, row: Row) -> StateItem:
-    return StateItem(
-        group_id,
-        key,
-        codec.decode(row.value),
-        row.version,
-        row.created_at,
-        row.updated_at,
-        row.expires_at,
-    )
-
-
-RowEntry = tuple[str, str, Row]
-#: What ``_write`` reports: ``(plan, current)``; ``None`` for an unconditional set whose backend
-#: wrote it without reading the row before (``set`` needs neither).
-WriteResult = tuple[Row | None | _Unchanged, Row | None] | None
 
 
 class StateOperations(ABC):
@@ -406,7 +250,7 @@ class StateOperations(ABC):
         group = self._check_group(group_id)
         name = codec.check_name("key", key, group)
         row = await self._track(self._read_row(group, name, self._clock()))
-        return None if row is None else _item(group, name, row)
+        return None if row is None else item_of(group, name, row)
 
     async def delete(
         self, group_id: str, key: str, *, if_version: int | None = None, if_absent: bool = False
@@ -477,7 +321,7 @@ class StateOperations(ABC):
         group = None if group_id is None else self._check_group(group_id)
         checked = check_filters(filters)
         rows = await self._track(self._read_rows(group, self._clock(), checked))
-        found = (_item(g, k, row) for g, k, row in rows)
+        found = (item_of(g, k, row) for g, k, row in rows)
         return [item for item in found if matches(item.value, checked)] if checked else list(found)
 
     async def _read_batches(self, group_id: str | None, batch_size: int) -> AsyncIterator[list[RowEntry]]:
@@ -612,10 +456,10 @@ class StateTransaction(StateOperations):
                 merged[g, k] = row
         return [(g, k, row) for (g, k), row in sorted(merged.items()) if row is not None and row.live(now)]
 
-    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+    async def _write(self, write: Write, now: float) -> tuple[Plan, Row | None]:
         current = await self._read_row(write.group_id, write.key, now)
         plan = plan_write(write, current, now)
-        if not isinstance(plan, _Unchanged):
+        if not isinstance(plan, Unchanged):
             self._writes[write.group_id, write.key] = plan
         return plan, current
 
@@ -870,14 +714,3 @@ async def acquire_within(lock: asyncio.Lock, seconds: float, store: str) -> None
             f"{store} stayed locked by a transaction in this process for over {seconds:g}s; "
             "nothing was written"
         ) from None
-
-
-def refuse_unstorable(write: Write, backend: str, *, ttl: bool, versions: bool) -> None:
-    """Raise ``UnsupportedError`` for a TTL or ``if_version`` the backend's format cannot hold."""
-    if not ttl and write.ttl is not None:
-        raise UnsupportedError(f"{backend} cannot store a ttl (for {write.group_id!r}/{write.key!r})")
-    if not versions and write.if_version is not None:
-        raise UnsupportedError(
-            f"{backend} keeps no versions, so if_version cannot be checked "
-            f"(for {write.group_id!r}/{write.key!r})"
-        )

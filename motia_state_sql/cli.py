@@ -22,7 +22,7 @@ import click
 import orjson
 
 from . import __version__
-from .base import StateAdapter, StateItem
+from .base import StateAdapter
 from .cli_io import (
     BIG_INTS,
     EXIT_BAD_INPUT,
@@ -52,6 +52,7 @@ from .errors import SchemaError, StateError
 from .file import FILE_NAME, FileStateAdapter
 from .memory import MemoryStateAdapter
 from .redis.adapter import redact
+from .rows import StateItem
 from .sqlite import DEFAULT_PATH, SqliteStateAdapter
 from .url import ENV_VAR, open_state
 

@@ -25,19 +25,7 @@ import orjson
 from filelock import FileLock, Timeout
 
 from . import codec, options
-from .base import (
-    UNCHANGED,
-    Clock,
-    Row,
-    RowEntry,
-    StateAdapter,
-    TxStore,
-    Write,
-    _Unchanged,
-    acquire_within,
-    plan_write,
-    refuse_unstorable,
-)
+from .base import StateAdapter, TxStore, acquire_within
 from .errors import (
     ConfigError,
     InvalidKeyError,
@@ -47,6 +35,16 @@ from .errors import (
     from_os_error,
 )
 from .ops import Filter
+from .rows import (
+    UNCHANGED,
+    Clock,
+    Plan,
+    Row,
+    RowEntry,
+    Write,
+    plan_write,
+    refuse_unstorable,
+)
 
 __all__ = ["FILE_NAME", "FileStateAdapter", "dump_motia_json", "read_motia_json"]
 
@@ -350,8 +348,8 @@ class FileStateAdapter(StateAdapter):
     async def _read_groups(self, now: float) -> list[str]:
         return sorted({group for group, _, _ in _names(await self._read(), self._notes, None)})
 
-    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
-        def work(data: Entries) -> tuple[tuple[Row | None | _Unchanged, Row | None], bool]:
+    async def _write(self, write: Write, now: float) -> tuple[Plan, Row | None]:
+        def work(data: Entries) -> tuple[tuple[Plan, Row | None], bool]:
             current = _row(data, self._notes, write.group_id, write.key, write.kind)
             plan = plan_write(write, current, now)
             _apply(data, write.group_id, write.key, plan)
@@ -440,7 +438,7 @@ def _rows(data: Entries, notes: Notes, group_id: str | None) -> list[RowEntry]:
     return found
 
 
-def _apply(data: Entries, group_id: str, key: str, row: Row | None | _Unchanged) -> None:
+def _apply(data: Entries, group_id: str, key: str, row: Plan) -> None:
     entry = f"{group_id}:{key}"
     if row is None:
         data.pop(entry, None)

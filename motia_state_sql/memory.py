@@ -7,19 +7,17 @@ import heapq
 import time
 
 from . import codec, options
-from .base import (
+from .base import StateAdapter, TxStore, acquire_within
+from .ops import Filter
+from .rows import (
     UNCHANGED,
     Clock,
+    Plan,
     Row,
     RowEntry,
-    StateAdapter,
-    TxStore,
     Write,
-    _Unchanged,
-    acquire_within,
     plan_write,
 )
-from .ops import Filter
 
 __all__ = ["MemoryStateAdapter"]
 
@@ -121,7 +119,7 @@ class MemoryStateAdapter(StateAdapter):
             name for name in sorted(self._groups) if any(row.live(now) for row in self._groups[name].values())
         ]
 
-    async def _write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+    async def _write(self, write: Write, now: float) -> tuple[Plan, Row | None]:
         await acquire_within(self._lock, self.lock_timeout, "the memory store")
         try:
             self._reclaim(now)

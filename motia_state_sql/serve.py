@@ -36,9 +36,10 @@ import click
 import orjson
 
 from . import __version__, codec
-from .base import StateAdapter, StateItem, StateOperations, StateTransaction
+from .base import StateAdapter, StateOperations, StateTransaction
 from .errors import InvalidOperationError, InvalidValueError, StateError
 from .redis.adapter import redact
+from .rows import StateItem
 from .sqlite import DEFAULT_PATH
 from .url import ENV_VAR, open_state
 

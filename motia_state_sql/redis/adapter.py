@@ -37,19 +37,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from .. import codec, options
-from ..base import (
-    UNCHANGED,
-    Clock,
-    Row,
-    RowEntry,
-    StateAdapter,
-    TxStore,
-    Write,
-    WriteResult,
-    _Unchanged,
-    new_version,
-    plan_write,
-)
+from ..base import StateAdapter, TxStore
 from ..errors import (
     ConfigError,
     ConflictError,
@@ -59,6 +47,17 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..ops import Filter
+from ..rows import (
+    UNCHANGED,
+    Clock,
+    Plan,
+    Row,
+    RowEntry,
+    Write,
+    WriteResult,
+    new_version,
+    plan_write,
+)
 from . import scripts
 
 __all__ = ["DEFAULT_PREFIX", "RedisStateAdapter"]
@@ -545,7 +544,7 @@ class RedisStateAdapter(StateAdapter):
         async with self._stripes[hash((write.group_id, write.key)) % len(self._stripes)]:
             return await self._update(write, now)
 
-    async def _update(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+    async def _update(self, write: Write, now: float) -> tuple[Plan, Row | None]:
         for attempt in range(UPDATE_ATTEMPTS):
             current = await self._layout.read_row(write.group_id, write.key, now)
             plan = plan_write(write, current, now)
@@ -864,7 +863,7 @@ class _Motia:
         )
         return sorted(_text(g) for g in found)
 
-    async def write(self, write: Write, now: float) -> tuple[Row | None | _Unchanged, Row | None]:
+    async def write(self, write: Write, now: float) -> tuple[Plan, Row | None]:
         condition = _condition(write, "{:013x}".format)
         value, at = "", ""
         if write.kind == "set":

@@ -30,22 +30,20 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
 from .. import codec, options
-from ..base import (
+from ..base import StateAdapter, TxStore, acquire_within
+from ..codec import INT64_MAX, INT64_MIN
+from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
+from ..ops import Filter, parse_number
+from ..rows import (
     UNCHANGED,
     Clock,
     Row,
     RowEntry,
-    StateAdapter,
-    TxStore,
     Write,
     WriteResult,
-    acquire_within,
     new_version,
     plan_write,
 )
-from ..codec import INT64_MAX, INT64_MIN
-from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
-from ..ops import Filter, parse_number
 from . import migrate
 from .schema import HEAD_REVISION, TABLE
 from .worker import Worker

@@ -199,8 +199,8 @@ def _upgrade(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now:
 
 
 def _import_legacy(raw: sqlite3.Connection, path: Path, now: float) -> int:
-    from ..base import new_version
     from ..file import read_motia_json
+    from ..rows import new_version
 
     # All or nothing, like every import: a file holding an entry our rules cannot hold (a lone
     # surrogate) creates no database, so the next open tries again, and says the same and how on.
