@@ -433,5 +433,25 @@ def serve_command(stdio: bool, url: str | None) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the Node side decides when we stop
     # (it closes our stdin), so an interrupt never cuts a write short here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise SystemExit(asyncio.run(serve(url)))
+    profile_to = os.environ.get(PROFILE_VAR)
+    raise SystemExit(_profiled(url, profile_to) if profile_to else asyncio.run(serve(url)))
+
+
+#: Set to a file path, the serve process runs under pyinstrument (a dev dependency) and writes its
+#: text profile there on exit: how ``benchmarks/node_bench.mjs`` profiles the Python side of a miss.
+PROFILE_VAR: Final = "MOTIA_STATE_SQL_PROFILE"
+
+
+def _profiled(url: str | None, path: str) -> int:
+    """:func:`serve` under pyinstrument (wall clock, the whole process); the profile to ``path``."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0002, async_mode="disabled")
+    profiler.start()
+    try:
+        return asyncio.run(serve(url))
+    finally:
+        profiler.stop()
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(profiler.output_text(unicode=False, color=False, show_all=False))
 
