@@ -15,6 +15,11 @@ memory on stdout, ``benchmarks/results/<mode>.json``, ``benchmarks/results/<mode
 run also rewrites the results part of ``docs/benchmarks.md``, ``docs/benchmarks.png`` and
 ``docs/benchmarks.json``. With ``$REDIS_URL`` set the Redis rows use that server, and every key
 the run wrote there (all under one ``bench:<time>:`` prefix) is deleted at the end.
+
+The last phase runs ``benchmarks/node_bench.mjs`` (when node and npm are installed): from Node,
+SqlStateAdapter against Motia's own RedisStateAdapter and FileStateAdapter, paired and profiled
+the same way inside the script; its rows and target lines join the others. ``--node-only`` runs
+just that phase (``results/<mode>-node.json``; the docs are left alone).
 """
 
 from __future__ import annotations
