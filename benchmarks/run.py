@@ -15,6 +15,11 @@ memory on stdout, ``benchmarks/results/<mode>.json``, ``benchmarks/results/<mode
 run also rewrites the results part of ``docs/benchmarks.md``, ``docs/benchmarks.png`` and
 ``docs/benchmarks.json``. With ``$REDIS_URL`` set the Redis rows use that server, and every key
 the run wrote there (all under one ``bench:<time>:`` prefix) is deleted at the end.
+
+The last phase runs ``benchmarks/node_bench.mjs`` (when node and npm are installed): from Node,
+SqlStateAdapter against Motia's own RedisStateAdapter and FileStateAdapter, paired and profiled
+the same way inside the script; its rows and target lines join the others. ``--node-only`` runs
+just that phase (``results/<mode>-node.json``; the docs are left alone).
 """
 
 from __future__ import annotations
@@ -76,10 +81,38 @@ class Sizes:
     stored: tuple[int, ...]
     json_items: int = 10_000
     profile_ops: int = 5_000
+    node: NodeSizes | None = None
 
 
-FULL = Sizes(ops=20_000, file_ops=300, groups=(10, 1_000, 100_000), stored=(1_000, 100_000, 1_000_000))
-QUICK = Sizes(ops=100, file_ops=20, groups=(10, 100), stored=(100, 1_000), json_items=1_000, profile_ops=100)
+@dataclass
+class NodeSizes:
+    """The Node benchmark's counts (``benchmarks/node_bench.mjs``): every store holds ``stored``
+    items; ``ops`` sequential calls per measurement (``file_ops`` on Motia's FileStateAdapter),
+    one ``Promise.all`` of ``burst`` sets, ``group_reads`` calls of ``getGroup``."""
+
+    ops: int
+    file_ops: int
+    burst: int
+    stored: int
+    group_reads: int
+
+
+FULL = Sizes(
+    ops=20_000,
+    file_ops=300,
+    groups=(10, 1_000, 100_000),
+    stored=(1_000, 100_000, 1_000_000),
+    node=NodeSizes(ops=10_000, file_ops=300, burst=10_000, stored=1_000, group_reads=200),
+)
+QUICK = Sizes(
+    ops=100,
+    file_ops=20,
+    groups=(10, 100),
+    stored=(100, 1_000),
+    json_items=1_000,
+    profile_ops=100,
+    node=NodeSizes(ops=200, file_ops=20, burst=1_000, stored=100, group_reads=10),
+)
 
 
 @dataclass
@@ -162,6 +195,8 @@ class Bench:
         self.verdicts: list[Verdict] = []
         self._tags = itertools.count()
         self._profiled: dict[Key, str] = {}
+        self.external: list[Result] = []
+        self.node_info: dict[str, str] = {}
 
     async def once(self, spec: Spec) -> float:
         """One measurement (after a discarded warm-up of a tenth of the count): its ops/s."""
@@ -193,18 +228,8 @@ class Bench:
     async def target(self, text: str, a: Spec, b: Spec, want: float, above: bool = False) -> None:
         """A target line: the median paired ratio of ``a`` to ``b``; a miss is profiled at once."""
         ratios = await self.pair(a, b)
-        value = statistics.median(ratios)
-        ok = value > want if above else value >= want
-        shown = f"{_ratio(value)}x"
-        rounds = ", ".join(map(_ratio, ratios))
-        verdict = Verdict(
-            ok,
-            f"{text}: {shown} (median of {len(ratios)} alternated rounds: {rounds}; "
-            f"{a.backend} {a.workload} / {b.backend} {b.workload}, "
-            f"target {'>' if above else '>='} {want:g}x)",
-            ratios,
-        )
-        if not ok:  # both sides, while their stores are open; each baseline once
+        verdict = _verdict(text, ratios, a.key, b.key, want, above)
+        if not verdict.ok:  # both sides, while their stores are open; each baseline once
             trees = [await profile(a, self.sizes.profile_ops, next(self._tags))]
             if b.key in self._profiled:
                 trees.append(
@@ -218,6 +243,10 @@ class Bench:
 
     def note(self, text: str) -> None:
         self.verdicts.append(Verdict(None, text))
+
+    def add_external(self, result: Result) -> None:
+        """A row measured elsewhere (the Node benchmark), with its rates and latency percentiles."""
+        self.external.append(result)
 
     def results(self) -> list[Result]:
         results = []
@@ -237,6 +266,7 @@ class Bench:
                     rates,
                 )
             )
+        results += self.external
         order = [*BASELINES, *NAMES]
         results.sort(key=lambda r: order.index(r.backend) if r.backend in order else len(order))
         by = {(r.backend, r.workload): r for r in results}
@@ -252,6 +282,19 @@ class Bench:
 
 def _ratio(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _verdict(text: str, ratios: list[float], a: Key, b: Key, want: float, above: bool = False) -> Verdict:
+    """A target line: the median of the per-round ratios of ``a`` to ``b`` against ``want``."""
+    value = statistics.median(ratios)
+    ok = value > want if above else value >= want
+    rounds = ", ".join(map(_ratio, ratios))
+    return Verdict(
+        ok,
+        f"{text}: {_ratio(value)}x (median of {len(ratios)} alternated rounds: {rounds}; "
+        f"{a[0]} {a[1]} / {b[0]} {b[1]}, target {'>' if above else '>='} {want:g}x)",
+        ratios,
+    )
 
 
 async def profile(spec: Spec, ops: int, tag: int) -> str:
@@ -811,6 +854,111 @@ async def phase_stored(bench: Bench, stores: Stores, sizes: Sizes) -> None:
         cache_large.close()
 
 
+# -- Node: SqlStateAdapter against Motia's own adapters (benchmarks/node_bench.mjs) -------------
+
+#: Motia's own adapters, as motia@0.17.6-beta.187 depends on them (``npm view
+#: motia@0.17.6-beta.187 dependencies``): FileStateAdapter comes from @motiadev/core.
+NODE_PACKAGES = ("@motiadev/core@0.17.6-beta.187", "@motiadev/adapter-redis-state@0.17.6-beta.187")
+NODE_BENCH = ROOT / "benchmarks" / "node_bench.mjs"
+NODE_NAMES = ("node-sqlite", "node-motia-redis", "node-motia-file")
+NPM_FLAGS = ("--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error")
+
+
+def node_dir() -> Path | None:
+    """The Motia packages installed once into ``.venv/node-bench`` (outside git, a stamp file
+    names what is there); None without node and npm. ``--ignore-scripts``: the only install script
+    in the tree is esbuild's binary check, and esbuild is never run here."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return None
+    target = ROOT / ".venv" / "node-bench"
+    stamp = target / "installed.txt"
+    wanted = " ".join(NODE_PACKAGES)
+    if not stamp.exists() or stamp.read_text() != wanted:
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [npm, "install", "--prefix", str(target), *NPM_FLAGS, *NODE_PACKAGES],
+            check=True,
+            capture_output=True,
+            timeout=600,
+            env={**os.environ, "REDISMS_DISABLE_POSTINSTALL": "1"},
+        )
+        stamp.write_text(wanted)
+    shutil.copy(NODE_BENCH, target / NODE_BENCH.name)
+    return target
+
+
+async def phase_node(bench: Bench, stores: Stores, sizes: Sizes) -> None:
+    """From one Node process: SqlStateAdapter (SQLite, through its Python serve process) against
+    Motia's own RedisStateAdapter (same server) and FileStateAdapter; see node_bench.mjs."""
+    counts = sizes.node
+    folder = node_dir() if counts is not None else None
+    if counts is None or folder is None:
+        bench.note("the Node benchmark did not run: node and npm are not installed")
+        return
+    config = {
+        "index": str(ROOT / "node" / "index.js"),
+        "python": sys.executable,
+        "env": {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "MOTIA_ANALYTICS_DISABLED": "true",
+        },
+        "folder": str(stores.folder / "node"),
+        "redisUrl": stores.redis_url,
+        "prefix": f"{stores.prefix}node:",
+        "ops": counts.ops,
+        "fileOps": counts.file_ops,
+        "burst": counts.burst,
+        "stored": counts.stored,
+        "groupReads": counts.group_reads,
+        "rounds": bench.rounds,
+        "profileOps": sizes.profile_ops,
+    }
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(folder / NODE_BENCH.name),
+        json.dumps(config),
+        cwd=folder,
+        env={**os.environ, "MOTIA_ANALYTICS_DISABLED": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"node_bench.mjs exited with {process.returncode}:\n{err.decode()[-4000:]}")
+    data = json.loads(out.decode().splitlines()[-1])
+    bench.node_info = {"node": data["node"], **data["versions"]}
+    for row in data["rows"]:
+        rates = row["rates"]
+        bench.add_external(
+            Result(
+                row["backend"],
+                row["workload"],
+                row["ops"],
+                row["ops"] / statistics.median(rates),
+                row["p50_us"],
+                row["p99_us"],
+                len(rates),
+                rates,
+            )
+        )
+    for t in data["targets"]:
+        a, b, ratios = tuple(t["a"]), tuple(t["b"]), t["ratios"]
+        bench.pairs.setdefault((a, b), []).extend(ratios)
+        if t["want"] is None:
+            bench.note(
+                f"reference, not a target: {t['text']}: {_ratio(statistics.median(ratios))}x (median of "
+                f"{len(ratios)} alternated rounds: {', '.join(map(_ratio, ratios))}; "
+                f"{a[0]} {a[1]} / {b[0]} {b[1]})"
+            )
+            continue
+        verdict = _verdict(t["text"], ratios, a, b, t["want"])
+        verdict.profile = t["profile"] if not verdict.ok else ""
+        if not verdict.ok and not verdict.profile:
+            verdict.profile = "(node_bench.mjs took no profile: its verdict differed from the harness's)"
+        bench.verdicts.append(verdict)
+
+
 # -- peak memory (one subprocess per backend) ----------------------------------------------------
 
 
@@ -887,6 +1035,8 @@ def baseline_of(r: Result) -> Key | None:
             return "raw-sqlite3-normal", "get x1"
         if r.workload.startswith(("set @", "get @")) and level == "normal":
             return "raw-sqlite3-normal", r.workload
+    if r.backend == "node-sqlite":
+        return "node-motia-redis", r.workload
     if r.backend.startswith("redis-") and r.workload in ("set x1", "get x1"):
         return "redis-py bare", r.workload
     if r.workload.endswith(" stored") and r.backend != "json-file-store":
@@ -961,7 +1111,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def run(sizes: Sizes, rounds: int) -> tuple[Bench, dict[str, dict[str, float]], dict[str, Any]]:
+async def run(
+    sizes: Sizes, rounds: int, node_only: bool = False
+) -> tuple[Bench, dict[str, dict[str, float]], dict[str, Any]]:
     bench = Bench(sizes, rounds)
     memory: dict[str, dict[str, float]] = {}
     info: dict[str, Any] = {}
@@ -972,12 +1124,15 @@ async def run(sizes: Sizes, rounds: int) -> tuple[Bench, dict[str, dict[str, flo
         with redis_server() as redis_url:
             stores = Stores(folder, redis_url, prefix)
             try:
-                for phase in (phase_main, phase_json, phase_stored):
+                phases = (phase_node,) if node_only else (phase_main, phase_json, phase_stored, phase_node)
+                for phase in phases:
                     started = time.monotonic()
                     await phase(bench, stores, sizes)
                     info[f"{phase.__name__} seconds"] = round(time.monotonic() - started, 1)
                     print(f"{phase.__name__}: {info[f'{phase.__name__} seconds']}s", file=sys.stderr)
-                for name in NAMES:
+                if bench.node_info:
+                    info["node"] = bench.node_info
+                for name in () if node_only else NAMES:
                     count = sizes.file_ops if name == "file" else sizes.ops
                     memory[name] = peak_memory(name, folder, redis_url, prefix, count)
             finally:
@@ -1009,6 +1164,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts: only checks the harness runs")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternated rounds per target pair")
+    parser.add_argument(
+        "--node-only",
+        action="store_true",
+        help="only the Node benchmark (results/<mode>-node.json; docs untouched)",
+    )
     parser.add_argument("--peak-memory", help=argparse.SUPPRESS)  # internal: one backend's memory run
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -1020,7 +1180,7 @@ def main() -> None:
         return
     sizes = QUICK if args.quick else FULL
     started = time.monotonic()
-    bench, memory, info = asyncio.run(run(sizes, args.rounds))
+    bench, memory, info = asyncio.run(run(sizes, args.rounds, args.node_only))
     info["total seconds"] = round(time.monotonic() - started, 1)
     results = bench.results()
     rows = table(results)
@@ -1034,7 +1194,7 @@ def main() -> None:
     for v in profiles:
         print(f"\nprofile of the miss, {v.text}\n{v.profile}")
     RESULTS.mkdir(exist_ok=True)
-    mode = "quick" if args.quick else "full"
+    mode = ("quick" if args.quick else "full") + ("-node" if args.node_only else "")
     (RESULTS / f"{mode}.json").write_text(
         json.dumps(
             {
@@ -1050,6 +1210,9 @@ def main() -> None:
             indent=2,
         )
     )
+    if args.node_only:
+        print(f"\nresults: {RESULTS / f'{mode}.json'}; {info}")
+        return
     plot(results, sizes, RESULTS / f"{mode}.png")
     print(f"\nresults: {RESULTS / f'{mode}.json'}, plot: {RESULTS / f'{mode}.png'}; {info}")
     if not args.quick:
@@ -1058,8 +1221,19 @@ def main() -> None:
         machine_info = machine()
         doc = [
             f"Run on {machine_info['date']}: {machine_info['platform']}, {machine_info['cpus']} CPUs, "
-            f"Python {machine_info['python']}, SQLite {machine_info['sqlite']}; "
-            f"{info['total seconds'] / 60:.0f} minutes.",
+            f"Python {machine_info['python']}, SQLite {machine_info['sqlite']}"
+            + (
+                "; Node {node}, @motiadev/core {core}, @motiadev/adapter-redis-state {redis}, "
+                "node-redis {client}".format(
+                    node=bench.node_info["node"],
+                    core=bench.node_info["@motiadev/core"],
+                    redis=bench.node_info["@motiadev/adapter-redis-state"],
+                    client=bench.node_info["redis"],
+                )
+                if bench.node_info
+                else ""
+            )
+            + f"; {info['total seconds'] / 60:.0f} minutes.",
             "",
             "```",
             *verdicts,
@@ -1078,7 +1252,10 @@ def main() -> None:
             doc += ["", "### Profiles of the misses", ""]
             doc += [
                 "Taken by the harness right after each miss was measured (pyinstrument, library "
-                "frames folded; under the profiler everything runs slower).",
+                "frames folded; under the profiler everything runs slower). For the Node targets: "
+                "the top functions of a CPU profile of the Node process (node:inspector; `(idle)` is "
+                "time spent waiting for the Python process or Redis) and, for SqlStateAdapter, the "
+                "pyinstrument tree of its Python serve process (`MOTIA_STATE_SQL_PROFILE`).",
             ]
             for v in profiles:
                 doc += ["", f"**{v.text.split(':')[0]}**", "", "```", v.profile, "```"]

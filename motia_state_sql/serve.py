@@ -29,7 +29,7 @@ import signal
 import stat
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 import click
@@ -250,14 +250,19 @@ class _Transaction:
 
 
 class Server:
-    """Reads requests, runs each in its own task, writes each answer when it is ready."""
+    """Runs each request in its own task and sends each answer when it is ready.
 
-    def __init__(self, adapter: StateAdapter, writer: Callable[[bytes], Awaitable[None]]) -> None:
+    A request alone in flight is answered at once; answers finishing together (many requests in
+    flight) leave in one write at the end of the loop turn, not one write each.
+    """
+
+    def __init__(self, adapter: StateAdapter, out: _Output) -> None:
         self.adapter = adapter
-        self.write = writer
+        self.out = out
         self.transactions: dict[str, _Transaction] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
+        self._answers: list[bytes] | None = None  # gathered for one write this loop turn
 
     def handle(self, line: bytes) -> None:
         """Start answering one request line."""
@@ -284,7 +289,20 @@ class Server:
             out = {"id": request_id, "ok": result}
         except Exception as exc:
             out = {"id": request_id, "error": error_payload(exc)}
-        await self.write(_dumps(out))
+        data = _dumps(out)
+        if self._answers is not None:
+            self._answers.append(data)
+        elif len(self.tasks) <= 1:  # this request alone: nothing to wait for
+            self.out.write(data)
+        else:
+            self._answers = [data]
+            asyncio.get_running_loop().call_soon(self._send_answers)
+        await self.out.pressure()
+
+    def _send_answers(self) -> None:
+        if self._answers is not None:
+            self.out.write(b"".join(self._answers))
+            self._answers = None
 
     async def _dispatch(self, method: str, args: list[Any], value_text: str | None, tx_id: object) -> Any:
         if method == "begin":
@@ -310,6 +328,7 @@ class Server:
         """Wait for the requests in flight, then roll back what is still open."""
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        self._send_answers()
         for name, tx in list(self.transactions.items()):
             del self.transactions[name]
             await asyncio.gather(tx.submit("rollback", [], None), return_exceptions=True)
@@ -333,31 +352,112 @@ def _dumps(answer: dict[str, Any]) -> bytes:
         return json.dumps(answer).encode() + b"\n"
 
 
-async def _output(fd: int) -> tuple[Callable[[bytes], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    """``(write, flush)`` on ``fd``: an asyncio pipe when it is one, else plain blocking writes."""
-    loop = asyncio.get_running_loop()
-    if not stat.S_ISFIFO(os.fstat(fd).st_mode) and not stat.S_ISSOCK(os.fstat(fd).st_mode):
+class _Output:
+    """Answers out on ``fd``: an asyncio pipe when it is one, else plain blocking writes."""
 
-        async def write_file(data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.transport: asyncio.WriteTransport | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
-        async def nothing() -> None:
-            return None
+    async def open(self) -> None:
+        mode = os.fstat(self.fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            loop = asyncio.get_running_loop()
+            self.transport, protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, os.fdopen(self.fd, "wb", buffering=0, closefd=False)
+            )
+            self.writer = asyncio.StreamWriter(self.transport, protocol, None, loop)
 
-        return write_file, nothing
-    transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", buffering=0, closefd=False)
-    )
-    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
 
-    async def write(data: bytes) -> None:
-        writer.write(data)
-        if transport.get_write_buffer_size() > 1 << 20:  # a reader far behind: wait for it
-            await writer.drain()
+    async def pressure(self) -> None:
+        """Wait while more than 1 MiB is waiting to be written (a reader far behind)."""
+        too_much = self.transport is not None and self.transport.get_write_buffer_size() > 1 << 20
+        if too_much and self.writer is not None:
+            await self.writer.drain()
 
-    return write, writer.drain
+    async def flush(self) -> None:
+        if self.writer is not None:
+            await self.writer.drain()
+
+
+class _Lines(asyncio.Protocol):
+    """stdin as request lines, each handed on as soon as its bytes arrive.
+
+    No task, future or wait per line; lines arriving before ``start`` are kept for it.
+    """
+
+    def __init__(self) -> None:
+        self.handle: Callable[[bytes], None] | None = None
+        self.early: list[bytes] = []
+        self.partial = bytearray()
+        self.dropping = False  # inside a line over MAX_LINE
+        self.stopped = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start(self, handle: Callable[[bytes], None]) -> None:
+        self.handle = handle
+        for line in self.early:
+            handle(line)
+        self.early.clear()
+
+    def data_received(self, data: bytes) -> None:
+        end = data.find(b"\n")
+        if end < 0:
+            self._keep(data)
+            return
+        if self.partial or self.dropping:
+            first = bytes(self.partial) + data[: end + 1]
+            self.partial.clear()
+            if self.dropping:
+                self.dropping = False
+            else:
+                self._line(first)
+        else:
+            self._line(data[: end + 1])
+        start = end + 1
+        while (end := data.find(b"\n", start)) >= 0:
+            self._line(data[start : end + 1])
+            start = end + 1
+        self._keep(data[start:])
+
+    def _keep(self, data: bytes) -> None:
+        if self.dropping or not data:
+            return
+        self.partial += data
+        if len(self.partial) > MAX_LINE:  # its id is unknown, so the caller times out
+            print(f"motia-state serve: a request over {MAX_LINE} bytes was dropped", file=sys.stderr)
+            self.partial.clear()
+            self.dropping = True
+
+    def _line(self, line: bytes) -> None:
+        if self.stopped or not line.strip():
+            return
+        if self.handle is None:
+            self.early.append(line)
+        else:
+            self.handle(line)
+
+    def eof_received(self) -> bool:
+        if self.partial and not self.dropping:  # a last line without its newline
+            self._line(bytes(self.partial))
+        self.partial.clear()
+        self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 async def serve(url: str | None, stdin: int = 0, stdout: int = 1) -> int:
@@ -367,11 +467,10 @@ async def serve(url: str | None, stdin: int = 0, stdout: int = 1) -> int:
         The exit status: 0 after EOF, 1 when the store could not be opened.
     """
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_LINE)
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(stdin, "rb", buffering=0, closefd=False)
-    )
-    write, flush = await _output(stdout)
+    lines = _Lines()
+    await loop.connect_read_pipe(lambda: lines, os.fdopen(stdin, "rb", buffering=0, closefd=False))
+    out = _Output(stdout)
+    await out.open()
 
     shown = redact(url or os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}")
     try:
@@ -379,35 +478,23 @@ async def serve(url: str | None, stdin: int = 0, stdout: int = 1) -> int:
         # Open the store now (schema check, connection): a broken store fails the first call.
         await adapter.get("motia-state-sql", "serve")
     except Exception as exc:
-        await write(_dumps({"id": 0, "error": error_payload(exc)}))
-        await flush()
+        out.write(_dumps({"id": 0, "error": error_payload(exc)}))
+        await out.flush()
         return 1
-    await write(_dumps({"id": 0, "ok": {"url": shown, "version": __version__, "pid": os.getpid()}}))
-    server = Server(adapter, write)
+    out.write(_dumps({"id": 0, "ok": {"url": shown, "version": __version__, "pid": os.getpid()}}))
+    server = Server(adapter, out)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    stopping = asyncio.create_task(stop.wait())
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
-        while True:
-            reading = asyncio.create_task(reader.readline())
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not reading.done():
-                reading.cancel()
-                break
-            try:
-                line = reading.result()
-            except ValueError:  # a line over MAX_LINE: its id is unknown, so the caller times out
-                print(f"motia-state serve: a request over {MAX_LINE} bytes was dropped", file=sys.stderr)
-                continue
-            if not line:
-                break
-            if line.strip():
-                server.handle(line)
+        lines.start(server.handle)
+        await asyncio.wait({lines.closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        lines.stopped = True  # after SIGTERM or EOF: no new requests
         await server.finish()
     finally:
         stopping.cancel()
         await adapter.close()
-        await flush()
+        await out.flush()
     return 0
 
 
@@ -423,5 +510,25 @@ def serve_command(stdio: bool, url: str | None) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the Node side decides when we stop
     # (it closes our stdin), so an interrupt never cuts a write short here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise SystemExit(asyncio.run(serve(url)))
+    profile_to = os.environ.get(PROFILE_VAR)
+    raise SystemExit(_profiled(url, profile_to) if profile_to else asyncio.run(serve(url)))
+
+
+#: Set to a file path, the serve process runs under pyinstrument (a dev dependency) and writes its
+#: text profile there on exit: how ``benchmarks/node_bench.mjs`` profiles the Python side of a miss.
+PROFILE_VAR: Final = "MOTIA_STATE_SQL_PROFILE"
+
+
+def _profiled(url: str | None, path: str) -> int:
+    """:func:`serve` under pyinstrument (wall clock, the whole process); the profile to ``path``."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0002, async_mode="disabled")
+    profiler.start()
+    try:
+        return asyncio.run(serve(url))
+    finally:
+        profiler.stop()
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(profiler.output_text(unicode=False, color=False, show_all=False))
 

@@ -239,8 +239,24 @@ class Connection {
         }, timeout)
       }
       this.pending.set(id, call)
-      this.proc.stdin.write(line)
+      this.write(line)
     })
+  }
+
+  // The requests of one tick leave in one write: Promise.all of many calls is one pipe write,
+  // not one each (a lone call waits only for the end of the current tick).
+  write(line) {
+    if (this.outgoing === undefined) {
+      this.outgoing = [line]
+      process.nextTick(() => this.flush())
+    } else this.outgoing.push(line)
+  }
+
+  flush() {
+    const lines = this.outgoing
+    if (lines === undefined) return
+    this.outgoing = undefined
+    this.proc.stdin.write(lines.length === 1 ? lines[0] : lines.join(''))
   }
 
   finish(code, signal) {
@@ -369,7 +385,16 @@ export class SqlStateAdapter extends Operations {
 
   _track(delta) {
     this._active += delta
-    this._connection?.setRef(this._active > 0)
+    if (this._active > 0) this._connection?.setRef(true)
+    else if (!this._unrefSoon) {
+      // Unref once nothing is waiting after this turn of the event loop, so sequential calls do
+      // not ref and unref the process's four handles on every call.
+      this._unrefSoon = true
+      setImmediate(() => {
+        this._unrefSoon = false
+        if (this._active === 0) this._connection?.setRef(false)
+      }).unref()
+    }
   }
 
   _call(method, args, text) {
@@ -447,6 +472,7 @@ export class SqlStateAdapter extends Operations {
     if (connection === null) return
     this._connection = null
     connection.setRef(true) // until it has closed the store
+    connection.flush() // requests of this tick go before the end
     connection.proc.stdin.end()
     await connection.closed
   }

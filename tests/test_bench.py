@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from tests.redis_server import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("memory", "sqlite-normal", "sqlite-full", "redis-native", "redis-motia", "file")
 BASELINES = ("raw-sqlite3-normal", "raw-sqlite3-full", "diskcache", "redis-py bare", "json-file-store")
+NODE = ("node-sqlite", "node-motia-redis", "node-motia-file")  # benchmarks/node_bench.mjs
 
 
 def test_quick_benchmark_runs_and_cleans_up_redis() -> None:
@@ -49,6 +51,12 @@ def test_quick_benchmark_runs_and_cleans_up_redis() -> None:
     assert any("vs the bare redis-py command" in line for line in targets)
     for name in BACKENDS:
         assert sum(f"{name} set from" in line and "JSON file store" in line for line in targets) == 2
+    if shutil.which("node") and shutil.which("npm"):
+        for name in NODE:
+            assert any(line.startswith(f"| {name} |") for line in lines), name
+        node_targets = [line for line in targets if line.startswith(("PASS Node:", "FAIL Node:"))]
+        assert len(node_targets) == 5  # set, get, Promise.all vs Redis; set, get vs the file
+        assert sum("Node: SqlStateAdapter getGroup" in line for line in verdicts) == 2  # references
     results = json.loads((ROOT / "benchmarks" / "results" / "quick.json").read_text())
     assert results["quick"] is True
     assert results["run"]["redis keys deleted"] > 0
