@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..errors import SchemaError
 from .schema import HEAD_REVISION, TABLE
@@ -31,12 +31,16 @@ _OUR_TABLES = {TABLE, "alembic_version"}
 _BUSY, _LOCKED = 5, 6
 
 
+#: The packaged Alembic scripts (``migrations/`` of the source tree, installed as this package).
+SCRIPTS: Final = "motia_state_sql.migrations:"
+
+
 def alembic_config() -> Config:
     """An Alembic ``Config`` whose scripts are the ones inside the installed package."""
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", "motia_state_sql:migrations")
+    config.set_main_option("script_location", SCRIPTS)
     return config
 
 

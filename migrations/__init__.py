@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQLite schema; installed as the package ``motia_state_sql.migrations``."""
