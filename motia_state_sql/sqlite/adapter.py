@@ -45,6 +45,7 @@ from ..rows import (
     plan_write,
 )
 from . import migrate
+from .commit import GroupCommit, Job
 from .schema import HEAD_REVISION, TABLE
 from .worker import Worker
 
@@ -100,9 +101,6 @@ _CHECKPOINT_EVERY = 1000
 _READONLY, _CORRUPT, _FULL, _NOTADB = 8, 11, 13, 26
 #: Seconds between looks at the database file's identity from the write path.
 _FILE_CHECK_EVERY = 0.001
-
-Job = tuple[Literal["write"], Write, float] | tuple[Literal["clear"], str, float]
-
 
 def _row(values: Any) -> Row:
     return Row(*values)
@@ -180,21 +178,18 @@ class SqliteStateAdapter(StateAdapter):
     __slots__ = (
         "_checked_at",
         "_checkpoint",
+        "_commits",
         "_dirty",
         "_fast",
         "_file_id",
-        "_flush_soon",
-        "_flusher",
         "_inline",
         "_last_purge",
         "_lock",
         "_lost",
         "_open_lock",
-        "_pending",
         "_raw",
         "_reader",
         "_side_ids",
-        "_turn_taken",
         "_writer",
         "busy_timeout",
         "file_mode",
@@ -256,11 +251,13 @@ class SqliteStateAdapter(StateAdapter):
         self._open_lock = asyncio.Lock()
         # Held by each group-commit batch and for a whole transaction: one writer at a time.
         self._lock = asyncio.Lock()
-        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._flush_soon = False
-        # Set while a write committed at once has not yet resumed its caller (see ``_write``).
-        self._turn_taken = False
+        self._commits = GroupCommit(
+            self._lock,
+            self._inline_batch if self._inline else None,
+            self._thread_batch,
+            self.busy_timeout,
+            self.path,
+        )
         self._last_purge = float("-inf")
         # The database file's (device, inode) once open, to notice it deleted or replaced.
         self._file_id: tuple[int, int] | None = None
@@ -529,10 +526,10 @@ class SqliteStateAdapter(StateAdapter):
                     os.unlink(path)
 
     async def _close(self) -> None:
-        for task in (self._flusher, self._checkpoint):
-            if task is not None:
-                with contextlib.suppress(BaseException):
-                    await task
+        await self._commits.drain()
+        if self._checkpoint is not None:
+            with contextlib.suppress(BaseException):
+                await self._checkpoint
         if self._file_id is not None and (self._lost or self._look_at_file(force=True)):
             self._forget_side_files()
         if self._fast is not None:
@@ -573,7 +570,7 @@ class SqliteStateAdapter(StateAdapter):
                 except sqlite3.OperationalError as exc:
                     if not migrate.is_busy(exc):
                         raise
-            return await self._call(self._reader, _fetch_all, sql, params)
+            return await self._call(self._reader, _fetch, sql, params)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
@@ -619,69 +616,6 @@ class SqliteStateAdapter(StateAdapter):
 
     # -- writes (group commit) ----------------------------------------------------------------
 
-    def _submit(self, writer: Worker, job: Job) -> asyncio.Future[Any]:
-        """Queue ``job`` for the next batch; the future resolves once its batch committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((job, future))
-        if self._flusher is None and not self._flush_soon:
-            # Run after every coroutine ready in this loop turn has queued its write: one batch.
-            self._flush_soon = True
-            loop.call_soon(self._flush_now, writer)
-        return future
-
-    def _take(self) -> list[tuple[Job, asyncio.Future[Any]]]:
-        batch, self._pending = self._pending, []
-        # A caller cancelled before its batch started is dropped: nothing written.
-        return [(job, future) for job, future in batch if not future.done()]
-
-    def _flush_now(self, writer: Worker) -> None:
-        """Loop callback: run the queued batch right here when the lock is free, else in a task."""
-        self._flush_soon = False
-        if self._flusher is not None:
-            return  # the flusher task takes the queue
-        if self._inline and not self._lock.locked():
-            batch = self._take()
-            if not batch:
-                return
-            try:
-                results = self._inline_batch([job for job, _ in batch])
-            except BaseException as exc:
-                _deliver_error(batch, exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
-            if results is not None:
-                _deliver(batch, results)
-                return
-            self._pending[:0] = batch  # another process holds the lock: wait for it on the thread
-        self._flusher = asyncio.get_running_loop().create_task(self._flush(writer))
-
-    async def _flush(self, writer: Worker) -> None:
-        try:
-            while self._pending:
-                batch = self._take()
-                if not batch:
-                    continue
-                try:
-                    await acquire_within(self._lock, self.busy_timeout, self.path)
-                    try:
-                        results = await self._run_batch(writer, [job for job, _ in batch])
-                    finally:
-                        self._lock.release()
-                except BaseException as exc:
-                    _deliver_error(batch, exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                _deliver(batch, results)
-        finally:
-            self._flusher = None
-            for _, future in self._pending:
-                if not future.done():
-                    future.set_exception(StateError("the write was abandoned: its flusher stopped"))
-            self._pending.clear()
-
     def _inline_batch(self, jobs: list[Job]) -> list[Any] | None:
         """Run a batch on the loop; ``None`` when another process holds the write lock."""
         assert self._raw is not None
@@ -709,12 +643,11 @@ class SqliteStateAdapter(StateAdapter):
             self._dirty = 0
             self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
 
-    async def _run_batch(self, writer: Worker, jobs: list[Job]) -> list[Any]:
-        """With ``_lock`` held: on the loop if the write lock is free at once, else on the writer thread."""
-        results = self._inline_batch(jobs) if self._inline else None
-        if results is None:
-            results = await self._call(writer, self._apply_batch_waiting, jobs)
-            self._wrote(len(jobs))
+    async def _thread_batch(self, jobs: list[Job]) -> list[Any]:
+        """With ``_lock`` held: run a batch on the writer thread, waiting for the write lock."""
+        assert self._writer is not None
+        results = await self._call(self._writer, self._apply_batch_waiting, jobs)
+        self._wrote(len(jobs))
         return results
 
     async def _run_checkpoint(self) -> None:
@@ -795,35 +728,14 @@ class SqliteStateAdapter(StateAdapter):
         return plan, current
 
     async def _write(self, write: Write, now: float) -> WriteResult:
-        writer = self._writer or await self._connect()
-        job: Job = ("write", write, now)
-        if (
-            self._inline
-            and not self._turn_taken
-            and not self._pending
-            and not self._flush_soon
-            and self._flusher is None
-            and not self._lock.locked()
-        ):
-            # Nothing queued and nobody wrote at once in this loop turn: a lone writer. Commit
-            # right here, then yield once (a writing loop starves nobody), instead of queueing
-            # for a flush callback and being resumed by a future: one loop turn per write, not
-            # two. Writers arriving in the same turn queue as usual and commit as one batch.
-            results = self._inline_batch([job])
-            if results is not None:
-                self._turn_taken = True
-                try:
-                    await asyncio.sleep(0)
-                finally:
-                    self._turn_taken = False
-                if isinstance(results[0], Exception):
-                    raise results[0]
-                return cast(WriteResult, results[0])
-        return cast(WriteResult, await self._submit(writer, job))
+        if self._writer is None:
+            await self._connect()
+        return cast(WriteResult, await self._commits.write(("write", write, now)))
 
     async def _clear(self, group_id: str, now: float) -> None:
-        writer = self._writer or await self._connect()
-        await self._submit(writer, ("clear", group_id, now))
+        if self._writer is None:
+            await self._connect()
+        await self._commits.submit(("clear", group_id, now))
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -900,10 +812,6 @@ def _execute(raw: sqlite3.Connection, sql: str) -> None:
     raw.execute(sql)
 
 
-def _fetch_all(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
-    return raw.execute(sql, params).fetchall()
-
-
 def _rollback_if_open(raw: sqlite3.Connection) -> None:
     if raw.in_transaction:
         raw.execute("ROLLBACK")
@@ -918,31 +826,6 @@ def _rows_sql(group_id: str | None, now: float, filters: list[Filter]) -> tuple[
     if group_id is None:
         return f"{_SELECT_ROWS}{where} ORDER BY group_id, key", [now, *params]
     return f"{_SELECT_ROWS} AND group_id = ?{where} ORDER BY key", [now, group_id, *params]
-
-
-def _deliver(batch: list[tuple[Job, asyncio.Future[Any]]], results: list[Any]) -> None:
-    for (_, future), result in zip(batch, results, strict=True):
-        if future.done():
-            continue
-        if isinstance(result, Exception):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-
-
-def _deliver_error(batch: list[tuple[Job, asyncio.Future[Any]]], exc: BaseException) -> None:
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(_copy_error(exc))
-
-
-def _copy_error(exc: BaseException) -> BaseException:
-    """A fresh exception per waiting caller, so tracebacks do not pile onto one object."""
-    if isinstance(exc, StateError):
-        copy = type(exc)(*exc.args)
-        copy.__cause__ = exc.__cause__
-        return copy
-    return exc
 
 
 class _SqliteTx(TxStore):

@@ -1,0 +1,191 @@
+"""``GroupCommit``: the write queue of one SQLite adapter; writes of one loop turn commit together.
+
+A write (``Job``) either commits alone, right away, or joins the queue. Whatever is queued when
+the loop gets to the flush callback (every coroutine ready in that loop turn has queued its
+write by then) runs as one batch: one transaction, one commit. Each caller is resumed with its
+own result or exception once its batch committed; a caller cancelled before its batch started is
+dropped, and nothing of it is written.
+
+The adapter says how to run a batch: ``on_loop(jobs)`` runs it on the event loop without waiting
+for any lock (``None`` when another process holds the write lock; only given when commits never
+wait for the disk) and ``on_thread(jobs)`` runs it on the writer thread, waiting for the lock up
+to the busy timeout. Batches and transactions share ``lock``: one writer at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from ..base import acquire_within
+from ..errors import StateError
+from ..rows import Write
+
+__all__ = ["GroupCommit", "Job"]
+
+#: A queued write: a single-key write, or the clearing of a group, with the time it was asked.
+Job = tuple[Literal["write"], Write, float] | tuple[Literal["clear"], str, float]
+_Waiting = tuple[Job, "asyncio.Future[Any]"]
+OnLoop = Callable[[list[Job]], "list[Any] | None"]
+OnThread = Callable[[list[Job]], Awaitable[list[Any]]]
+
+
+class GroupCommit:
+    """See the module docstring."""
+
+    __slots__ = (
+        "_busy_timeout",
+        "_flusher",
+        "_label",
+        "_lock",
+        "_lone",
+        "_on_loop",
+        "_on_thread",
+        "_queue",
+        "_scheduled",
+    )
+
+    def __init__(
+        self, lock: asyncio.Lock, on_loop: OnLoop | None, on_thread: OnThread, busy_timeout: float, label: str
+    ) -> None:
+        self._lock = lock
+        self._on_loop = on_loop
+        self._on_thread = on_thread
+        self._busy_timeout = busy_timeout
+        self._label = label
+        self._queue: list[_Waiting] = []
+        self._scheduled = False  # a flush callback is due in this loop turn
+        self._flusher: asyncio.Task[None] | None = None  # runs batches that wait for the lock
+        self._lone = False  # a write that committed alone has not yet resumed its caller
+
+    def alone(self) -> bool:
+        """Whether a write arriving now is the only one: nothing queued, running or just written.
+
+        Such a write commits at once on the loop; one arriving beside others joins their batch.
+        """
+        return (
+            self._on_loop is not None
+            and not self._lone
+            and not self._queue
+            and not self._scheduled
+            and self._flusher is None
+            and not self._lock.locked()
+        )
+
+    async def write(self, job: Job) -> Any:
+        """Commit ``job`` (alone when ``alone()``, else in the next batch) and return its result.
+
+        Raises:
+            Exception: the job's own error (a failed condition, a bad op), or the batch's.
+        """
+        if self.alone():
+            assert self._on_loop is not None
+            results = self._on_loop([job])
+            if results is not None:
+                # Yield once (a writing loop starves nobody); writers arriving meanwhile queue
+                # and commit as one batch. One loop turn per lone write instead of two.
+                self._lone = True
+                try:
+                    await asyncio.sleep(0)
+                finally:
+                    self._lone = False
+                if isinstance(results[0], Exception):
+                    raise results[0]
+                return results[0]
+        return await self.submit(job)
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        """Queue ``job`` for the next batch; the future resolves once its batch committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((job, future))
+        if self._flusher is None and not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush_now)
+        return future
+
+    async def drain(self) -> None:
+        """Wait until every queued batch has run (``close()``)."""
+        flusher = self._flusher
+        if flusher is not None:
+            await asyncio.gather(flusher, return_exceptions=True)
+
+    def _take(self) -> list[_Waiting]:
+        batch, self._queue = self._queue, []
+        return [(job, future) for job, future in batch if not future.done()]
+
+    def _flush_now(self) -> None:
+        """Loop callback: run the queued batch right here when the lock is free, else in a task."""
+        self._scheduled = False
+        if self._flusher is not None:
+            return  # the flusher takes the queue
+        if self._on_loop is not None and not self._lock.locked():
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                results = self._on_loop([job for job, _ in batch])
+            except BaseException as exc:
+                _fail(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            if results is not None:
+                _deliver(batch, results)
+                return
+            self._queue[:0] = batch  # another process holds the lock: wait for it on the thread
+        self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch = self._take()
+                if not batch:
+                    continue
+                jobs = [job for job, _ in batch]
+                try:
+                    await acquire_within(self._lock, self._busy_timeout, self._label)
+                    try:
+                        results = self._on_loop(jobs) if self._on_loop is not None else None
+                        if results is None:
+                            results = await self._on_thread(jobs)
+                    finally:
+                        self._lock.release()
+                except BaseException as exc:
+                    _fail(batch, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                _deliver(batch, results)
+        finally:
+            self._flusher = None
+            for _, future in self._queue:
+                if not future.done():
+                    future.set_exception(StateError("the write was abandoned: its flusher stopped"))
+            self._queue.clear()
+
+
+def _deliver(batch: list[_Waiting], results: list[Any]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def _fail(batch: list[_Waiting], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(_copy_error(exc))
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """A fresh exception per waiting caller, so tracebacks do not pile onto one object."""
+    if isinstance(exc, StateError):
+        copy = type(exc)(*exc.args)
+        copy.__cause__ = exc.__cause__
+        return copy
+    return exc
