@@ -60,11 +60,14 @@ const NONCE = randomUUID()
 const MINUS_ZERO = `\u0000motia-state-sql:-0:${NONCE}`
 const BIG_INT = `\u0000motia-state-sql:int:${NONCE}:`
 
-// NaN and Infinity would become null and BigInt would throw a bare TypeError: refuse them by name.
-// -0 would become 0 (JSON.stringify(-0) is "0"): it is sent as -0.0, which Python keeps.
+// NaN, Infinity and an Invalid Date would become null and BigInt would throw a bare TypeError:
+// refuse them by name. -0 would become 0 (JSON.stringify(-0) is "0"): it is sent as -0.0, which Python keeps.
 function stringify(value) {
   let minusZero = false
-  const text = JSON.stringify(value, (_name, item) => {
+  const text = JSON.stringify(value, function (name, item) {
+    if (item === null && this[name] instanceof Date) {
+      throw new InvalidValueError('Invalid Date is not a JSON value (JSON.stringify would store null)')
+    }
     if (typeof item === 'number' && !Number.isFinite(item)) {
       throw new InvalidValueError(`${item} is not a JSON number (JSON.stringify would store null)`)
     }
