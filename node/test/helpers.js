@@ -4,7 +4,7 @@
 // python3. Redis: $REDIS_URL when set, else a redis-server of this test file's own on a free
 // loopback port, keeping nothing on disk, killed when the file's tests end.
 
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -126,16 +126,23 @@ export async function openStore(t, backend, { query, ...options } = {}) {
   return adapter
 }
 
-/** Run Python code (with `URL` defined) against the store at `url`; returns its stdout. */
+/** Run Python code (with `URL` defined) against the store at `url`; resolves to its stdout. */
 export function python(code, { url, args = [] } = {}) {
-  const result = spawnSync(PYTHON, ['-c', `URL = ${JSON.stringify(url ?? '')}\n${code}`, ...args], {
-    encoding: 'utf8',
-    timeout: 30_000,
+  return new Promise((resolve, reject) => {
+    const child = spawn(PYTHON, ['-c', `URL = ${JSON.stringify(url ?? '')}\n${code}`, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 30_000,
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk) => (stdout += chunk))
+    child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk))
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      if (code === 0) resolve(stdout)
+      else reject(new Error(`python failed (${code ?? signal}):\n${stderr}`))
+    })
   })
-  if (result.status !== 0) {
-    throw new Error(`python failed (${result.status ?? result.signal}):\n${result.stderr}${result.error ?? ''}`)
-  }
-  return result.stdout
 }
 
 /** Whether process `pid` still runs (a zombie does not). */
