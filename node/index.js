@@ -163,6 +163,13 @@ function startError(python, connection, code, signal) {
         `(${python} -m pip install motia-state-sql), or ${fix}`,
     )
   }
+  const dependency = /No module named '([^']+)'/.exec(stderr)
+  if (dependency) {
+    return new StoreUnavailableError(
+      `motia-state-sql: motia_state_sql in ${python} cannot import ${dependency[1]}, one of its dependencies: ` +
+        `reinstall it there (${python} -m pip install --force-reinstall motia-state-sql), or ${fix}`,
+    )
+  }
   if (/No such command 'serve'/.test(stderr)) {
     return new StoreUnavailableError(
       `motia-state-sql: the motia_state_sql installed in ${python} is too old (no serve command): upgrade it`,
