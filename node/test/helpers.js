@@ -176,3 +176,8 @@ export async function rejectsWith(assert, promise, name, pattern) {
     return true
   })
 }
+
+/** The file of a sqlite:///PATH URL made by storeUrl. */
+export function sqlitePath(url) {
+  return decodeURIComponent(new URL(url).pathname.replace(/^\/\//, '/'))
+}

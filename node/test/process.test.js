@@ -9,7 +9,7 @@ import { describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 
 import { SqlStateAdapter } from '../index.js'
-import { PYTHON, alive, openStore, python, rejectsWith, storeUrl, tempDir, waitUntil } from './helpers.js'
+import { PYTHON, alive, openStore, python, rejectsWith, sqlitePath, storeUrl, tempDir, waitUntil } from './helpers.js'
 
 const T = { timeout: 30_000 }
 const INDEX = fileURLToPath(new URL('../index.js', import.meta.url))
@@ -79,7 +79,7 @@ describe('errors at start: the first call rejects with our error, saying what to
 
   test('a database with a newer schema: SchemaError, the file left as it was', T, async (t) => {
     const url = await storeUrl('sqlite')
-    const file = fileURLToPath(url.replace('sqlite:', 'file:'))
+    const file = sqlitePath(url)
     const first = adapter(t, { url })
     await first.set('g', 'k', 'kept')
     await first.cleanup()
@@ -146,7 +146,7 @@ describe('the Python process killed mid-run', () => {
 describe('Node exiting', () => {
   test('an idle adapter lets Node exit; Python then closes the database cleanly', T, async () => {
     const url = await storeUrl('sqlite')
-    const file = fileURLToPath(url.replace('sqlite:', 'file:'))
+    const file = sqlitePath(url)
     const script = path.join(tempDir(), 'idle.mjs')
     fs.writeFileSync(
       script,
