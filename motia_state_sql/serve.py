@@ -99,7 +99,7 @@ def _version(value: object, what: str) -> int | None:
         return int(value)
     if type(value) is int and abs(value) <= _MAX_SAFE_INTEGER:
         return value
-    if type(value) in (int, float) and abs(value) > _MAX_SAFE_INTEGER:
+    if isinstance(value, int | float) and type(value) is not bool and abs(value) > _MAX_SAFE_INTEGER:
         raise InvalidOperationError(
             f"{what} {value!r} is a JS number beyond 2**53, rounded before it was sent: "
             "pass the version as the decimal string getItem returned"
@@ -445,4 +445,3 @@ def serve_command(stdio: bool, url: str | None) -> None:
     # (it closes our stdin), so an interrupt never cuts a write short here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise SystemExit(asyncio.run(serve(url)))
-
