@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-quick redis-server clean
+.PHONY: demo test node-test lint bench bench-quick redis-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-dev redis-server lint
 	$(BIN)/pytest
+
+# Only the Node adapter's tests (node/test, Node's own runner); `make test` runs them too, through
+# tests/test_node_adapter.py. They start their own redis-server unless $$REDIS_URL is set.
+node-test: $(VENV)/.installed redis-server
+	cd node && MOTIA_STATE_PYTHON=$(abspath $(BIN)/python) PYTHONPATH=$(CURDIR) npm test --silent
 
 # The full benchmark (minutes; run by hand): writes docs/benchmarks.md and docs/benchmarks.png.
 bench: $(VENV)/.installed-dev redis-server

@@ -48,6 +48,8 @@ __all__ = ["node_json", "serve", "serve_command"]
 #: The longest request line read (a 16 MiB value escaped by JSON.stringify stays far below).
 MAX_LINE: Final = 1 << 30
 _LONG_DIGITS: Final = re.compile(rb"\d{19}")
+#: Number.MAX_SAFE_INTEGER: the largest integer every JS number up to it holds exactly.
+_MAX_SAFE_INTEGER: Final = 2**53 - 1
 
 
 def _node_int(text: str) -> int | float:
@@ -82,13 +84,22 @@ def node_json(text: str | bytes) -> Any:
 
 
 def _version(value: object, what: str) -> int | None:
-    """A version from Node: a decimal string (versions exceed 2**53) or a safe integer."""
+    """A version from Node: a decimal string (versions exceed 2**53) or a safe integer.
+
+    A JS number beyond 2**53 (``Number(item.version)``) was rounded before it was sent: it could
+    name another version of the key, so it is refused, never compared.
+    """
     if value is None:
         return None
     if type(value) is str and re.fullmatch(r"-?\d{1,20}", value):
         return int(value)
-    if type(value) is int:
+    if type(value) is int and abs(value) <= _MAX_SAFE_INTEGER:
         return value
+    if isinstance(value, int | float) and type(value) is not bool and abs(value) > _MAX_SAFE_INTEGER:
+        raise InvalidOperationError(
+            f"{what} {value!r} is a JS number beyond 2**53, rounded before it was sent: "
+            "pass the version as the decimal string getItem returned"
+        )
     raise InvalidOperationError(f"{what} must be a version as a decimal string (from getItem), got {value!r}")
 
 

@@ -6,6 +6,13 @@ export declare const DEFAULT_URL: 'sqlite:///.motia/motia.state.db'
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
 
+/**
+ * What reads return. As `JsonValue`, except that an integer no JS number equals (Python wrote
+ * 2 ** 53 + 1) comes back as an exact `bigint`; `set` refuses a `bigint`, so convert it first.
+ * `-0` is kept. Integers JS wrote beyond 64 bits (1e19) are the same Number back.
+ */
+export type StoredValue = string | number | bigint | boolean | null | StoredValue[] | { [key: string]: StoredValue }
+
 export interface SqlStateAdapterOptions {
   /** Any URL motia_state_sql's open_state takes; default $MOTIA_STATE_URL, else sqlite:///.motia/motia.state.db (relative to cwd). */
   url?: string
@@ -52,7 +59,7 @@ export interface StateItem {
   groupId: string
   key: string
   type: 'string' | 'number' | 'boolean' | 'object' | 'array' | 'null'
-  value: string | number | boolean | object | unknown[] | null
+  value: string | number | bigint | boolean | object | unknown[] | null
 }
 
 /** An item with its metadata. Versions are decimal strings: they exceed 2^53. Times are ms since the epoch. */
@@ -69,7 +76,7 @@ export interface ItemWithMeta<T = unknown> {
 export interface SetOptions {
   /** Seconds until the item expires. */
   ttl?: number
-  /** Write only if the item is at this version (from getItem). */
+  /** Write only if the item is at this version: the decimal string getItem gave (a number beyond 2^53 is refused). */
   ifVersion?: string
   /** Write only if the key is absent. */
   ifAbsent?: boolean
@@ -94,7 +101,11 @@ export interface UpdateResult<T = unknown> {
 
 export interface StateOperations {
   get<T>(groupId: string, key: string): Promise<T | null>
-  /** Stores the value as JSON.stringify writes it and returns it as stored. */
+  /**
+   * Stores the value as JSON.stringify writes it (Dates as ISO text, undefined fields dropped,
+   * undefined array entries null) and returns it as stored. NaN, Infinity, an Invalid Date, a
+   * bigint, a lone surrogate and a top-level undefined reject with InvalidValueError; -0 is kept.
+   */
   set<T>(groupId: string, key: string, value: T, options?: SetOptions): Promise<T>
   delete<T>(groupId: string, key: string, options?: ConditionOptions): Promise<T | null>
   update<T>(groupId: string, key: string, ops: UpdateOp[], options?: ConditionOptions): Promise<UpdateResult<T>>

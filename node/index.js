@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { randomUUID } from 'node:crypto'
 
 export const DEFAULT_URL = 'sqlite:///.motia/motia.state.db'
 
@@ -53,21 +54,39 @@ function errorFrom(payload) {
 
 const where = (groupId, key) => `${JSON.stringify(groupId)}/${JSON.stringify(key)}`
 
-// NaN and Infinity would become null and BigInt would throw a bare TypeError: refuse them by name.
-function refuseUnstorable(_name, value) {
-  if (typeof value === 'number' && !Number.isFinite(value)) {
-    throw new InvalidValueError(`${value} is not a JSON number (JSON.stringify would store null)`)
-  }
-  if (typeof value === 'bigint') {
-    throw new InvalidValueError(`BigInt ${value}n is not a JSON value: convert it to a Number or a String`)
-  }
-  return value
+// Markers for what JSON text cannot say the JS way: a string no caller can guess (it holds a
+// NUL and a random id) stands in for the value while JSON.stringify / JSON.parse run.
+const NONCE = randomUUID()
+const MINUS_ZERO = `\u0000motia-state-sql:-0:${NONCE}`
+const BIG_INT = `\u0000motia-state-sql:int:${NONCE}:`
+
+// NaN, Infinity and an Invalid Date would become null and BigInt would throw a bare TypeError:
+// refuse them by name. -0 would become 0 (JSON.stringify(-0) is "0"): it is sent as -0.0, which Python keeps.
+function stringify(value) {
+  let minusZero = false
+  const text = JSON.stringify(value, function (name, item) {
+    if (item === null && this[name] instanceof Date) {
+      throw new InvalidValueError('Invalid Date is not a JSON value (JSON.stringify would store null)')
+    }
+    if (typeof item === 'number' && !Number.isFinite(item)) {
+      throw new InvalidValueError(`${item} is not a JSON number (JSON.stringify would store null)`)
+    }
+    if (typeof item === 'bigint') {
+      throw new InvalidValueError(`BigInt ${item}n is not a JSON value: convert it to a Number or a String`)
+    }
+    if (Object.is(item, -0)) {
+      minusZero = true
+      return MINUS_ZERO
+    }
+    return item
+  })
+  return minusZero ? text.replaceAll(JSON.stringify(MINUS_ZERO), '-0.0') : text
 }
 
 function valueText(value, groupId, key) {
   let text
   try {
-    text = JSON.stringify(value, refuseUnstorable)
+    text = stringify(value)
   } catch (error) {
     const reason = error instanceof InvalidValueError ? error.message : `${error.name}: ${error.message}`
     throw new InvalidValueError(`value of ${where(groupId, key)} cannot be stored: ${reason}`)
@@ -82,11 +101,38 @@ function valueText(value, groupId, key) {
 
 function headerText(request) {
   try {
-    return JSON.stringify(request, refuseUnstorable)
+    return stringify(request)
   } catch (error) {
     if (error instanceof StateError) throw new InvalidOperationError(`${request.m}: ${error.message}`)
     throw new InvalidOperationError(`${request.m}: arguments cannot be sent: ${error.message}`)
   }
+}
+
+// An integer literal stays a Number when that Number is exactly it, or when it is how JS writes
+// that Number (JSON.stringify(2 ** 60) is "1152921504606847000", stored as such and read back as
+// 2 ** 60). Any other integer (Python wrote 2 ** 53 + 1) would silently become another number,
+// so it comes back as a BigInt, exact. Only lines holding 16 digits in a row are looked at.
+const LONG_DIGITS = /\d{16}/
+const TOKENS = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g
+
+function exactNumber(token) {
+  if (token.startsWith('"') || /[.eE]/.test(token)) return true
+  const number = Number(token)
+  return String(number) === token || (Number.isFinite(number) && BigInt(number) === BigInt(token))
+}
+
+function parseAnswer(line) {
+  if (!LONG_DIGITS.test(line)) return JSON.parse(line)
+  let inexact = false
+  const marked = line.replace(TOKENS, (token) => {
+    if (exactNumber(token)) return token
+    inexact = true
+    return JSON.stringify(BIG_INT + token)
+  })
+  if (!inexact) return JSON.parse(line)
+  return JSON.parse(marked, (_name, item) =>
+    typeof item === 'string' && item.startsWith(BIG_INT) ? BigInt(item.slice(BIG_INT.length)) : item,
+  )
 }
 
 // -- the Python process -----------------------------------------------------------------------
@@ -115,6 +161,13 @@ function startError(python, connection, code, signal) {
     return new StoreUnavailableError(
       `motia-state-sql: ${python} has no motia_state_sql module: install it there ` +
         `(${python} -m pip install motia-state-sql), or ${fix}`,
+    )
+  }
+  const dependency = /No module named '([^']+)'/.exec(stderr)
+  if (dependency) {
+    return new StoreUnavailableError(
+      `motia-state-sql: motia_state_sql in ${python} cannot import ${dependency[1]}, one of its dependencies: ` +
+        `reinstall it there (${python} -m pip install --force-reinstall motia-state-sql), or ${fix}`,
     )
   }
   if (/No such command 'serve'/.test(stderr)) {
@@ -195,7 +248,7 @@ class Connection {
     while ((end = this.buffer.indexOf('\n')) >= 0) {
       const line = this.buffer.slice(0, end)
       this.buffer = this.buffer.slice(end + 1)
-      if (line.trim()) this.onAnswer(JSON.parse(line))
+      if (line.trim()) this.onAnswer(parseAnswer(line))
     }
   }
 

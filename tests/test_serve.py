@@ -63,6 +63,11 @@ def test_calls_values_errors_and_a_transaction(tmp_path: Path) -> None:
         assert refused["error"]["name"] == "InvalidValueError"
         flag = server.call({"id": 5, "m": "set", "a": ["g", "f", {"ifAbsent": "yes"}]}, "1")
         assert flag["error"]["name"] == "InvalidOperationError"
+        # A JS number beyond 2**53 was rounded before it was sent: never compared as a version.
+        rounded = server.call({"id": 10, "m": "set", "a": ["g", "k", {"ifVersion": 2**60}]}, "1")
+        assert rounded["error"]["name"] == "InvalidOperationError"
+        assert "decimal string" in rounded["error"]["message"]
+        assert server.call({"id": 11, "m": "get", "a": ["g", "k"]})["ok"] == {"n": 1e19}
         begun = server.call({"id": 6, "m": "begin", "a": []})
         tx = begun["ok"]
         server.call({"id": 7, "m": "set", "a": ["g", "t"], "tx": tx}, "2")
