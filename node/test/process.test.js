@@ -191,3 +191,31 @@ asyncio.run(main())
     assert.deepEqual(check.trim().split('\n'), ['ok', '42'])
   })
 })
+
+describe('moving an existing Motia app', () => {
+  test("the default store beside Motia's .motia/motia.state.json imports it once", T, async (t) => {
+    // An app folder as Motia's FileStateAdapter leaves it: one JSON text per "group:key".
+    const app = tempDir()
+    fs.mkdirSync(path.join(app, '.motia'))
+    const motia = {
+      'orders:o-1': JSON.stringify({ id: 'o-1', status: 'paid', total: 9.5 }),
+      'orders:o-2': JSON.stringify({ id: 'o-2', status: 'pending', total: 0 }),
+      'trace:run:1': JSON.stringify(null),
+    }
+    fs.writeFileSync(path.join(app, '.motia', 'motia.state.json'), JSON.stringify(motia, null, 2))
+    const first = adapter(t, { cwd: app, url: undefined })
+    assert.deepEqual(await first.getGroup('orders'), [
+      { id: 'o-1', status: 'paid', total: 9.5 },
+      { id: 'o-2', status: 'pending', total: 0 },
+    ])
+    assert.equal(await first.get('trace', 'run:1'), null)
+    assert.deepEqual(await first.traceIds(), ['orders', 'trace'])
+    await first.set('orders', 'o-3', { id: 'o-3', status: 'pending', total: 1 })
+    await first.cleanup()
+    assert.ok(fs.existsSync(path.join(app, '.motia', 'motia.state.db')), 'the default SQLite file')
+    // Imported once: a second adapter sees the SQLite store, not the JSON file again.
+    fs.writeFileSync(path.join(app, '.motia', 'motia.state.json'), '{}')
+    const second = adapter(t, { cwd: app, url: undefined })
+    assert.deepEqual(await second.keys('orders'), ['o-1', 'o-2', 'o-3'])
+  })
+})
