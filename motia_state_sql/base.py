@@ -185,12 +185,12 @@ class StateOperations(ABC):
             InvalidValueError: ``value`` is not storable.
             ConflictError: ``if_version``/``if_absent`` does not hold.
         """
-        write = self._checked("set", group_id, key, if_version, if_absent)
-        write.ttl = codec.check_ttl(ttl, write.group_id, write.key)
-        write.encoded = codec.encode(value, write.group_id, write.key, self.max_value_bytes)
-        self._check_write_support(write)
+        limit = self.max_value_bytes
+        write = self._prepare_set(
+            group_id, key, ttl, if_version, if_absent, lambda g, k: codec.encode(value, g, k, limit)
+        )
         await self._track(self._write(write, self._clock()))
-        return codec.decode(write.encoded)
+        return codec.decode(write.encoded)  # type: ignore[arg-type]
 
     async def set_json(
         self,
@@ -227,13 +227,29 @@ class StateOperations(ABC):
             InvalidKeyError, InvalidValueError, InvalidOperationError, UnsupportedError: what
                 ``set_json`` would raise for this input before writing anything.
         """
+
+        def encoded(group: str, name: str) -> str:
+            if type(text) is not str:
+                raise InvalidValueError(
+                    f"JSON text for {group!r}/{name!r} must be a str, got {type(text).__name__}"
+                )
+            return codec.check_encoded(text, group, name, self.max_value_bytes)
+
+        return self._prepare_set(group_id, key, ttl, if_version, if_absent, encoded)
+
+    def _prepare_set(
+        self,
+        group_id: str,
+        key: str,
+        ttl: float | None,
+        if_version: int | None,
+        if_absent: bool,
+        encoded: Callable[[str, str], str],
+    ) -> Write:
+        """The checked ``Write`` of a ``set``; ``encoded(group, key)`` checks and encodes its value."""
         write = self._checked("set", group_id, key, if_version, if_absent)
         write.ttl = codec.check_ttl(ttl, write.group_id, write.key)
-        if type(text) is not str:
-            raise InvalidValueError(
-                f"JSON text for {write.group_id!r}/{write.key!r} must be a str, got {type(text).__name__}"
-            )
-        write.encoded = codec.check_encoded(text, write.group_id, write.key, self.max_value_bytes)
+        write.encoded = encoded(write.group_id, write.key)
         self._check_write_support(write)
         return write
 

@@ -87,6 +87,10 @@ class Write:
     if_absent: bool = False
     max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES
 
+    def expires_at(self, now: float) -> float | None:
+        """When a ``set`` at ``now`` makes the item expire (``None``: never)."""
+        return None if self.ttl is None else now + self.ttl
+
 
 class Unchanged:
     """The type of ``UNCHANGED``."""
@@ -169,7 +173,7 @@ def plan_write(write: Write, current: Row | None, now: float) -> Plan:
         return UNCHANGED if current is None else None
     if write.kind == "set":
         assert write.encoded is not None
-        encoded, expires_at = write.encoded, (now + write.ttl if write.ttl is not None else None)
+        encoded, expires_at = write.encoded, write.expires_at(now)
     else:
         base = codec.decode(current.value) if current is not None else {}
         try:

@@ -795,8 +795,7 @@ def _plain_set(job: Job) -> tuple[Any, ...] | None:
     _, write, now = job
     if write.kind != "set" or write.if_version is not None or write.if_absent:
         return None
-    expires_at = now + write.ttl if write.ttl is not None else None
-    return (write.group_id, write.key, write.encoded, new_version(None), now, expires_at)
+    return (write.group_id, write.key, write.encoded, new_version(None), now, write.expires_at(now))
 
 
 def _run_sets(raw: sqlite3.Connection, sets: list[tuple[Any, ...]], results: list[Any]) -> None:
