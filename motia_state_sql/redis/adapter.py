@@ -38,8 +38,6 @@ DEFAULT_PREFIX: Final = "motia:state:"
 UPDATE_ATTEMPTS: Final = 200
 #: Updates of one key from this process take turns on one of this many locks.
 _STRIPES: Final = 64
-
-
 #: The adapter's settings: keyword arguments of the constructor, never redis-py URL parameters.
 _SETTINGS: Final = ("key_prefix", "layout", "cluster", "socket_timeout", "connect_timeout", "max_connections")
 

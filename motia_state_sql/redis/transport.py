@@ -1,13 +1,14 @@
 """The Redis transport: connections, requests, timeouts, scripts and the errors they raise.
 
-``Transport`` is the only code here that talks to redis-py. Its public surface is what the
+``Transport`` is the only code that sends anything to Redis. Its public surface is what the
 layouts and the adapter use, and the whole contract a rewrite must keep:
 
 * ``await command(*args, idempotent=...)``: one Redis command, its raw reply.
 * ``await script(source, keys, args, idempotent=...)``: one Lua script (EVALSHA, loaded on a
   server that lacks it), its raw reply.
 * ``await scan(pattern)``: every key name matching a glob, on every node (not atomic).
-* ``cluster``, ``safe_url``, ``holds_connections``, ``begin_close()``, ``await close()``.
+* ``cluster``, ``safe_url``, ``client`` (redis-py's, for tests and tools), ``holds_connections``,
+  ``begin_close()``, ``await close()``.
 
 Each call is one request and its reply; calls may run concurrently. A call that fails raises
 one of our errors, never redis-py's: ``StoreUnavailableError`` (the server cannot be reached or
@@ -229,6 +230,9 @@ class Transport:
 
     async def command(self, *args: Any, idempotent: bool) -> Any:
         """Send one command and return its raw reply (``HGETALL``: a flat list or a dict).
+
+        Scripts go through ``script``: an EVALSHA sent here that the server lacks raises
+        redis-py's ``NoScriptError``.
 
         Raises:
             StoreUnavailableError: the server is unreachable, slow or every connection is busy.
