@@ -290,9 +290,21 @@ class NativeLayout:
     # -- writes -------------------------------------------------------------------------------
 
     async def _send_write(
-        self, group_id: str, key: str, condition: str, now: float, tail: str, expires: str, *, want: bool
+        self,
+        group_id: str,
+        key: str,
+        condition: str,
+        now: float,
+        tail: str,
+        version: int | None,
+        expires: str,
+        *,
+        want: bool,
     ) -> Any:
-        """Run NATIVE_WRITE (see its arguments in ``scripts``) and return its raw reply."""
+        """Run NATIVE_WRITE (see its arguments in ``scripts``) and return its raw reply.
+
+        ``version`` is the version of a new key (an existing key's version goes up by one).
+        """
         return await self._transport.script(
             scripts.NATIVE_WRITE,
             self.redis_keys(group_id),
@@ -301,7 +313,7 @@ class NativeLayout:
                 condition,
                 repr(now),
                 tail,
-                str(new_version(None)),
+                str(version),
                 expires,
                 self._margin_ms,
                 "1" if want else "0",
@@ -342,7 +354,7 @@ class NativeLayout:
                 expires = repr(expires_at)
             tail = f"{now!r}|{expires}|{write.encoded}"
         reply = await self._send_write(
-            write.group_id, write.key, condition, now, tail, expires, want=bool(condition)
+            write.group_id, write.key, condition, now, tail, new_version(None), expires, want=bool(condition)
         )
         return self._outcome(write, reply, now, expires_at)
 
@@ -351,7 +363,7 @@ class NativeLayout:
         condition = f"={current.version if current is not None else ''}"
         expires = repr(new.expires_at) if new.expires_at is not None else ""
         tail = f"{new.updated_at!r}|{expires}|{new.value}"
-        reply = await self._send_write(group_id, key, condition, now, tail, expires, want=False)
+        reply = await self._send_write(group_id, key, condition, now, tail, new.version, expires, want=False)
         return not isinstance(reply, list)  # the new version alone, or {0, current}
 
     async def clear(self, group_id: str) -> None:
