@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import StateAdapter
 from .errors import ConfigError, InvalidKeyError
-from .redis.adapter import redact
+from .redis.transport import redact
 
 __all__ = ["ENV_VAR", "open_state"]
 

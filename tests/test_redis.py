@@ -36,7 +36,8 @@ from motia_state_sql import (
     open_state,
 )
 from motia_state_sql.cli_io import copy_items
-from motia_state_sql.redis.adapter import _Native, _text, redact
+from motia_state_sql.redis.layouts import NativeLayout
+from motia_state_sql.redis.transport import redact, text
 
 from .redis_server import RedisServer, free_port
 
@@ -159,7 +160,7 @@ async def test_native_group_lives_in_one_slot_and_is_never_scanned(redis_url: st
         for group in ["orders", "a{b}c", "}{", "{", "é:x"]:
             await store.set(group, "k1", 1, ttl=100)
             await store.set(group, "k2", 2)
-            names = [_text(n) for n in await store._client.keys(f"{store.key_prefix}*")]
+            names = [text(n) for n in await store._transport.client.keys(f"{store.key_prefix}*")]
             mine = [n for n in names if n.endswith(f":{group}")]
             assert len(mine) == 2
             assert len({key_slot(n.encode()) for n in mine}) == 1
@@ -459,7 +460,7 @@ async def test_motia_value_that_is_not_json_is_a_schema_error(redis_url: str) ->
     prefix = _prefix()
     async with RedisStateAdapter(redis_url, key_prefix=prefix, layout="motia") as store:
         await store.set("g", "ok", 1)
-        await store._client.set(f"{prefix}g:bad", "hello")  # another tool wrote it
+        await store._transport.client.set(f"{prefix}g:bad", "hello")  # another tool wrote it
         for call in (store.get("g", "bad"), store.get_group("g"), store.items(), store.items("g")):
             with pytest.raises(SchemaError, match=f"{prefix}g:bad.*not a JSON value"):
                 await call
@@ -525,7 +526,7 @@ async def test_motia_values_node_wrote_follow_the_node_policy(redis_url: str, tm
     """Numbers beyond 64-bit are the doubles Node meant; a lone surrogate fails alone, naming its key."""
     prefix = _prefix()
     async with RedisStateAdapter(redis_url, key_prefix=prefix, layout="motia") as store:
-        client = store._client
+        client = store._transport.client
         await client.set(f"{prefix}g:big", '{"n":10000000000000000000}')  # JSON.stringify({n: 1e19})
         await client.set(f"{prefix}g:huge", '{"n":36893488147419103232}')  # 2**65, beyond u64 too
         await client.set(f"{prefix}h:ok", "1")
@@ -570,7 +571,7 @@ async def test_other_layout_under_the_same_prefix_is_a_clear_error(redis_url: st
         RedisStateAdapter(redis_url, key_prefix=prefix, layout="motia") as motia,
     ):
         await native.set("orders", "o1", 1)
-        data = _text(next(iter(await native._client.keys(f"{prefix}*:d:orders"))))
+        data = text(next(iter(await native._transport.client.keys(f"{prefix}*:d:orders"))))
         group, key = data[len(prefix) :].split(":", 1)
         for call in (
             motia.list_groups(),
@@ -590,10 +591,10 @@ async def test_other_layout_under_the_same_prefix_is_a_clear_error(redis_url: st
 
 async def test_native_expired_groups_are_reclaimed(redis_url: str) -> None:
     async with RedisStateAdapter(redis_url, key_prefix=_prefix(), expiry_margin=0.05) as store:
-        raw = store._client
+        raw = store._transport.client
         layout = store._layout
-        assert isinstance(layout, _Native)
-        short, mixed, later = layout.keys("short"), layout.keys("mixed"), layout.keys("later")
+        assert isinstance(layout, NativeLayout)
+        short, mixed, later = (layout.redis_keys(group) for group in ("short", "mixed", "later"))
         await store.set("short", "a", 1, ttl=0.2)
         await store.set("short", "b", 2, ttl=0.1)
         for name in short:  # every item expires: the keys expire with the last one, plus the margin
@@ -625,9 +626,9 @@ async def test_native_expired_groups_are_reclaimed(redis_url: str) -> None:
 async def test_native_versions_beyond_double_precision_still_advance(redis_url: str) -> None:
     async with RedisStateAdapter(redis_url, key_prefix=_prefix()) as store:
         await store.set("g", "k", 1)
-        data = _Native(store).keys("g")[0]
+        data = NativeLayout(store._transport, store.key_prefix, margin_ms="0").redis_keys("g")[0]
         big = 2**62 + 8
-        await store._client.hset(data, "k", f"{big}|1.0|1.0||1")
+        await store._transport.client.hset(data, "k", f"{big}|1.0|1.0||1")
         await store.set("g", "k", 2)
         item = await store.get_item("g", "k")
         assert item is not None
