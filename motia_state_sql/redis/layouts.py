@@ -346,12 +346,10 @@ class NativeLayout:
         """A set or delete in one script; an unconditional set asks for nothing back."""
         condition = _condition(write, str)
         tail = expires = ""
-        expires_at = None
+        expires_at = write.expires_at(now) if write.kind == "set" else None
         if write.kind == "set":
             assert write.encoded is not None
-            if write.ttl is not None:
-                expires_at = now + write.ttl
-                expires = repr(expires_at)
+            expires = "" if expires_at is None else repr(expires_at)
             tail = f"{now!r}|{expires}|{write.encoded}"
         reply = await self._send_write(
             write.group_id, write.key, condition, now, tail, new_version(None), expires, want=bool(condition)
@@ -563,7 +561,8 @@ class MotiaLayout:
         if write.kind == "set":
             assert write.encoded is not None
             value = write.encoded
-            at = str(round((now + write.ttl) * 1000)) if write.ttl is not None else ""
+            expires_at = write.expires_at(now)
+            at = "" if expires_at is None else str(round(expires_at * 1000))
         reply = await self._transport.script(
             scripts.MOTIA_WRITE,
             [self._redis_key(write.group_id, write.key)],
