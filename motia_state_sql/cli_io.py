@@ -17,7 +17,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -239,48 +238,6 @@ def parse_jsonl_line(line: str) -> tuple[str, str, str]:
     return group, key, fields["value"][1]
 
 
-# int64's limits have 19 digits: a text without 19 digits in a row holds no integer beyond them.
-_LONG_DIGITS: Final = re.compile(r"\d{19}")
-# JSON strings (skipped whole) and numbers, in a text already known to be JSON.
-_TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
-
-
-def _beyond_int64(number: int) -> bool:
-    return not codec.INT64_MIN <= number <= codec.INT64_MAX
-
-
-def _beyond_double(number: int) -> bool:
-    try:
-        float(number)
-    except OverflowError:
-        return True
-    return False
-
-
-def _first_int(value: Any, path: str, wanted: Callable[[int], bool]) -> tuple[str, int] | None:
-    """The JSON path and value of the first integer in ``value`` that is ``wanted``."""
-    kind = type(value)
-    if kind is int:
-        return (path, value) if wanted(value) else None
-    children = (
-        ((f"{path}.{name}", item) for name, item in value.items())
-        if kind is dict
-        else ((f"{path}[{index}]", item) for index, item in enumerate(value))
-        if kind is list
-        else ()
-    )
-    for where, item in children:
-        found = _first_int(item, where, wanted)
-        if found is not None:
-            return found
-    return None
-
-
-def _int_text(number: int) -> str:
-    text = str(number)
-    return text if len(text) <= 40 else f"{text[:20]}...({len(text.lstrip('-'))} digits)"
-
-
 def big_ints(group_id: str, key: str, text: str, mode: str) -> str:
     """Deal with integers beyond signed 64-bit in the JSON ``text`` of an imported value.
 
@@ -299,39 +256,24 @@ def big_ints(group_id: str, key: str, text: str, mode: str) -> str:
     Raises:
         InvalidValueError: ``mode`` is ``"refuse"``, or an integer is beyond a double's range.
     """
-    if not _LONG_DIGITS.search(text):
-        return text
-    try:
-        value = json.loads(text, parse_constant=codec.refuse_constant)
-        found = _first_int(value, "$", _beyond_int64)
-        infinite = found and _first_int(value, "$", _beyond_double)
-    except (ValueError, RecursionError):
-        return text
-    if not found:
+    beyond, infinite = codec.big_ints_in(text)
+    if beyond is None:
         return text
     label = f"value of {group_id!r}/{key!r}"
-    if infinite:
+    if infinite is not None:
         path, number = infinite
         raise InvalidValueError(
-            f"{label} at {path}: integer {_int_text(number)} is beyond the range of a double "
+            f"{label} at {path}: integer {codec.shown_int(number)} is beyond the range of a double "
             "(JavaScript reads it as Infinity); make it a string in the file"
         )
     if mode == "refuse":
-        path, number = found
+        path, number = beyond
         raise InvalidValueError(
             f"{label} at {path}: integer {number} exceeds signed 64-bit (Node writes the double "
             f"{float(number)!r} this way): import with --big-ints double to store that double, or "
             "make it a string in the file"
         )
-
-    def as_double(match: re.Match[str]) -> str:
-        token = match.group()
-        if not token.lstrip("-").isdigit():  # a string, or a number with a fraction or exponent
-            return token
-        number = int(token)
-        return repr(float(number)) if _beyond_int64(number) and not _beyond_double(number) else token
-
-    return _TOKENS.sub(as_double, text)
+    return codec.as_doubles(text)
 
 
 def jsonl_line(group_id: str, key: str, text: str) -> str:

@@ -142,7 +142,7 @@ def _check_value(value: Any, path: str, depth: int, label: str) -> None:
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise InvalidValueError(
-                f"{label} at {path}: integer {_shown(value)} is outside signed 64-bit range"
+                f"{label} at {path}: integer {shown_int(value)} is outside signed 64-bit range"
             )
         return
     if kind is float:
@@ -254,14 +254,14 @@ def _storable(text: str, group_id: str, key: str, max_bytes: int, *, node: bool)
             if huge is not None:
                 path, number = huge
                 raise InvalidValueError(
-                    f"{label} at {path}: integer {_shown(number)} is "
+                    f"{label} at {path}: integer {shown_int(number)} is "
                     + (
                         "beyond the range of a double (JavaScript reads it as Infinity); make it a string"
                         if node
                         else "outside signed 64-bit range"
                     )
                 )
-            text = _as_doubles(text)
+            text = as_doubles(text)
             value = orjson.loads(text)
     if text.count("[") + text.count("{") >= MAX_DEPTH:  # could be nested too deep: walk it
         _check_value(value, "$", 0, label)
@@ -278,7 +278,8 @@ def _storable(text: str, group_id: str, key: str, max_bytes: int, *, node: bool)
     return text
 
 
-def _shown(number: int) -> str:
+def shown_int(number: int) -> str:
+    """``number`` for a message: its digits, cut short past 40 of them."""
     text = str(number)
     return text if len(text) <= 40 else f"{text[:20]}...({len(text.lstrip('-'))} digits)"
 
@@ -351,7 +352,7 @@ def _first_surrogate(value: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
-def _as_doubles(text: str) -> str:
+def as_doubles(text: str) -> str:
     """``text`` with every integer beyond signed 64-bit spelled as the double JavaScript reads.
 
     Every such integer must be within a double's range (checked before).
@@ -365,6 +366,21 @@ def _as_doubles(text: str) -> str:
         return token if not _beyond_int64(int(token)) else repr(float(token))
 
     return _TOKENS.sub(as_double, text)
+
+
+def big_ints_in(text: str) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    """The first integer beyond signed 64-bit in the JSON ``text``, and the first beyond a double.
+
+    Each as ``(JSON path, integer)``, or ``None``; both ``None`` when ``text`` is not JSON.
+    """
+    if not _LONG_DIGITS.search(text):
+        return None, None
+    try:
+        value = json.loads(text, parse_constant=refuse_constant)
+    except (ValueError, RecursionError):
+        return None, None
+    beyond = _first_int(value, "$", _beyond_int64)
+    return beyond, (_first_int(value, "$", _beyond_double) if beyond is not None else None)
 
 
 def _repeats_a_key(text: str) -> bool:
