@@ -187,13 +187,19 @@ class Motia:
         self.log_path = app / ".motia" / "motia.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.started_at = 0  # where the output of the last start begins in the log
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def log(self, offset: int = 0) -> str:
+        """Motia's output (appended to ``.motia/motia.log``) from byte ``offset`` on."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def start(self, timeout: float = 120) -> None:
         """Start Motia and wait until it serves HTTP and our adapter has opened the store."""
@@ -212,19 +218,23 @@ class Motia:
             )
         deadline = time.monotonic() + timeout
         while True:
-            text = self.log()[offset:]
+            text = self.log(offset)
             if READY in text and ADAPTER_READY in text:
                 self.port = int(text.split(READY, 1)[1].split()[0])
+                self.started_at = offset
                 return
             if self.process.poll() is not None or time.monotonic() > deadline:
+                code = self.process.poll()
                 self.kill()
-                raise RuntimeError(f"Motia did not start (in {self.app}); its output:\n{text[-6000:]}")
+                raise RuntimeError(
+                    f"Motia did not start (in {self.app}; exit code {code}); its output:\n{text[-6000:]}"
+                )
             time.sleep(0.1)
 
     @property
     def state_url(self) -> str:
         """The store our adapter announced (its ``motia-state-sql: state in URL`` line)."""
-        return self.log().rsplit(ADAPTER_READY, 1)[1].split()[0]
+        return self.log(self.started_at).split(ADAPTER_READY, 1)[1].split()[0]
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process is not None:
