@@ -195,6 +195,8 @@ def test_sigkill_while_orders_are_created_loses_no_answered_order(app: Path, mot
             worker.join(90)
     assert len(answered) >= 60, failures
     assert all("HTTP" not in failure for failure in failures), failures
+    # Requests were in flight when Motia died (not only refused afterwards).
+    assert {"RemoteDisconnected", "ConnectionResetError"} & set(failures), failures
 
     assert integrity(app) == "ok"
     stored = stored_orders(app)
@@ -205,3 +207,10 @@ def test_sigkill_while_orders_are_created_loses_no_answered_order(app: Path, mot
         value.pop("paidAt", None)
         assert value == {**order, "status": value["status"]}
         assert value["status"] in ("pending", "paid")
+
+    # Motia starts again on the file the killed process left, and serves what it holds.
+    motia.start()
+    status, answer = http("GET", f"{motia.url}/report")
+    assert status == 200
+    assert answer["report"]["total"] == len(stored_orders(app))
+    motia.stop()
