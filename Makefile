@@ -17,8 +17,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed
-	$(BIN)/python examples/order_workflow.py
+# The Motia app in examples/motia-app (npm and python_modules installs cached by stamps); without
+# node/npm, the Python-only examples/order_workflow.py.
+demo: $(VENV)/.installed redis-server
+	$(BIN)/python examples/motia_app.py
 
 # Tests start their own throwaway redis-server; install it from Debian when it is missing.
 redis-server:
