@@ -34,6 +34,7 @@ from ..base import StateAdapter, TxStore, acquire_within
 from ..codec import INT64_MAX, INT64_MIN
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
 from ..ops import Filter, parse_number
+from ..revision import HEAD_REVISION, TABLE
 from ..rows import (
     UNCHANGED,
     Clock,
@@ -46,7 +47,6 @@ from ..rows import (
 )
 from . import migrate
 from .commit import GroupCommit, Job
-from .schema import HEAD_REVISION, TABLE
 from .worker import Worker
 
 __all__ = ["DEFAULT_PATH", "SqliteStateAdapter"]
