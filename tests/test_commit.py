@@ -16,7 +16,12 @@ import pytest
 
 from motia_state_sql import SqliteStateAdapter, StoreUnavailableError
 from motia_state_sql.rows import Write
-from motia_state_sql.sqlite.commit import GroupCommit, Job
+from motia_state_sql.sqlite.commit import GroupCommit, Job, WriteJob
+
+
+def _key(job: Job) -> str:
+    assert isinstance(job, WriteJob)
+    return job.write.key
 
 
 class Runner:
@@ -30,19 +35,19 @@ class Runner:
     @staticmethod
     def _answer(jobs: list[Job]) -> list[Any]:
         return [
-            ValueError(f"bad {job[1].key}") if job[1].key.startswith("bad") else job[1].key  # type: ignore[union-attr]
+            ValueError(f"bad {_key(job)}") if _key(job).startswith("bad") else _key(job)
             for job in jobs
         ]
 
     def on_loop(self, jobs: list[Job]) -> list[Any] | None:
         if self.busy:
             return None
-        self.batches.append([job[1].key for job in jobs])  # type: ignore[union-attr]
+        self.batches.append([_key(job) for job in jobs])
         return self._answer(jobs)
 
     async def on_thread(self, jobs: list[Job]) -> list[Any]:
         await asyncio.sleep(0.001)
-        self.on_thread_batches.append([job[1].key for job in jobs])  # type: ignore[union-attr]
+        self.on_thread_batches.append([_key(job) for job in jobs])
         return self._answer(jobs)
 
 
@@ -51,7 +56,7 @@ def _queue(runner: Runner, lock: asyncio.Lock | None = None, timeout: float = 5.
 
 
 def _job(key: str) -> Job:
-    return ("write", Write("set", "g", key), 0.0)
+    return WriteJob(Write("set", "g", key), 0.0)
 
 
 def _commits_per(runner: Runner, writes: int) -> float:

@@ -30,16 +30,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 from ..base import acquire_within
 from ..errors import StateError
 from ..rows import Write
 
-__all__ = ["GroupCommit", "Job"]
+__all__ = ["ClearJob", "GroupCommit", "Job", "WriteJob"]
 
-#: A queued write: a single-key write, or the clearing of a group, with the time it was asked.
-Job = tuple[Literal["write"], Write, float] | tuple[Literal["clear"], str, float]
+
+
+class WriteJob(NamedTuple):
+    """A queued single-key write, and the time it was asked (expiry is judged at that time)."""
+
+    write: Write
+    now: float
+
+
+class ClearJob(NamedTuple):
+    """A queued clearing of one group, and the time it was asked."""
+
+    group_id: str
+    now: float
+
+
+#: What the queue holds: a single-key write, or the clearing of a group.
+Job = WriteJob | ClearJob
 #: Seconds a run of lone writes may keep the loop before one of them yields to other tasks.
 _YIELD_EVERY = 0.001
 _Waiting = tuple[Job, "asyncio.Future[Any]"]
