@@ -32,8 +32,9 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Two workers (the machine has two cores; most tests wait on processes and servers).
 test: $(VENV)/.installed-dev redis-server lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist worksteal
 
 # Only the Node adapter's tests (node/test, Node's own runner); `make test` runs them too, through
 # tests/test_node_adapter.py. They start their own redis-server unless $$REDIS_URL is set.

@@ -72,6 +72,15 @@ def make_factory(backend: str, folder: Path, clock: FakeClock, redis_url: str = 
     return build
 
 
+# Minutes-long end-to-end tests start first: `make test` runs the suite on two workers
+# (pytest-xdist, --dist worksteal), and the other worker takes everything else meanwhile.
+SLOW_FIRST = ("test_motia_app.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in SLOW_FIRST)  # stable: the order is kept otherwise
+
+
 MODEL_BACKENDS = ["memory", "sqlite-file", "sqlite-memory", "file", "redis-native", "redis-motia"]
 BACKENDS = [*MODEL_BACKENDS, "redis-cluster"]
 
