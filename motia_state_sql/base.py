@@ -15,8 +15,9 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, Self, TypeVar
+from typing import Any, ClassVar, Final, Literal, NamedTuple, Self, TypeVar
 
 from . import codec, options
 from .errors import (
@@ -44,12 +45,17 @@ from .rows import (
 )
 
 __all__ = [
+    "IdleGroup",
     "JsonEntry",
     "StateAdapter",
     "StateOperations",
     "StateTransaction",
+    "StoreInfo",
     "TxStore",
     "acquire_within",
+    "in_prefix",
+    "newest_write",
+    "prefix_end",
 ]
 
 T = TypeVar("T")
@@ -384,6 +390,84 @@ class JsonEntry(NamedTuple):
     expires_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """What ``StateAdapter.store_info()`` tells about a store (``motia-state info`` prints it).
+
+    A field is ``None`` where the backend cannot answer it without reading every value.
+    """
+
+    backend: str
+    #: Live items, and the groups holding at least one.
+    items: int
+    groups: int
+    #: Items past their expiry whose storage is not yet reclaimed (invisible to every read).
+    expired_items: int | None
+    #: The oldest and newest ``updated_at`` of the live items (``None``: empty, or not kept).
+    oldest_updated_at: float | None
+    newest_updated_at: float | None
+    #: The schema revision stamped in the store and the newest this version knows (SQL stores).
+    schema_revision: str | None = None
+    schema_head: str | None = None
+    #: Bytes of each file holding the store (SQLite: the database, its -wal and -shm).
+    files: tuple[tuple[str, int], ...] = ()
+    #: Memory the server reports using (Redis ``used_memory``).
+    memory_bytes: int | None = None
+
+    @property
+    def bytes_on_disk(self) -> int | None:
+        """The files' bytes together, or ``None`` for a store without files of ours."""
+        return sum(size for _, size in self.files) if self.files else None
+
+
+@dataclass(frozen=True, slots=True)
+class IdleGroup:
+    """A group ``prune_idle_groups`` removed (or, with ``dry_run``, found idle)."""
+
+    group_id: str
+    #: The live items it held.
+    items: int
+    #: When its newest item was written (``updated_at``; see each backend's notes), if known.
+    newest_write: float | None
+
+
+#: A hundred years: the longest idle age ``prune_idle_groups`` takes.
+_MAX_IDLE_AGE: Final = 100 * 365 * 86_400.0
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string above every string starting with ``prefix`` (code point order).
+
+    ``None`` when there is none (the prefix is all U+10FFFF). Range scans use
+    ``prefix <= name < prefix_end(prefix)``.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop()) + 1
+        if 0xD800 <= last <= 0xDFFF:  # surrogates are not text: the next character is U+E000
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return "".join(chars) + chr(last)
+    return None
+
+
+def in_prefix(group_id: str, prefix: str | None) -> bool:
+    """Whether ``group_id`` is selected by ``prefix`` (``None`` selects every group)."""
+    return prefix is None or group_id.startswith(prefix)
+
+
+def newest_write(rows: Sequence[RowEntry], store: object) -> float:
+    """The newest ``updated_at`` of ``rows`` (not empty).
+
+    Raises:
+        UnsupportedError: the store keeps no write times (its backend must say when it was written).
+    """
+    times = [row.updated_at for _, _, row in rows]
+    if any(at is None for at in times):
+        raise UnsupportedError(f"{store!r} keeps no write times, so it cannot tell idle groups")
+    return max(at for at in times if at is not None)
+
+
 class TxStore(ABC):
     """A backend's side of a transaction: consistent reads, then one atomic commit."""
 
@@ -508,8 +592,7 @@ class StateTransaction(StateOperations):
 
 
 _ABORTED: Final = (
-    "the adapter was closed while this transaction was open: it was rolled back and nothing "
-    "of it was written"
+    "the adapter was closed while this transaction was open: it was rolled back and nothing of it was written"
 )
 
 
@@ -553,6 +636,9 @@ class StateAdapter(StateOperations):
     """The abstract base every backend implements; an async context manager."""
 
     __slots__ = ("_active", "_clock", "_closed", "_drained", "_open_txs", "max_value_bytes", "read_only")
+
+    #: The backend's name, as ``store_info()`` reports it.
+    kind: ClassVar[str] = "custom"
 
     def __init__(
         self,
@@ -654,6 +740,128 @@ class StateAdapter(StateOperations):
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
         raise AssertionError("unreachable")
+
+    # -- operations on the whole store ---------------------------------------------------------
+
+    async def store_info(self) -> StoreInfo:
+        """Counts, sizes and times of the whole store, as cheaply as the backend can answer them.
+
+        Raises:
+            StoreUnavailableError: the store cannot be reached.
+        """
+        self._check_open()
+        return await self._track(self._store_info(self._clock()))
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        """By default: one pass over every live item, a batch at a time (backends answer cheaper)."""
+        items = groups = 0
+        last: str | None = None
+        oldest: float | None = None
+        newest: float | None = None
+        async for batch in self._read_batches(None, 1000):
+            for group_id, _, row in batch:
+                items += 1
+                if group_id != last:
+                    groups += 1
+                    last = group_id
+                if row.updated_at is not None:
+                    oldest = row.updated_at if oldest is None else min(oldest, row.updated_at)
+                    newest = row.updated_at if newest is None else max(newest, row.updated_at)
+        return StoreInfo(self.kind, items, groups, None, oldest, newest)
+
+    async def prune_idle_groups(
+        self,
+        older_than: float,
+        *,
+        prefix: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = 100,
+    ) -> list[IdleGroup]:
+        """Remove every group whose newest item was written more than ``older_than`` seconds ago.
+
+        Groups are found ``batch_size`` at a time and each is removed atomically, whole or not at
+        all, only if it is still idle when it is removed: a group written to meanwhile stays.
+        Writers are never held for longer than one batch. ``prefix`` limits the prune to groups
+        whose id starts with it; ``dry_run`` only lists what would be removed.
+
+        Returns:
+            The groups removed (or found idle, with ``dry_run``), in group order.
+
+        Raises:
+            InvalidOperationError: ``older_than``, ``prefix`` or ``batch_size`` is out of range.
+            UnsupportedError: the store was opened read-only (unless ``dry_run``), or keeps no
+                times to tell idle groups by.
+        """
+        self._check_open()
+        try:
+            age = options.seconds("older_than", older_than, zero=False, maximum=_MAX_IDLE_AGE)
+            options.flag("dry_run", dry_run)
+            size = options.positive_int("batch_size", batch_size, 100_000)
+        except ConfigError as exc:
+            raise InvalidOperationError(f"prune_idle_groups: {exc}") from None
+        if prefix is not None:
+            prefix = codec.check_name("group prefix", prefix)
+        if not dry_run:
+            self._check_writable()
+        return await self._track(self._prune(age, prefix, dry_run, size))
+
+    async def _prune(self, age: float, prefix: str | None, dry_run: bool, size: int) -> list[IdleGroup]:
+        now = self._clock()
+        cutoff = now - age
+        found: list[IdleGroup] = []
+        after: str | None = None
+        while True:
+            batch = await self._idle_groups(cutoff, prefix, after, size, self._clock())
+            if dry_run:
+                found += batch
+            else:
+                found += await self._prune_groups([idle.group_id for idle in batch], cutoff, self._clock())
+            if len(batch) < size:
+                return found
+            after = batch[-1].group_id
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        """Up to ``limit`` groups after ``after`` (in order) whose newest live item predates ``cutoff``.
+
+        Not atomic: ``_prune_groups`` checks again. By default: the live groups, then each one's rows.
+        """
+        found: list[IdleGroup] = []
+        for group_id in await self._read_groups(now):
+            if (after is not None and group_id <= after) or not in_prefix(group_id, prefix):
+                continue
+            rows = await self._read_rows(group_id, now, [])
+            if rows and (newest := newest_write(rows, self)) < cutoff:
+                found.append(IdleGroup(group_id, len(rows), newest))
+                if len(found) == limit:
+                    break
+        return found
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """Remove each group still idle at ``cutoff``, each atomically; the ones removed.
+
+        By default: one backend transaction per group (a locking backend holds its lock for one
+        group; an optimistic one finds a group written meanwhile at commit, and keeps it).
+        """
+        removed: list[IdleGroup] = []
+        for group_id in groups:
+            store = await self._begin()
+            try:
+                rows = await store.read_rows(group_id, now)
+                newest = newest_write(rows, self) if rows else None
+            except BaseException:
+                await store.rollback()
+                raise
+            if newest is None or newest >= cutoff:
+                await store.rollback()
+                continue
+            try:
+                await store.commit({group_id}, {})
+            except ConflictError:
+                continue  # written meanwhile: it stays
+            removed.append(IdleGroup(group_id, len(rows), newest))
+        return removed
 
     async def close(self, *, grace: float = 10.0) -> None:
         """Drain, then release the adapter's resources; closing twice is harmless.

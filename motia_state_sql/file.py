@@ -223,6 +223,8 @@ def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:
 class FileStateAdapter(StateAdapter):
     """State in ``<path>/motia.state.json``, Motia's legacy format."""
 
+    kind = "file"
+
     __slots__ = ("_cache", "_file", "_filelock", "_lock", "_notes", "durable", "path")
 
     def __init__(

@@ -7,7 +7,7 @@ import heapq
 import time
 
 from . import codec, options
-from .base import StateAdapter, TxStore, acquire_within
+from .base import StateAdapter, StoreInfo, TxStore, acquire_within
 from .ops import Filter
 from .rows import (
     UNCHANGED,
@@ -29,6 +29,8 @@ class MemoryStateAdapter(StateAdapter):
 
     Writes and transactions take one ``asyncio.Lock``; reads see committed rows only.
     """
+
+    kind = "memory"
 
     __slots__ = ("_expiries", "_expiries_limit", "_groups", "_lock", "lock_timeout")
 
@@ -118,6 +120,14 @@ class MemoryStateAdapter(StateAdapter):
         return [
             name for name in sorted(self._groups) if any(row.live(now) for row in self._groups[name].values())
         ]
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        live = [row.updated_at for group in self._groups.values() for row in group.values() if row.live(now)]
+        stored = sum(len(group) for group in self._groups.values())
+        groups = sum(1 for group in self._groups.values() if any(row.live(now) for row in group.values()))
+        times = [at for at in live if at is not None]
+        oldest, newest = (min(times), max(times)) if times else (None, None)
+        return StoreInfo(self.kind, len(live), groups, stored - len(live), oldest, newest)
 
     async def _write(self, write: Write, now: float) -> tuple[Plan, Row | None]:
         await acquire_within(self._lock, self.lock_timeout, "the memory store")

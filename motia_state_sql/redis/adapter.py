@@ -76,6 +76,8 @@ def _check_url(url: object) -> None:
 class RedisStateAdapter(StateAdapter):
     """State on Redis; ``layout="native"`` (atomic, Cluster-safe) or ``"motia"`` (shares keys with Node)."""
 
+    kind = "redis"
+
     __slots__ = ("_layout", "_stripes", "_stripes_loop", "_transport", "cluster", "key_prefix", "layout")
 
     def __init__(

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
 from .. import codec, options
-from ..base import StateAdapter, TxStore, acquire_within
+from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, acquire_within, prefix_end
 from ..codec import INT64_MAX, INT64_MIN
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
 from ..ops import Filter, parse_number
@@ -92,6 +92,19 @@ _PURGE: Final = (
     "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)"
 )
 _PURGE_BATCH = 1000
+# Counts and times in one pass over the table (a million items: a fraction of a second, on the
+# reader thread, so writers never wait); expired rows through the partial index on expires_at.
+_INFO: Final = (
+    f"SELECT count(*), count(DISTINCT group_id), min(updated_at), max(updated_at) FROM {TABLE} WHERE {_LIVE}"
+)
+_EXPIRED: Final = f"SELECT count(*) FROM {TABLE} WHERE expires_at IS NOT NULL AND expires_at <= ?"
+# Removes a group only while none of its live items was written at or after the cutoff: the check
+# and the delete are one statement in one write transaction, so a write that lands first keeps it.
+_PRUNE_GROUP: Final = (
+    f"DELETE FROM {TABLE} WHERE group_id = ?1 AND NOT EXISTS (SELECT 1 FROM {TABLE} "
+    f"WHERE group_id = ?1 AND updated_at >= ?2 AND (expires_at IS NULL OR expires_at > ?3))"
+)
+_GROUP_TIMES: Final = f"SELECT count(*), max(updated_at) FROM {TABLE} WHERE group_id = ? AND {_LIVE}"
 #: Results up to this many rows are read on the loop; larger ones on the reader thread.
 _INLINE_ROWS = 256
 #: Rows written between WAL checkpoints (run on the writer thread) when commits run on the loop.
@@ -101,6 +114,7 @@ _CHECKPOINT_EVERY = 1000
 _READONLY, _CORRUPT, _FULL, _NOTADB = 8, 11, 13, 26
 #: Seconds between looks at the database file's identity from the write path.
 _FILE_CHECK_EVERY = 0.001
+
 
 def _row(values: Any) -> Row:
     return Row(*values)
@@ -174,6 +188,8 @@ def _filter_sql(filters: list[Filter]) -> tuple[str, list[Any]]:
 
 class SqliteStateAdapter(StateAdapter):
     """State in one SQLite table keyed on ``(group_id, key)``, WAL mode, group commit."""
+
+    kind = "sqlite"
 
     __slots__ = (
         "_checked_at",
@@ -614,6 +630,68 @@ class SqliteStateAdapter(StateAdapter):
             yield [(g, k, Row(*rest)) for g, k, *rest in rows]
             after = (rows[-1][0], rows[-1][1])
 
+    # -- operations on the whole store --------------------------------------------------------
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        def read(raw: sqlite3.Connection) -> tuple[Any, int, str | None, tuple[tuple[str, int], ...]]:
+            counts = raw.execute(_INFO, (now,)).fetchone()
+            expired = raw.execute(_EXPIRED, (now,)).fetchone()[0]
+            sizes = () if self._memory else _sizes([self.path, *self._side_files()])
+            return counts, expired, migrate.current_revision(raw)[0], sizes
+
+        if self._reader is None:
+            await self._connect()
+        assert self._reader is not None
+        if self._memory:
+            await acquire_within(self._lock, self.busy_timeout, self.path)
+            try:
+                counts, expired, revision, files = await self._call(self._reader, read)
+            finally:
+                self._lock.release()
+        else:
+            counts, expired, revision, files = await self._call(self._reader, read)
+        items, groups, oldest, newest = counts
+        return StoreInfo(self.kind, items, groups, expired, oldest, newest, revision, HEAD_REVISION, files)
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        where: list[str] = [_LIVE]
+        params: list[Any] = [now]
+        if after is not None:
+            where.append("group_id > ?")
+            params.append(after)
+        if prefix is not None:
+            where.append("group_id >= ?")
+            params.append(prefix)
+            end = prefix_end(prefix)
+            if end is not None:
+                where.append("group_id < ?")
+                params.append(end)
+        sql = (
+            f"SELECT group_id, count(*), max(updated_at) FROM {TABLE} WHERE {' AND '.join(where)} "
+            "GROUP BY group_id HAVING max(updated_at) < ? ORDER BY group_id LIMIT ?"
+        )
+        rows = await self._query(sql, [*params, cutoff, limit])
+        return [IdleGroup(group_id, count, newest) for group_id, count, newest in rows]
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """The whole batch in one write transaction: one statement per group."""
+
+        def prune(raw: sqlite3.Connection) -> list[IdleGroup]:
+            removed: list[IdleGroup] = []
+            for group_id in groups:
+                live, newest = raw.execute(_GROUP_TIMES, (group_id, now)).fetchone()
+                if raw.execute(_PRUNE_GROUP, (group_id, cutoff, now)).rowcount > 0 and live:
+                    removed.append(IdleGroup(group_id, live, newest))
+            return removed
+
+        if not groups:
+            return []
+        store = await self._begin()
+        assert isinstance(store, _SqliteTx)
+        return await store.run(prune)
+
     # -- writes (group commit) ----------------------------------------------------------------
 
     def _inline_batch(self, jobs: list[Job]) -> list[Any] | None:
@@ -788,6 +866,15 @@ def _file_id(path: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
+def _sizes(paths: list[str]) -> tuple[tuple[str, int], ...]:
+    """``(path, bytes)`` of each of ``paths`` that exists."""
+    found: list[tuple[str, int]] = []
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            found.append((path, os.stat(path).st_size))
+    return tuple(found)
+
+
 def _plain_set(job: Job) -> tuple[Any, ...] | None:
     """The ``_SET`` parameters of an unconditional set, else ``None``."""
     if job[0] != "write":
@@ -846,20 +933,29 @@ class _SqliteTx(TxStore):
 
     async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
         def apply(raw: sqlite3.Connection) -> None:
+            for group_id in cleared:
+                raw.execute(_DELETE_GROUP, (group_id,))
+            for (group_id, key), row in writes.items():
+                _persist(raw, group_id, key, row)
+
+        await self.run(apply)
+        self._adapter._wrote(len(cleared) + len(writes))
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(raw)`` inside the transaction, then commit (roll back if it raises)."""
+
+        def apply(raw: sqlite3.Connection) -> T:
             try:
-                for group_id in cleared:
-                    raw.execute(_DELETE_GROUP, (group_id,))
-                for (group_id, key), row in writes.items():
-                    _persist(raw, group_id, key, row)
+                result = work(raw)
                 self._adapter._check_file(force=True)
                 raw.execute("COMMIT")
             except BaseException:
                 _rollback_if_open(raw)
                 raise
+            return result
 
         try:
-            await self._adapter._on_writer(self._writer, apply)
-            self._adapter._wrote(len(cleared) + len(writes))
+            return await self._adapter._on_writer(self._writer, apply)
         finally:
             self._release()
 
