@@ -25,7 +25,7 @@ import orjson
 from filelock import FileLock, Timeout
 
 from . import codec, options
-from .base import StateAdapter, TxStore, acquire_within
+from .base import IdleGroup, StateAdapter, TxStore, acquire_within, in_prefix
 from .errors import (
     ConfigError,
     InvalidKeyError,
@@ -373,6 +373,48 @@ class FileStateAdapter(StateAdapter):
         await acquire_within(self._lock, self._filelock.timeout, str(self._file))
         try:
             await asyncio.to_thread(self._locked, work)
+        finally:
+            self._lock.release()
+
+    # -- pruning: the format keeps no times; the file's own modification time stands for them ----
+
+    def _idle(self, data: Entries, cutoff: float, prefix: str | None, after: str | None) -> list[IdleGroup]:
+        """Every group selected, when nothing in the file was written since ``cutoff``; else none."""
+        try:
+            written = self._file.stat().st_mtime
+        except FileNotFoundError:
+            return []
+        if written >= cutoff:
+            return []
+        counts: dict[str, int] = {}
+        for group, _, _ in _names(data, self._notes, None):
+            if (after is None or group > after) and in_prefix(group, prefix):
+                counts[group] = counts.get(group, 0) + 1
+        return [IdleGroup(group, counts[group], written) for group in sorted(counts)]
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        """All of them at once: each prune rewrites the whole file anyway (``limit`` is not needed)."""
+        data = await self._read()
+        return await asyncio.to_thread(self._idle, data, cutoff, prefix, after)
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """One file rewrite under the lock, if the file is still unwritten since ``cutoff``."""
+
+        def work(data: Entries) -> tuple[list[IdleGroup], bool]:
+            chosen = set(groups)
+            removed = [idle for idle in self._idle(data, cutoff, None, None) if idle.group_id in chosen]
+            gone = {idle.group_id for idle in removed}
+            for entry in [e for e in data if e.split(":", 1)[0] in gone]:
+                del data[entry]
+            return removed, bool(removed)
+
+        if not groups:
+            return []
+        await acquire_within(self._lock, self._filelock.timeout, str(self._file))
+        try:
+            return await asyncio.to_thread(self._locked, work)
         finally:
             self._lock.release()
 

@@ -24,12 +24,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from .. import codec, options
-from ..base import StateAdapter, TxStore
+from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, in_prefix
 from ..errors import ConfigError, ConflictError, StateError
 from ..ops import Filter
 from ..rows import Clock, Plan, Row, RowEntry, Write, WriteResult, plan_write
 from .layouts import Layout, MotiaLayout, NativeLayout, Reads
-from .transport import Client, Transport, redact
+from .transport import Client, Transport, redact, text
 
 __all__ = ["DEFAULT_PREFIX", "RedisStateAdapter"]
 
@@ -70,7 +70,6 @@ def _check_url(url: object) -> None:
         raise ConfigError(
             f"Redis URL {redact(url)}: the database (after the host) must be an int >= 0, got {path!r}"
         )
-
 
 
 class RedisStateAdapter(StateAdapter):
@@ -248,6 +247,58 @@ class RedisStateAdapter(StateAdapter):
 
     async def _clear(self, group_id: str, now: float) -> None:
         await self._layout.clear(group_id)
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        """Without reading values; the motia layout keeps no times (and reading would touch keys)."""
+        layout = self._layout
+        counts: tuple[int, int, int | None, float | None, float | None]
+        if isinstance(layout, MotiaLayout):
+            idle = await layout.idle_times(now)
+            counts = sum(count for count, _ in idle.values()), len(idle), None, None, None
+        else:
+            assert isinstance(layout, NativeLayout)
+            counts = await layout.counts(now)
+        memory = await self._transport.command("INFO", "memory", idempotent=True)
+        used = next(
+            (
+                int(line.split(":", 1)[1])
+                for line in text(memory).splitlines()
+                if line.startswith("used_memory:")
+            ),
+            None,
+        )
+        items, groups, expired, oldest, newest = counts
+        return StoreInfo(self.kind, items, groups, expired, oldest, newest, memory_bytes=used)
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        """Native: the default (records hold ``updated_at``). Motia: every idle group at once.
+
+        Motia's keys hold no times: Redis's idle time of each key stands for them (one scan of the
+        keyspace; ``limit`` is not needed).
+        """
+        if not isinstance(self._layout, MotiaLayout):
+            return await super()._idle_groups(cutoff, prefix, after, limit, now)
+        age = now - cutoff
+        return [
+            IdleGroup(group, count, now - least)
+            for group, (count, least) in sorted((await self._layout.idle_times(now)).items())
+            if least > age and (after is None or group > after) and in_prefix(group, prefix)
+        ]
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """Native: the default (a transaction per group, checked at commit). Motia: one script per group."""
+        layout = self._layout
+        if not isinstance(layout, MotiaLayout):
+            return await super()._prune_groups(groups, cutoff, now)
+        removed: list[IdleGroup] = []
+        for group in groups:
+            now = self._clock()
+            found = await layout.prune_group(group, now - cutoff, now)
+            if found is not None:
+                removed.append(IdleGroup(group, found[0], now - found[1]))
+        return removed
 
     async def _begin(self) -> TxStore:
         return _RedisTx(self)
