@@ -182,9 +182,10 @@ def _text_of(entry: str, text: str, notes: Notes) -> str:
 
 
 @contextlib.contextmanager
-def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
-    """Yield a temp file beside ``target`` that replaces it (``os.replace``) once the block ends.
+def replacing_path(target: Path, *, durable: bool = False) -> Iterator[Path]:
+    """Yield the path of a new empty temp file beside ``target`` that replaces it once the block ends.
 
+    For writers that need a file name (SQLite's backup); ``replacing`` gives a handle instead.
     Readers see the old file or the whole new one, never a part; an error inside the block
     removes the temp file and leaves ``target`` as it was. The new file keeps the old one's
     permissions; ``durable`` fsyncs it before the replace.
@@ -197,12 +198,15 @@ def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
     except OSError as exc:
         exc.filename = str(target)  # name the file asked for, not the temp file
         raise
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
+        yield Path(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, target.stat().st_mode & 0o777)
         os.replace(tmp, target)
@@ -210,6 +214,19 @@ def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
+    """Yield a temp file beside ``target`` that replaces it (``os.replace``) once the block ends.
+
+    As ``replacing_path``, with the temp file open for writing (fsynced through it if ``durable``).
+    """
+    with replacing_path(target) as tmp, open(tmp, "wb") as handle:
+        yield handle
+        handle.flush()
+        if durable:
+            os.fsync(handle.fileno())
 
 
 def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:

@@ -653,6 +653,88 @@ class SqliteStateAdapter(StateAdapter):
         items, groups, oldest, newest = counts
         return StoreInfo(self.kind, items, groups, expired, oldest, newest, revision, HEAD_REVISION, files)
 
+    async def backup(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        pages: int = 256,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Copy the database, as one consistent snapshot, into the empty file ``target``.
+
+        SQLite's online backup in steps of ``pages`` pages, from one read transaction of the
+        reader connection: writers (here or in other processes) go on meanwhile, never waiting
+        for the copy, and the copy never restarts. ``progress(pages_done, pages_total)`` is
+        called after each step (on the reader's thread). The copy's ``integrity_check`` must
+        say ok. Returns the pages copied.
+
+        Raises:
+            SchemaError: the copy failed its integrity check.
+            StoreUnavailableError, ConfigError: the database or ``target`` cannot be used.
+        """
+        size = options.positive_int("pages", pages)
+        if self._memory:
+            raise ConfigError("backup copies a database file; sqlite:///:memory: has none")
+
+        def copy(raw: sqlite3.Connection) -> int:
+            raw.execute("BEGIN")
+            try:
+                total = raw.execute("PRAGMA page_count").fetchone()[0]
+                raw.execute(f"SELECT count(*) FROM {TABLE} WHERE 0").fetchall()  # the snapshot starts
+                dst = sqlite3.connect(os.fspath(target), isolation_level=None)
+                try:
+
+                    def step(status: int, remaining: int, count: int) -> None:
+                        if progress is not None:
+                            progress(count - remaining, count)
+
+                    raw.backup(dst, pages=size, progress=step)
+                    found = dst.execute("PRAGMA integrity_check").fetchall()
+                finally:
+                    dst.close()
+            finally:
+                raw.execute("ROLLBACK")
+            if found != [("ok",)]:
+                shown = "; ".join(str(row[0]) for row in found[:5])
+                raise SchemaError(f"the backup of {self.path} failed its integrity check: {shown}")
+            return int(total)
+
+        self._check_open()
+        if self._reader is None:
+            await self._connect()
+        assert self._reader is not None
+        return await self._track(self._call(self._reader, copy))
+
+    async def vacuum(self) -> None:
+        """Rebuild the database to give free pages back to the file system, then empty the WAL.
+
+        Holds the write lock while it runs (writers wait, up to their busy timeout); readers
+        go on.
+
+        Raises:
+            StoreUnavailableError: another writer held the lock past ``busy_timeout``.
+            UnsupportedError: the adapter is read-only.
+        """
+        self._check_open()
+        self._check_writable()
+
+        def run(raw: sqlite3.Connection) -> None:
+            if self._inline:
+                self._wait_for_lock(raw, True)
+            try:
+                raw.execute("VACUUM")
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                if self._inline:
+                    self._wait_for_lock(raw, False)
+
+        writer = await self._connect()
+        await acquire_within(self._lock, self.busy_timeout, self.path)
+        try:
+            await self._track(self._call_to_end(writer, run))
+        finally:
+            self._lock.release()
+
     async def _idle_groups(
         self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
     ) -> list[IdleGroup]:
