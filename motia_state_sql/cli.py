@@ -742,7 +742,7 @@ def _pruned_json(idle: IdleGroup) -> dict[str, Any]:
 
 @main.command()
 @click.option("--idle", required=True, metavar="AGE", help="Remove groups unwritten for AGE: 7d, 12h, 2w.")
-@click.option("--group-prefix", "prefix", default=None, metavar="P", help="Only groups whose ids begin with P.")
+@click.option("--group-prefix", "prefix", metavar="P", help="Only groups whose ids begin with P.")
 @click.option("--dry-run", is_flag=True, help="Only list the groups that would be removed.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
