@@ -244,7 +244,7 @@ async def ping(url: str | None, *, read_only: bool = False, within: float = 5.0)
     except StoreUnavailableError:
         raise
     except StateError as exc:
-        raise StoreUnavailableError(f"{where}: {exc}") from None
+        raise StoreUnavailableError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
     finally:
         with contextlib.suppress(BaseException):
             async with asyncio.timeout(1.0):

@@ -258,15 +258,11 @@ class RedisStateAdapter(StateAdapter):
         else:
             assert isinstance(layout, NativeLayout)
             counts = await layout.counts(now)
-        memory = await self._transport.command("INFO", "memory", idempotent=True)
-        used = next(
-            (
-                int(line.split(":", 1)[1])
-                for line in text(memory).splitlines()
-                if line.startswith("used_memory:")
-            ),
-            None,
-        )
+        used = None
+        if not self.cluster:  # a Cluster's memory is per node
+            memory = await self._transport.command("INFO", "memory", idempotent=True)
+            lines = text(memory).splitlines()
+            used = next((int(line[12:]) for line in lines if line.startswith("used_memory:")), None)
         items, groups, expired, oldest, newest = counts
         return StoreInfo(self.kind, items, groups, expired, oldest, newest, memory_bytes=used)
 

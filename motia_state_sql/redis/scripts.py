@@ -439,36 +439,49 @@ return #keys
 """
 )
 
-#: Idle seconds of items (pruning). KEYS: item keys. ARGV: now_ms. Returns, per key, Redis's
-#: OBJECT IDLETIME (seconds since the key was last read or written), or -1 when absent or expired.
-#: Neither PEXPIRETIME nor OBJECT touches a key, so looking never makes an item look used.
-MOTIA_IDLE: Final = """
+# Seconds since a key was last read or written (Redis's OBJECT IDLETIME), 0 when Redis cannot
+# tell: a small integer value (0-9999) is one object shared by every key holding it, whose idle
+# time is nobody's (its refcount is INT_MAX). Neither OBJECT nor PEXPIRETIME touches the key.
+_IDLE: Final = """
+local function idle(k)
+  if redis.call('OBJECT', 'REFCOUNT', k) >= 2147483647 then return 0 end
+  return redis.call('OBJECT', 'IDLETIME', k)
+end
+"""
+
+#: Idle seconds of items (pruning). KEYS: item keys. ARGV: now_ms. Returns, per key, its idle
+#: seconds, or -1 when absent or expired.
+MOTIA_IDLE: Final = (
+    _IDLE
+    + """
 local now, out = tonumber(ARGV[1]), {}
 for i, k in ipairs(KEYS) do
   local at = redis.call('PEXPIRETIME', k)
   if at == -2 or (at > 0 and at <= now) then
     out[i] = -1
   else
-    out[i] = redis.call('OBJECT', 'IDLETIME', k)
+    out[i] = idle(k)
   end
 end
 return out
 """
+)
 
 #: Remove a group whose every live item is idle for more than ARGV[2] seconds, atomically.
 #: ARGV: the group's pattern, age seconds, now_ms. Returns {live items removed, least idle
 #: seconds}, or {-1, 0} when an item was used within the age (the group stays whole).
 MOTIA_PRUNE: Final = (
     _SCAN
+    + _IDLE
     + """
 local now, age, live, least = tonumber(ARGV[3]), tonumber(ARGV[2]), 0, -1
 local keys = scan(ARGV[1])
 for _, k in ipairs(keys) do
   local at = redis.call('PEXPIRETIME', k)
   if at ~= -2 and not (at > 0 and at <= now) then
-    local idle = redis.call('OBJECT', 'IDLETIME', k)
-    if idle <= age then return {-1, 0} end
-    if least < 0 or idle < least then least = idle end
+    local seconds = idle(k)
+    if seconds <= age then return {-1, 0} end
+    if least < 0 or seconds < least then least = seconds end
     live = live + 1
   end
 end
