@@ -275,6 +275,12 @@ def _json_option(function: F) -> F:
     )
 
 
+def _count_option(flag: str, default: int, text: str, maximum: int | None = None) -> Callable[[F], F]:
+    """An option taking a positive count ``N``."""
+    kind = click.IntRange(min=1, max=maximum)
+    return click.option(flag, type=kind, default=default, show_default=True, metavar="N", help=text)
+
+
 _EPILOG: Final = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
 
@@ -619,14 +625,7 @@ async def _copy(source_url: str, target_url: str, group: str | None, batch_size:
 @click.argument("source_url", metavar="SRC_URL")
 @click.argument("target_url", metavar="DST_URL")
 @click.option("--group", "group", default=None, metavar="G", help="Only the items of group G.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    metavar="N",
-    help="Items read and written per destination transaction.",
-)
+@_count_option("--batch-size", 1000, "Items read and written per destination transaction.")
 def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -> None:
     """Copy items from SRC_URL to DST_URL, any backend to any.
 
@@ -662,14 +661,7 @@ def _size(count: int | None) -> str:
 
 @main.command()
 @click.argument("dest", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--pages",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    metavar="N",
-    help="Database pages copied per step.",
-)
+@_count_option("--pages", 256, "Database pages copied per step.")
 @_url_option
 @_json_option
 def backup(dest: Path, pages: int, url: str | None, as_json: bool) -> None:
@@ -745,14 +737,7 @@ def _pruned_json(idle: IdleGroup) -> dict[str, Any]:
 @click.option("--group-prefix", "prefix", metavar="P", help="Only groups whose ids begin with P.")
 @click.option("--dry-run", is_flag=True, help="Only list the groups that would be removed.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1, max=100_000),
-    default=100,
-    show_default=True,
-    metavar="N",
-    help="Groups looked at and removed per step (SQLite: per write transaction).",
-)
+@_count_option("--batch-size", 100, "Groups looked at and removed per step (SQLite: per transaction).", 10**5)
 @_url_option
 @_json_option
 def prune(
