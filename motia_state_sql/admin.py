@@ -23,10 +23,8 @@ from typing import Any, Final
 from .base import StateAdapter, StoreInfo
 from .errors import ConfigError, StateError, StoreUnavailableError, UnsupportedError
 from .file import FILE_NAME, FileStateAdapter, replacing_path
-from .redis import RedisStateAdapter
-from .redis.transport import redact
 from .sqlite import SqliteStateAdapter
-from .url import open_state
+from .url import open_state, redact
 
 __all__ = [
     "PING_GROUP",
@@ -203,7 +201,7 @@ def _timeouts(url: str | None, timeout: float) -> dict[str, Any]:
         return {"busy_timeout": timeout}
     if isinstance(probe, FileStateAdapter):
         return {"lock_timeout": timeout}
-    if isinstance(probe, RedisStateAdapter):
+    if probe.kind == "redis":  # by name: naming the class would import redis-py
         return {"socket_timeout": timeout, "connect_timeout": timeout}
     return {}
 

@@ -31,7 +31,7 @@ from motia_state_sql import (
 )
 from motia_state_sql.admin import PING_GROUP, parse_age
 from motia_state_sql.errors import ConfigError
-from motia_state_sql.sqlite.schema import HEAD_REVISION
+from motia_state_sql.revision import HEAD_REVISION
 
 from .conftest import Factory, FakeClock, is_motia_redis
 from .redis_server import RedisServer

@@ -28,8 +28,9 @@ from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, in_prefix
 from ..errors import ConfigError, ConflictError, StateError
 from ..ops import Filter
 from ..rows import Clock, Plan, Row, RowEntry, Write, WriteResult, plan_write
+from ..url import redact
 from .layouts import Layout, MotiaLayout, NativeLayout, Reads
-from .transport import Client, Transport, redact, text
+from .transport import Client, Transport, text
 
 __all__ = ["DEFAULT_PREFIX", "RedisStateAdapter"]
 
