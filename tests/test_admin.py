@@ -251,6 +251,37 @@ def _check_pruned(
             assert group not in removed, (group, keys)
 
 
+@pytest.mark.parametrize("backend", [*PRUNE_BACKENDS, "file"])
+async def test_a_group_written_after_it_was_found_idle_survives_whole(
+    factory: Factory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer lands between the prune finding a batch idle and removing it."""
+    async with factory() as store:
+        for group in ["idle-a", "idle-b", "idle-c"]:
+            await store.set(group, "step", {"n": 1})
+        if isinstance(store, FileStateAdapter):  # its age is the file's, in the OS's clock
+            clock.now = time.time()
+            os.utime(store.path / "motia.state.json", (clock() - 2.5, clock() - 2.5))
+        else:
+            await _let_time_pass(store, clock, 2.5)
+        find = type(store)._idle_groups
+
+        async def find_then_write(self: StateAdapter, *args: Any) -> list[Any]:
+            found = await find(self, *args)
+            if found:
+                await store.set("idle-b", "late", {"n": 2})
+            return found
+
+        monkeypatch.setattr(type(store), "_idle_groups", find_then_write)
+        removed = [idle.group_id for idle in await store.prune_idle_groups(1.0)]
+        assert "idle-b" not in removed
+        assert await store.get_group("idle-b") == [{"n": 2}, {"n": 1}]  # late, step: whole
+        if isinstance(store, FileStateAdapter):
+            assert removed == []  # the file was written since the cutoff: every group stays
+        else:
+            assert removed == ["idle-a", "idle-c"]
+
+
 @pytest.mark.parametrize("backend", ["memory", "sqlite-file", "redis-native", "redis-motia"])
 async def test_a_group_written_during_the_prune_survives(factory: Factory, clock: FakeClock) -> None:
     async with factory() as store:
@@ -273,7 +304,7 @@ async def test_a_group_written_during_the_prune_survives(factory: Factory, clock
         _check_pruned(groups, written, removed, keys_of)
 
 
-def _late_writer(path: str, groups: list[str], stop: EventType, report: Any) -> None:
+def _late_writer(path: str, groups: list[str], ready: EventType, stop: EventType, report: Any) -> None:
     async def main() -> None:
         done: list[tuple[str, float]] = []
         rng = random.Random(5)
@@ -282,7 +313,8 @@ def _late_writer(path: str, groups: list[str], stop: EventType, report: Any) -> 
                 group = rng.choice(groups)
                 await store.set(group, "late", 2)
                 done.append((group, time.time()))
-                await asyncio.sleep(0.005)
+                ready.set()
+                await asyncio.sleep(0.002)
         report.send(done)
 
     asyncio.run(main())
@@ -296,35 +328,25 @@ async def test_prune_in_one_process_while_another_writes(tmp_path: Path) -> None
         for group in groups:
             await tx.set(group, "a", 1)
             await tx.set(group, "b", 2)
-    stop = SPAWN.Event()
+    ready, stop = SPAWN.Event(), SPAWN.Event()
     receive, send = SPAWN.Pipe(duplex=False)
-    writer = SPAWN.Process(target=_late_writer, args=(str(path), groups[:5000], stop, send))
+    writer = SPAWN.Process(target=_late_writer, args=(str(path), groups[:5000], ready, stop, send))
     writer.start()
     try:
-        started = time.time()
-        done = await asyncio.to_thread(
-            _cli,
-            "prune",
-            "--idle",
-            "7d",
-            "--yes",
-            "--batch-size",
-            "20",
-            "--json",
-            "--url",
-            f"sqlite:///{path}",
-        )
-        ended = time.time()
+        assert await asyncio.to_thread(ready.wait, 60)
+        async with SqliteStateAdapter(path) as store:  # the writer is another process
+            started = time.time()
+            # Large batches: a write often lands between finding a batch idle and removing it.
+            pruned = await store.prune_idle_groups(7 * 86_400, batch_size=2000)
+            ended = time.time()
     finally:
         stop.set()
     acknowledged = await asyncio.to_thread(receive.recv)
     await asyncio.to_thread(writer.join, 60)
     assert writer.exitcode == 0
-    assert done.returncode == 0, done.stderr
-    assert any(started + 1 < at < ended for _, at in acknowledged)  # writes landed during the prune
-    report = json.loads(done.stdout)
-    removed = {entry["group"] for entry in report["groups"]}
-    assert report["removed_groups"] == len(removed) > 15_000
+    assert sum(started < at < ended for _, at in acknowledged) > 20, ended - started  # during the prune
+    removed = {idle.group_id for idle in pruned}
+    assert len(removed) > 15_000
     async with SqliteStateAdapter(path, read_only=True) as store:
         keys_of = {group: await store.keys(group) for group in await store.list_groups()}
     _check_pruned(groups, {group for group, _ in acknowledged}, removed, keys_of)
