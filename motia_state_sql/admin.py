@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from typing import Any, Final
 from .base import StateAdapter, StoreInfo
 from .errors import ConfigError, StateError, StoreUnavailableError, UnsupportedError
 from .file import FILE_NAME, FileStateAdapter, replacing_path
+from .options import parse_age
 from .sqlite import SqliteStateAdapter
 from .url import open_state, redact
 
@@ -42,32 +41,6 @@ __all__ = [
 PING_GROUP: Final = "motia-state-ping"
 #: How long a ping's item lives if the process dies between its write and its delete.
 _PING_TTL: Final = 60.0
-
-_AGE_UNITS: Final = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
-_AGE: Final = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
-
-
-def parse_age(text: str) -> float:
-    """Seconds in an age such as ``7d``, ``12h``, ``1d12h``, ``90m``, ``30s``, ``2w`` or ``3600``.
-
-    Raises:
-        ConfigError: not an age, or not above zero.
-    """
-    spaced = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", spaced):
-        seconds = float(spaced)
-    else:
-        parts = _AGE.findall(spaced)
-        if not parts or "".join(number + unit for number, unit in parts) != spaced:
-            raise ConfigError(
-                f"{text!r} is not an age: give a number with a unit, e.g. 7d, 12h, 1d12h, 30m, 45s, 2w "
-                "(w weeks, d days, h hours, m minutes, s seconds), or plain seconds"
-            )
-        seconds = sum(float(number) * _AGE_UNITS[unit] for number, unit in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"the age {text!r} must be above zero")
-    return seconds
-
 
 def store_file(adapter: StateAdapter) -> Path | None:
     """The file holding the store, or ``None`` when it lives elsewhere (memory, a server)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import random
 import time
 import warnings
@@ -59,6 +60,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("motia_state_sql")
+#: The longest pause between background prunes (``idle_group_ttl``).
+_PRUNE_EVERY_MAX: Final = 3600.0
 
 #: The transactions open in this context. Tasks started inside an ``async with transaction()``
 #: block copy the context, so their calls on the adapter are refused too instead of waiting
@@ -431,10 +435,6 @@ class IdleGroup:
     newest_write: float | None
 
 
-#: A hundred years: the longest idle age ``prune_idle_groups`` takes.
-_MAX_IDLE_AGE: Final = 100 * 365 * 86_400.0
-
-
 def prefix_end(prefix: str) -> str | None:
     """The smallest string above every string starting with ``prefix`` (code point order).
 
@@ -635,7 +635,17 @@ class _TransactionContext:
 class StateAdapter(StateOperations):
     """The abstract base every backend implements; an async context manager."""
 
-    __slots__ = ("_active", "_clock", "_closed", "_drained", "_open_txs", "max_value_bytes", "read_only")
+    __slots__ = (
+        "_active",
+        "_clock",
+        "_closed",
+        "_drained",
+        "_open_txs",
+        "_pruner",
+        "idle_group_ttl",
+        "max_value_bytes",
+        "read_only",
+    )
 
     #: The backend's name, as ``store_info()`` reports it.
     kind: ClassVar[str] = "custom"
@@ -646,6 +656,7 @@ class StateAdapter(StateOperations):
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
     ) -> None:
         self._closed = True  # until constructed: __del__ of a half-built adapter has nothing to say
         self.max_value_bytes = options.positive_int("max_value_bytes", max_value_bytes)
@@ -653,6 +664,12 @@ class StateAdapter(StateOperations):
             raise ConfigError(f"clock must be a function returning seconds, got {clock!r}")
         self._clock = clock
         self.read_only = options.flag("read_only", read_only)
+        #: Seconds after which a group nobody writes is pruned in the background (``None``: never).
+        self.idle_group_ttl = (
+            None if idle_group_ttl is None else options.idle_age("idle_group_ttl", idle_group_ttl)
+        )
+        # The background pruner: None until the first call (with idle_group_ttl), then its task.
+        self._pruner: asyncio.Task[None] | None = None
         # Calls in flight (transactions' calls included): close() waits for them.
         self._active = 0
         self._drained: asyncio.Future[None] | None = None
@@ -681,6 +698,30 @@ class StateAdapter(StateOperations):
 
     def _enter(self) -> None:
         self._active += 1
+        if self._pruner is None and self.idle_group_ttl is not None:
+            self._start_pruner()
+
+    def _start_pruner(self) -> None:
+        """Start pruning idle groups in the background, in the loop of the first call."""
+        if self.read_only:
+            return
+        assert self.idle_group_ttl is not None
+        # A context of its own: one copied from a transaction block would refuse its calls.
+        self._pruner = asyncio.get_running_loop().create_task(
+            self._prune_forever(self.idle_group_ttl), context=contextvars.Context()
+        )
+
+    async def _prune_forever(self, ttl: float) -> None:
+        """Every ``ttl / 2`` seconds (at most an hour), remove the groups idle for ``ttl``."""
+        while True:
+            await asyncio.sleep(min(ttl / 2, _PRUNE_EVERY_MAX))
+            try:
+                removed = await self.prune_idle_groups(ttl)
+            except StateError as exc:  # the store is down, say: the next round tries again
+                log.warning("motia_state_sql: pruning idle groups of %r failed: %s", self, exc)
+                continue
+            if removed:
+                log.info("motia_state_sql: pruned %d idle groups of %r", len(removed), self)
 
     def _leave(self) -> None:
         self._active -= 1
@@ -794,7 +835,7 @@ class StateAdapter(StateOperations):
         """
         self._check_open()
         try:
-            age = options.seconds("older_than", older_than, zero=False, maximum=_MAX_IDLE_AGE)
+            age = options.idle_age("older_than", older_than)
             options.flag("dry_run", dry_run)
             size = options.positive_int("batch_size", batch_size, 100_000)
         except ConfigError as exc:
@@ -875,6 +916,11 @@ class StateAdapter(StateOperations):
             return
         grace = options.seconds("grace", grace)
         self._closed = True
+        pruner = self._pruner
+        if pruner is not None and not pruner.done():
+            pruner.cancel()  # each group it removes is atomic: cancelling leaves none half-removed
+            if pruner.get_loop() is asyncio.get_running_loop():
+                await asyncio.wait([pruner])
         try:
             loop = asyncio.get_running_loop()
             await self._settle(lambda: not (self._active or self._open_txs), loop.time() + grace)

@@ -251,6 +251,7 @@ class FileStateAdapter(StateAdapter):
         lock_timeout: float = 10.0,
         durable: bool = True,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -262,10 +263,15 @@ class FileStateAdapter(StateAdapter):
                 transaction in this process) before ``StoreUnavailableError``.
             durable: fsync the file before it replaces the old one.
             read_only: refuse every write (``UnsupportedError``); nothing is created.
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch).
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         if not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path):
             raise ConfigError(f"path must be the folder holding {FILE_NAME}, got {path!r}")
         lock_timeout = options.seconds("lock_timeout", lock_timeout)

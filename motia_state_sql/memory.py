@@ -39,6 +39,7 @@ class MemoryStateAdapter(StateAdapter):
         *,
         lock_timeout: float = 5.0,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -48,10 +49,15 @@ class MemoryStateAdapter(StateAdapter):
             lock_timeout: seconds a write waits behind a transaction before
                 ``StoreUnavailableError`` (as SQLite's ``busy_timeout``).
             read_only: refuse every write (``UnsupportedError``).
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch), injectable for tests.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         self.lock_timeout = options.seconds("lock_timeout", lock_timeout)
         self._groups: dict[str, dict[str, Row]] = {}
         self._lock = asyncio.Lock()

@@ -585,3 +585,29 @@ async def test_ping_group_is_left_empty(tmp_path: Path) -> None:
     async with FileStateAdapter(tmp_path) as store:
         assert await store.list_groups() == ["g"]
         assert await store.keys(PING_GROUP) == []
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite-file", "redis-native", "file"])
+async def test_idle_group_ttl_prunes_in_the_background(factory: Factory, clock: FakeClock) -> None:
+    on_file = factory().kind == "file"
+    if on_file:
+        clock.now = time.time()  # the file's age is in the OS's clock
+    async with factory(idle_group_ttl=2.0) as store:
+        await store.set("old", "k", {"n": 1})  # the first call starts the pruner: every 1 s
+        if not on_file:
+            clock.advance(5)
+        for _ in range(100):  # the file: once nothing was written for 2 s
+            if await store.list_groups() == []:
+                break
+            await asyncio.sleep(0.1)
+            if on_file:
+                clock.now = time.time()
+        assert await store.list_groups() == []
+        await store.set("fresh", "k", {"n": 2})
+        await asyncio.sleep(1.2)  # at least one more round
+        assert await store.list_groups() == ["fresh"]  # written within the ttl: kept
+    async with factory() as store:  # off by default: nothing is pruned
+        await store.set("old", "k", {"n": 1})
+        clock.advance(5)
+        await asyncio.sleep(1.2)
+        assert "old" in await store.list_groups()

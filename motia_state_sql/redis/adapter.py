@@ -94,6 +94,7 @@ class RedisStateAdapter(StateAdapter):
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         expiry_margin: float = 60.0,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         clock: Clock = time.time,
     ) -> None:
         """Describe the store; nothing connects until the first call.
@@ -110,6 +111,9 @@ class RedisStateAdapter(StateAdapter):
             connect_timeout: seconds to wait for a connection.
             max_connections: connections to Redis at most; more concurrent calls wait for a free
                 one (up to ``socket_timeout``) instead of failing.
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             expiry_margin: native layout: seconds Redis keeps a group whose every item has
                 expired past the last expiry, before removing its keys (covers clocks of instances
@@ -117,7 +121,9 @@ class RedisStateAdapter(StateAdapter):
             read_only: refuse every write (``UnsupportedError``).
             clock: time source (seconds since the epoch); expiry is judged by it.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         # Every parameter is checked here, before any I/O (ConfigError is a ValueError too).
         if layout not in ("native", "motia"):
             raise ConfigError(f"layout must be 'native' or 'motia', got {layout!r}")

@@ -225,6 +225,7 @@ class SqliteStateAdapter(StateAdapter):
         import_legacy: bool = True,
         purge_interval: float = 60.0,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -241,10 +242,15 @@ class SqliteStateAdapter(StateAdapter):
             purge_interval: seconds between sweeps that reclaim expired rows.
             read_only: open an existing database without writing to it: no migration, no legacy
                 import, no WAL switch; writes raise ``UnsupportedError``.
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch), injectable for tests.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         self._closed = True  # until every option is checked (see StateAdapter.__del__)
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
