@@ -23,7 +23,8 @@ from .errors import ConfigError, StateError, StoreUnavailableError, UnsupportedE
 from .file import FILE_NAME, FileStateAdapter, replacing_path
 from .options import parse_age
 from .sqlite import SqliteStateAdapter
-from .url import open_state, redact
+from .sqlite.adapter import database_files
+from .url import ENV_VAR, open_state, redact
 
 __all__ = [
     "PING_GROUP",
@@ -33,7 +34,6 @@ __all__ = [
     "parse_age",
     "ping",
     "store_file",
-    "store_files",
     "vacuum",
 ]
 
@@ -42,6 +42,7 @@ PING_GROUP: Final = "motia-state-ping"
 #: How long a ping's item lives if the process dies between its write and its delete.
 _PING_TTL: Final = 60.0
 
+
 def store_file(adapter: StateAdapter) -> Path | None:
     """The file holding the store, or ``None`` when it lives elsewhere (memory, a server)."""
     if isinstance(adapter, SqliteStateAdapter) and adapter.path != ":memory:":
@@ -49,15 +50,6 @@ def store_file(adapter: StateAdapter) -> Path | None:
     if isinstance(adapter, FileStateAdapter):
         return adapter.path / FILE_NAME
     return None
-
-
-def store_files(path: Path) -> dict[str, int]:
-    """Bytes of a SQLite database and of its ``-wal``/``-shm`` files, those that exist."""
-    found: dict[str, int] = {}
-    for name in (str(path), f"{path}-wal", f"{path}-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            found[name] = os.stat(name).st_size
-    return found
 
 
 # -- backup -------------------------------------------------------------------------------------
@@ -136,10 +128,9 @@ async def vacuum(state: StateAdapter) -> tuple[int, int]:
     """
     if not isinstance(state, SqliteStateAdapter) or state.path == ":memory:":
         raise UnsupportedError(f"db vacuum compacts a SQLite database file; {state!r} is not one")
-    path = Path(state.path)
-    before = sum(store_files(path).values())
+    before = sum(size for _, size in await asyncio.to_thread(database_files, state.path))
     await state.vacuum()
-    return before, sum(store_files(path).values())
+    return before, sum(size for _, size in await asyncio.to_thread(database_files, state.path))
 
 
 # -- info -----------------------------------------------------------------------------------------
@@ -194,7 +185,7 @@ async def ping(url: str | None, *, read_only: bool = False, within: float = 5.0)
     options: dict[str, Any] = {"read_only": True} if read_only else {}
     state = open_state(url, **options, **_timeouts(url, within))
     started = time.perf_counter()
-    where = redact(url or "the default store")
+    where = redact(url or os.environ.get(ENV_VAR) or "the default store")
     try:
         async with asyncio.timeout(within):
             where_file = store_file(state)

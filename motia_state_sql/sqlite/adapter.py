@@ -49,7 +49,7 @@ from . import migrate
 from .commit import ClearJob, GroupCommit, Job, WriteJob
 from .worker import Worker
 
-__all__ = ["DEFAULT_PATH", "SqliteStateAdapter"]
+__all__ = ["DEFAULT_PATH", "SqliteStateAdapter", "database_files"]
 
 DEFAULT_PATH: Final = ".motia/motia.state.db"
 T = TypeVar("T")
@@ -642,7 +642,7 @@ class SqliteStateAdapter(StateAdapter):
         def read(raw: sqlite3.Connection) -> tuple[Any, int, str | None, tuple[tuple[str, int], ...]]:
             counts = raw.execute(_INFO, (now,)).fetchone()
             expired = raw.execute(_EXPIRED, (now,)).fetchone()[0]
-            sizes = () if self._memory else _sizes([self.path, *self._side_files()])
+            sizes = () if self._memory else database_files(self.path)
             return counts, expired, migrate.current_revision(raw)[0], sizes
 
         if self._reader is None:
@@ -954,12 +954,12 @@ def _file_id(path: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def _sizes(paths: list[str]) -> tuple[tuple[str, int], ...]:
-    """``(path, bytes)`` of each of ``paths`` that exists."""
+def database_files(path: str) -> tuple[tuple[str, int], ...]:
+    """``(file, bytes)`` of a database and of its ``-wal`` and ``-shm``, those that exist."""
     found: list[tuple[str, int]] = []
-    for path in paths:
+    for name in (path, f"{path}-wal", f"{path}-shm"):
         with contextlib.suppress(FileNotFoundError):
-            found.append((path, os.stat(path).st_size))
+            found.append((name, os.stat(name).st_size))
     return tuple(found)
 
 
