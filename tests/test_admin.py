@@ -344,7 +344,7 @@ async def test_prune_in_one_process_while_another_writes(tmp_path: Path) -> None
     acknowledged = await asyncio.to_thread(receive.recv)
     await asyncio.to_thread(writer.join, 60)
     assert writer.exitcode == 0
-    assert sum(started < at < ended for _, at in acknowledged) > 20, ended - started  # during the prune
+    assert sum(started < at < ended for _, at in acknowledged) >= 5, ended - started  # during the prune
     removed = {idle.group_id for idle in pruned}
     assert len(removed) > 15_000
     async with SqliteStateAdapter(path, read_only=True) as store:
