@@ -742,7 +742,7 @@ def _pruned_json(idle: IdleGroup) -> dict[str, Any]:
 def prune(
     idle: str, prefix: str | None, dry_run: bool, yes: bool, batch_size: int, url: str | None, as_json: bool
 ) -> None:
-    """Remove every group whose newest item was written longer than AGE ago.
+    """Remove the groups not written for longer than AGE.
 
     Each group is removed whole or not at all, and only if it is still idle then: a group
     written to during the prune stays. Groups are removed N at a time, so writers are never
@@ -802,7 +802,7 @@ def prune(
 @_url_option
 @_json_option
 def ping(read_only: bool, timeout: float, url: str | None, as_json: bool) -> None:
-    """Check the store answers: exit 0 when it does, 3 when it does not (health checks).
+    """Health check: exit 0 when the store answers, 3 when not.
 
     Reads an item, then writes a throwaway item of its own in the group motia-state-ping
     (deleted at once; a 60 s TTL covers a crash) and reads it back; --read-only only reads.
