@@ -852,21 +852,26 @@ class StateAdapter(StateOperations):
         found: list[IdleGroup] = []
         after: str | None = None
         while True:
-            batch = await self._idle_groups(cutoff, prefix, after, size, self._clock())
-            if dry_run:
-                found += batch
-            else:
-                found += await self._prune_groups([idle.group_id for idle in batch], cutoff, self._clock())
-            if len(batch) < size:
+            listed = await self._idle_groups(cutoff, prefix, after, size, self._clock())
+            for start in range(0, len(listed), size):
+                batch = listed[start : start + size]
+                if dry_run:
+                    found += batch
+                else:
+                    names = [idle.group_id for idle in batch]
+                    found += await self._prune_groups(names, cutoff, self._clock())
+            if len(listed) < size:
                 return found
-            after = batch[-1].group_id
+            after = listed[-1].group_id
 
     async def _idle_groups(
         self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
     ) -> list[IdleGroup]:
-        """Up to ``limit`` groups after ``after`` (in order) whose newest live item predates ``cutoff``.
+        """Groups after ``after``, in order, whose newest live item predates ``cutoff``.
 
-        Not atomic: ``_prune_groups`` checks again. By default: the live groups, then each one's rows.
+        Up to ``limit`` of them; a backend that cannot page cheaply may return them all (they are
+        then removed ``limit`` at a time). Not atomic: ``_prune_groups`` checks each again. By
+        default: the live groups, listed once, then each one's rows.
         """
         found: list[IdleGroup] = []
         for group_id in await self._read_groups(now):
@@ -875,8 +880,6 @@ class StateAdapter(StateOperations):
             rows = await self._read_rows(group_id, now, [])
             if rows and (newest := newest_write(rows, self)) < cutoff:
                 found.append(IdleGroup(group_id, len(rows), newest))
-                if len(found) == limit:
-                    break
         return found
 
     async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:

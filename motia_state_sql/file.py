@@ -242,7 +242,7 @@ class FileStateAdapter(StateAdapter):
 
     kind = "file"
 
-    __slots__ = ("_cache", "_file", "_filelock", "_lock", "_notes", "durable", "path")
+    __slots__ = ("_cache", "_file", "_filelock", "_lock", "_notes", "_pruned", "durable", "path")
 
     def __init__(
         self,
@@ -284,6 +284,9 @@ class FileStateAdapter(StateAdapter):
         self._lock = asyncio.Lock()
         self._cache: tuple[tuple[int, int, int], Entries] | None = None
         self._notes: Notes = {}  # of the entries last read (see Notes)
+        # The file our last prune wrote (its stamp) and when it was written before: a prune is
+        # nobody's write, so the groups it left keep their age.
+        self._pruned: tuple[tuple[int, int, int], float] | None = None
 
     def __repr__(self) -> str:
         return f"FileStateAdapter(path={str(self.path)!r})"
@@ -401,13 +404,20 @@ class FileStateAdapter(StateAdapter):
 
     # -- pruning: the format keeps no times; the file's own modification time stands for them ----
 
+    def _written_at(self) -> float | None:
+        """When the file was last written by anything but a prune (``None``: there is no file)."""
+        try:
+            stat = self._file.stat()
+        except FileNotFoundError:
+            return None
+        if self._pruned is not None and self._pruned[0] == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
+            return self._pruned[1]
+        return stat.st_mtime
+
     def _idle(self, data: Entries, cutoff: float, prefix: str | None, after: str | None) -> list[IdleGroup]:
         """Every group selected, when nothing in the file was written since ``cutoff``; else none."""
-        try:
-            written = self._file.stat().st_mtime
-        except FileNotFoundError:
-            return []
-        if written >= cutoff:
+        written = self._written_at()
+        if written is None or written >= cutoff:
             return []
         counts: dict[str, int] = {}
         for group, _, _ in _names(data, self._notes, None):
@@ -418,12 +428,15 @@ class FileStateAdapter(StateAdapter):
     async def _idle_groups(
         self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
     ) -> list[IdleGroup]:
-        """All of them at once: each prune rewrites the whole file anyway (``limit`` is not needed)."""
+        """All of them at once (one read of the file)."""
         data = await self._read()
         return await asyncio.to_thread(self._idle, data, cutoff, prefix, after)
 
     async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
-        """One file rewrite under the lock, if the file is still unwritten since ``cutoff``."""
+        """One file rewrite under the lock, if the file is still unwritten since ``cutoff``.
+
+        The rewrite is remembered as a prune's, so the next batch still sees the groups' age.
+        """
 
         def work(data: Entries) -> tuple[list[IdleGroup], bool]:
             chosen = set(groups)
@@ -437,7 +450,10 @@ class FileStateAdapter(StateAdapter):
             return []
         await acquire_within(self._lock, self._filelock.timeout, str(self._file))
         try:
-            return await asyncio.to_thread(self._locked, work)
+            removed = await asyncio.to_thread(self._locked, work)
+            if removed and self._cache is not None:
+                self._pruned = (self._cache[0], removed[0].newest_write or 0.0)
+            return removed
         finally:
             self._lock.release()
 

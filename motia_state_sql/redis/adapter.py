@@ -279,7 +279,7 @@ class RedisStateAdapter(StateAdapter):
         """Native: the default (records hold ``updated_at``). Motia: every idle group at once.
 
         Motia's keys hold no times: Redis's idle time of each key stands for them (one scan of the
-        keyspace; ``limit`` is not needed).
+        keyspace for all of them).
         """
         if not isinstance(self._layout, MotiaLayout):
             return await super()._idle_groups(cutoff, prefix, after, limit, now)
