@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import random
 import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, Self, TypeVar
+from typing import Any, ClassVar, Final, Literal, NamedTuple, Self, TypeVar
 
 from . import codec, options
 from .errors import (
@@ -44,15 +46,23 @@ from .rows import (
 )
 
 __all__ = [
+    "IdleGroup",
     "JsonEntry",
     "StateAdapter",
     "StateOperations",
     "StateTransaction",
+    "StoreInfo",
     "TxStore",
     "acquire_within",
+    "in_prefix",
+    "newest_write",
+    "prefix_end",
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("motia_state_sql")
+#: The longest pause between background prunes (``idle_group_ttl``).
+_PRUNE_EVERY_MAX: Final = 3600.0
 
 #: The transactions open in this context. Tasks started inside an ``async with transaction()``
 #: block copy the context, so their calls on the adapter are refused too instead of waiting
@@ -384,6 +394,80 @@ class JsonEntry(NamedTuple):
     expires_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """What ``StateAdapter.store_info()`` tells about a store (``motia-state info`` prints it).
+
+    A field is ``None`` where the backend cannot answer it without reading every value.
+    """
+
+    backend: str
+    #: Live items, and the groups holding at least one.
+    items: int
+    groups: int
+    #: Items past their expiry whose storage is not yet reclaimed (invisible to every read).
+    expired_items: int | None
+    #: The oldest and newest ``updated_at`` of the live items (``None``: empty, or not kept).
+    oldest_updated_at: float | None
+    newest_updated_at: float | None
+    #: The schema revision stamped in the store and the newest this version knows (SQL stores).
+    schema_revision: str | None = None
+    schema_head: str | None = None
+    #: Bytes of each file holding the store (SQLite: the database, its -wal and -shm).
+    files: tuple[tuple[str, int], ...] = ()
+    #: Memory the server reports using (Redis ``used_memory``).
+    memory_bytes: int | None = None
+
+    @property
+    def bytes_on_disk(self) -> int | None:
+        """The files' bytes together, or ``None`` for a store without files of ours."""
+        return sum(size for _, size in self.files) if self.files else None
+
+
+@dataclass(frozen=True, slots=True)
+class IdleGroup:
+    """A group ``prune_idle_groups`` removed (or, with ``dry_run``, found idle)."""
+
+    group_id: str
+    #: The live items it held.
+    items: int
+    #: When its newest item was written (``updated_at``; see each backend's notes), if known.
+    newest_write: float | None
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string above every string starting with ``prefix`` (code point order).
+
+    ``None`` when there is none (the prefix is all U+10FFFF). Range scans use
+    ``prefix <= name < prefix_end(prefix)``.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop()) + 1
+        if 0xD800 <= last <= 0xDFFF:  # surrogates are not text: the next character is U+E000
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return "".join(chars) + chr(last)
+    return None
+
+
+def in_prefix(group_id: str, prefix: str | None) -> bool:
+    """Whether ``group_id`` is selected by ``prefix`` (``None`` selects every group)."""
+    return prefix is None or group_id.startswith(prefix)
+
+
+def newest_write(rows: Sequence[RowEntry], store: object) -> float:
+    """The newest ``updated_at`` of ``rows`` (not empty).
+
+    Raises:
+        UnsupportedError: the store keeps no write times (its backend must say when it was written).
+    """
+    times = [row.updated_at for _, _, row in rows]
+    if any(at is None for at in times):
+        raise UnsupportedError(f"{store!r} keeps no write times, so it cannot tell idle groups")
+    return max(at for at in times if at is not None)
+
+
 class TxStore(ABC):
     """A backend's side of a transaction: consistent reads, then one atomic commit."""
 
@@ -508,8 +592,7 @@ class StateTransaction(StateOperations):
 
 
 _ABORTED: Final = (
-    "the adapter was closed while this transaction was open: it was rolled back and nothing "
-    "of it was written"
+    "the adapter was closed while this transaction was open: it was rolled back and nothing of it was written"
 )
 
 
@@ -552,7 +635,20 @@ class _TransactionContext:
 class StateAdapter(StateOperations):
     """The abstract base every backend implements; an async context manager."""
 
-    __slots__ = ("_active", "_clock", "_closed", "_drained", "_open_txs", "max_value_bytes", "read_only")
+    __slots__ = (
+        "_active",
+        "_clock",
+        "_closed",
+        "_drained",
+        "_open_txs",
+        "_pruner",
+        "idle_group_ttl",
+        "max_value_bytes",
+        "read_only",
+    )
+
+    #: The backend's name, as ``store_info()`` reports it.
+    kind: ClassVar[str] = "custom"
 
     def __init__(
         self,
@@ -560,6 +656,7 @@ class StateAdapter(StateOperations):
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
     ) -> None:
         self._closed = True  # until constructed: __del__ of a half-built adapter has nothing to say
         self.max_value_bytes = options.positive_int("max_value_bytes", max_value_bytes)
@@ -567,6 +664,12 @@ class StateAdapter(StateOperations):
             raise ConfigError(f"clock must be a function returning seconds, got {clock!r}")
         self._clock = clock
         self.read_only = options.flag("read_only", read_only)
+        #: Seconds after which a group nobody writes is pruned in the background (``None``: never).
+        self.idle_group_ttl = (
+            None if idle_group_ttl is None else options.idle_age("idle_group_ttl", idle_group_ttl)
+        )
+        # The background pruner: None until the first call (with idle_group_ttl), then its task.
+        self._pruner: asyncio.Task[None] | None = None
         # Calls in flight (transactions' calls included): close() waits for them.
         self._active = 0
         self._drained: asyncio.Future[None] | None = None
@@ -595,6 +698,30 @@ class StateAdapter(StateOperations):
 
     def _enter(self) -> None:
         self._active += 1
+        if self._pruner is None and self.idle_group_ttl is not None:
+            self._start_pruner()
+
+    def _start_pruner(self) -> None:
+        """Start pruning idle groups in the background, in the loop of the first call."""
+        if self.read_only:
+            return
+        assert self.idle_group_ttl is not None
+        # A context of its own: one copied from a transaction block would refuse its calls.
+        self._pruner = asyncio.get_running_loop().create_task(
+            self._prune_forever(self.idle_group_ttl), context=contextvars.Context()
+        )
+
+    async def _prune_forever(self, ttl: float) -> None:
+        """Every ``ttl / 2`` seconds (at most an hour), remove the groups idle for ``ttl``."""
+        while True:
+            await asyncio.sleep(min(ttl / 2, _PRUNE_EVERY_MAX))
+            try:
+                removed = await self.prune_idle_groups(ttl)
+            except StateError as exc:  # the store is down, say: the next round tries again
+                log.warning("motia_state_sql: pruning idle groups of %r failed: %s", self, exc)
+                continue
+            if removed:
+                log.info("motia_state_sql: pruned %d idle groups of %r", len(removed), self)
 
     def _leave(self) -> None:
         self._active -= 1
@@ -655,6 +782,131 @@ class StateAdapter(StateOperations):
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
         raise AssertionError("unreachable")
 
+    # -- operations on the whole store ---------------------------------------------------------
+
+    async def store_info(self) -> StoreInfo:
+        """Counts, sizes and times of the whole store, as cheaply as the backend can answer them.
+
+        Raises:
+            StoreUnavailableError: the store cannot be reached.
+        """
+        self._check_open()
+        return await self._track(self._store_info(self._clock()))
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        """By default: one pass over every live item, a batch at a time (backends answer cheaper)."""
+        items = groups = 0
+        last: str | None = None
+        oldest: float | None = None
+        newest: float | None = None
+        async for batch in self._read_batches(None, 1000):
+            for group_id, _, row in batch:
+                items += 1
+                if group_id != last:
+                    groups += 1
+                    last = group_id
+                if row.updated_at is not None:
+                    oldest = row.updated_at if oldest is None else min(oldest, row.updated_at)
+                    newest = row.updated_at if newest is None else max(newest, row.updated_at)
+        return StoreInfo(self.kind, items, groups, None, oldest, newest)
+
+    async def prune_idle_groups(
+        self,
+        older_than: float,
+        *,
+        prefix: str | None = None,
+        dry_run: bool = False,
+        batch_size: int = 100,
+    ) -> list[IdleGroup]:
+        """Remove every group whose newest item was written more than ``older_than`` seconds ago.
+
+        Groups are found ``batch_size`` at a time and each is removed atomically, whole or not at
+        all, only if it is still idle when it is removed: a group written to meanwhile stays.
+        Writers are never held for longer than one batch. ``prefix`` limits the prune to groups
+        whose id starts with it; ``dry_run`` only lists what would be removed.
+
+        Returns:
+            The groups removed (or found idle, with ``dry_run``), in group order.
+
+        Raises:
+            InvalidOperationError: ``older_than``, ``prefix`` or ``batch_size`` is out of range.
+            UnsupportedError: the store was opened read-only (unless ``dry_run``), or keeps no
+                times to tell idle groups by.
+        """
+        self._check_open()
+        try:
+            age = options.idle_age("older_than", older_than)
+            options.flag("dry_run", dry_run)
+            size = options.positive_int("batch_size", batch_size, 100_000)
+        except ConfigError as exc:
+            raise InvalidOperationError(f"prune_idle_groups: {exc}") from None
+        if prefix is not None:
+            prefix = codec.check_name("group prefix", prefix)
+        if not dry_run:
+            self._check_writable()
+        return await self._track(self._prune(age, prefix, dry_run, size))
+
+    async def _prune(self, age: float, prefix: str | None, dry_run: bool, size: int) -> list[IdleGroup]:
+        now = self._clock()
+        cutoff = now - age
+        found: list[IdleGroup] = []
+        after: str | None = None
+        while True:
+            listed = await self._idle_groups(cutoff, prefix, after, size, self._clock())
+            for start in range(0, len(listed), size):
+                batch = listed[start : start + size]
+                if dry_run:
+                    found += batch
+                else:
+                    names = [idle.group_id for idle in batch]
+                    found += await self._prune_groups(names, cutoff, self._clock())
+            if len(listed) < size:
+                return found
+            after = listed[-1].group_id
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        """Groups after ``after``, in order, whose newest live item predates ``cutoff``.
+
+        Up to ``limit`` of them; a backend that cannot page cheaply may return them all (they are
+        then removed ``limit`` at a time). Not atomic: ``_prune_groups`` checks each again. By
+        default: the live groups, listed once, then each one's rows.
+        """
+        found: list[IdleGroup] = []
+        for group_id in await self._read_groups(now):
+            if (after is not None and group_id <= after) or not in_prefix(group_id, prefix):
+                continue
+            rows = await self._read_rows(group_id, now, [])
+            if rows and (newest := newest_write(rows, self)) < cutoff:
+                found.append(IdleGroup(group_id, len(rows), newest))
+        return found
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """Remove each group still idle at ``cutoff``, each atomically; the ones removed.
+
+        By default: one backend transaction per group (a locking backend holds its lock for one
+        group; an optimistic one finds a group written meanwhile at commit, and keeps it).
+        """
+        removed: list[IdleGroup] = []
+        for group_id in groups:
+            store = await self._begin()
+            try:
+                rows = await store.read_rows(group_id, now)
+                newest = newest_write(rows, self) if rows else None
+            except BaseException:
+                await store.rollback()
+                raise
+            if newest is None or newest >= cutoff:
+                await store.rollback()
+                continue
+            try:
+                await store.commit({group_id}, {})
+            except ConflictError:
+                continue  # written meanwhile: it stays
+            removed.append(IdleGroup(group_id, len(rows), newest))
+        return removed
+
     async def close(self, *, grace: float = 10.0) -> None:
         """Drain, then release the adapter's resources; closing twice is harmless.
 
@@ -667,6 +919,11 @@ class StateAdapter(StateOperations):
             return
         grace = options.seconds("grace", grace)
         self._closed = True
+        pruner = self._pruner
+        if pruner is not None and not pruner.done():
+            pruner.cancel()  # each group it removes is atomic: cancelling leaves none half-removed
+            if pruner.get_loop() is asyncio.get_running_loop():
+                await asyncio.wait([pruner])
         try:
             loop = asyncio.get_running_loop()
             await self._settle(lambda: not (self._active or self._open_txs), loop.time() + grace)

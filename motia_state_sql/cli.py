@@ -21,8 +21,8 @@ from typing import Any, Final, TypeVar
 import click
 import orjson
 
-from . import __version__
-from .base import StateAdapter
+from . import __version__, admin
+from .base import IdleGroup, StateAdapter, StoreInfo
 from .cli_io import (
     BIG_INTS,
     EXIT_BAD_INPUT,
@@ -49,7 +49,7 @@ from .cli_io import (
     read_import_file,
 )
 from .errors import SchemaError, StateError
-from .file import FILE_NAME, FileStateAdapter
+from .file import FILE_NAME
 from .memory import MemoryStateAdapter
 from .rows import StateItem
 from .sqlite import DEFAULT_PATH, SqliteStateAdapter
@@ -116,13 +116,7 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 # -- opening stores ---------------------------------------------------------------------------
 
 
-def _location(adapter: StateAdapter) -> Path | None:
-    """The file holding the store, or ``None`` when it lives elsewhere (memory, a server)."""
-    if isinstance(adapter, SqliteStateAdapter) and adapter.path != ":memory:":
-        return Path(adapter.path)
-    if isinstance(adapter, FileStateAdapter):
-        return adapter.path / FILE_NAME
-    return None
+_location = admin.store_file
 
 
 def _label(url: str | None) -> str:
@@ -278,6 +272,12 @@ def _json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")(
         function
     )
+
+
+def _count_option(flag: str, default: int, text: str, maximum: int | None = None) -> Callable[[F], F]:
+    """An option taking a positive count ``N``."""
+    kind = click.IntRange(min=1, max=maximum)
+    return click.option(flag, type=kind, default=default, show_default=True, metavar="N", help=text)
 
 
 _EPILOG: Final = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
@@ -624,14 +624,7 @@ async def _copy(source_url: str, target_url: str, group: str | None, batch_size:
 @click.argument("source_url", metavar="SRC_URL")
 @click.argument("target_url", metavar="DST_URL")
 @click.option("--group", "group", default=None, metavar="G", help="Only the items of group G.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    metavar="N",
-    help="Items read and written per destination transaction.",
-)
+@_count_option("--batch-size", 1000, "Items read and written per destination transaction.")
 def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -> None:
     """Copy items from SRC_URL to DST_URL, any backend to any.
 
@@ -649,6 +642,178 @@ def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -
         f"Copied {plural(count, 'item')} in {plural(group_count, 'group')} from {redact(source_url)} "
         f"to {redact(target_url)} in {seconds:.2f} s."
     )
+
+
+# -- running in production: backup, info, prune, ping (logic in admin.py) -------------------------
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "-"
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit} ({count} B)"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+@main.command()
+@click.argument("dest", type=click.Path(path_type=Path, dir_okay=False))
+@_count_option("--pages", 256, "Database pages copied per step.")
+@_url_option
+@_json_option
+def backup(dest: Path, pages: int, url: str | None, as_json: bool) -> None:
+    """Copy a live SQLite store to DEST as one consistent snapshot.
+
+    Other processes keep reading and writing meanwhile: the copy reads one snapshot (SQLite's
+    online backup, N pages a step) and writers never wait for it. It goes to a temp file beside
+    DEST, must pass integrity_check, is fsynced, and only then replaces DEST. The backup is an
+    ordinary store (--url sqlite:///DEST). Redis stores: use Redis's own persistence (BGSAVE,
+    AOF); see docs/cli.md.
+    """
+
+    async def work() -> admin.BackupResult:
+        async with _opened(url, create=False, read_only=True) as state:
+            with ProgressBar("Backing up", None, unit="pages") as bar:
+                return await admin.backup(state, dest, pages=pages, progress=bar.update)
+
+    done = _run(work())
+    if as_json:
+        shown = {"path": str(done.path), "pages": done.pages, "bytes": done.bytes, "seconds": done.seconds}
+        _echo_json(shown)
+    else:
+        click.echo(
+            f"Backed up {_label(url)} to {done.path}: {_size(done.bytes)}, {plural(done.pages, 'page')} "
+            f"in {done.seconds:.2f} s; integrity_check ok."
+        )
+
+
+@main.command()
+@_url_option
+@_json_option
+def info(url: str | None, as_json: bool) -> None:
+    """Show what the store holds: counts, sizes, schema revision, times.
+
+    Read-only and cheap on a large store: SQLite answers from one pass over the table on its
+    reader (writers never wait); Redis from the keys' own counts, without reading values.
+    """
+
+    async def work() -> StoreInfo:
+        async with _opened(url, create=False, read_only=True) as state:
+            return await state.store_info()
+
+    data = admin.info_json(_run(work()), _label(url))
+    if as_json:
+        _echo_json(data)
+        return
+    revision = "-"
+    if data["schema_head"] is not None:
+        head = "head" if data["at_head"] else f"head is {data['schema_head']}"
+        revision = f"{data['schema_revision'] or 'none'} ({head})"
+    shown = {
+        "backend": data["backend"],
+        "url": data["url"],
+        "schema revision": revision,
+        "items": str(data["items"]),
+        "groups": str(data["groups"]),
+        "expired, not yet reclaimed": "-" if data["expired_items"] is None else str(data["expired_items"]),
+        "bytes on disk": _size(data["bytes_on_disk"]),
+        **{f"  {name}": _size(size) for name, size in data["files"].items()},
+        "server memory": _size(data["memory_bytes"]),
+        "oldest updated_at": _when(data["oldest_updated_at"]),
+        "newest updated_at": _when(data["newest_updated_at"]),
+    }
+    _table(["", ""], [[name, value] for name, value in shown.items()], "")
+
+
+def _pruned_json(idle: IdleGroup) -> dict[str, Any]:
+    return {"group": idle.group_id, "items": idle.items, "newest_write": idle.newest_write}
+
+
+@main.command()
+@click.option("--idle", required=True, metavar="AGE", help="Remove groups unwritten for AGE: 7d, 12h, 2w.")
+@click.option("--group-prefix", "prefix", metavar="P", help="Only groups whose ids begin with P.")
+@click.option("--dry-run", is_flag=True, help="Only list the groups that would be removed.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_count_option("--batch-size", 100, "Groups looked at and removed per step (SQLite: per transaction).", 10**5)
+@_url_option
+@_json_option
+def prune(
+    idle: str, prefix: str | None, dry_run: bool, yes: bool, batch_size: int, url: str | None, as_json: bool
+) -> None:
+    """Remove the groups not written for longer than AGE.
+
+    Each group is removed whole or not at all, and only if it is still idle then: a group
+    written to during the prune stays. Groups are removed N at a time, so writers are never
+    held for long. Asks first (showing how many groups) unless --yes or --dry-run; exit 1 when
+    the answer is no. Prints the groups removed.
+    """
+    age = admin.parse_age(idle)
+
+    async def work() -> list[IdleGroup]:
+        async with _opened(url, create=False, read_only=dry_run) as state:
+            if not (dry_run or yes):
+                found = await state.prune_idle_groups(age, prefix=prefix, dry_run=True, batch_size=batch_size)
+                if not found:
+                    return []
+                items = sum(group.items for group in found)
+                question = (
+                    f"Remove {plural(len(found), 'group')} ({plural(items, 'item')}) idle for over "
+                    f"{idle} from {_label(url)}?"
+                )
+                if not click.confirm(question, err=True):
+                    not_found("nothing was removed")
+            return await state.prune_idle_groups(age, prefix=prefix, dry_run=dry_run, batch_size=batch_size)
+
+    pruned = _run(work())
+    items = sum(group.items for group in pruned)
+    if as_json:
+        _echo_json(
+            {
+                "dry_run": dry_run,
+                "older_than": age,
+                "groups": [_pruned_json(group) for group in pruned],
+                "removed_groups": 0 if dry_run else len(pruned),
+                "removed_items": 0 if dry_run else items,
+            }
+        )
+        return
+    rows = [[group.group_id, str(group.items), _when(group.newest_write)] for group in pruned]
+    _table(["group", "items", "newest write"], rows, "")
+    verb = "Would remove" if dry_run else "Removed"
+    click.echo(
+        f"{verb} {plural(len(pruned), 'group')} ({plural(items, 'item')}) idle for over {idle} "
+        f"from {_label(url)}.",
+        err=not _stdout_is_terminal(),
+    )
+
+
+@main.command()
+@click.option("--read-only", is_flag=True, help="Only read (for a store this process may not write).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    default=5.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds before the store counts as unavailable.",
+)
+@_url_option
+@_json_option
+def ping(read_only: bool, timeout: float, url: str | None, as_json: bool) -> None:
+    """Health check: exit 0 when the store answers, 3 when not.
+
+    Reads an item, then writes a throwaway item of its own in the group motia-state-ping
+    (deleted at once; a 60 s TTL covers a crash) and reads it back; --read-only only reads.
+    Never creates a store: a missing database file is unavailable.
+    """
+    seconds = _run(admin.ping(url, read_only=read_only, within=timeout))
+    if as_json:
+        _echo_json({"ok": True, "url": _label(url), "read_only": read_only, "seconds": seconds})
+    else:
+        what = "a read" if read_only else "a read and a write"
+        click.echo(f"OK: {_label(url)} answered {what} in {seconds * 1000:.1f} ms.")
 
 
 # -- db: SQLite schema migrations -------------------------------------------------------------
@@ -840,6 +1005,29 @@ def check(url: str | None) -> None:
     if differences:
         not_found(f"{path} is at head ({HEAD_REVISION}) but its schema differs: {'; '.join(differences)}")
     click.echo(f"{path} is at head ({HEAD_REVISION}) and matches the schema.")
+
+
+@db.command()
+@_url_option
+@_json_option
+def vacuum(url: str | None, as_json: bool) -> None:
+    """Compact the database: give free pages back to the file system.
+
+    Rebuilds the file (SQLite VACUUM), then empties the WAL; prints the bytes on disk (database,
+    -wal, -shm) before and after. Holds the write lock while it runs: writers wait (up to their
+    busy timeout), readers go on. Needs free disk space about the database's size.
+    """
+    path = _sqlite_path(url)
+
+    async def work() -> tuple[int, int]:
+        async with _opened(url, create=False) as state:
+            return await admin.vacuum(state)
+
+    before, after = _run(work())
+    if as_json:
+        _echo_json({"path": str(path), "bytes_before": before, "bytes_after": after})
+    else:
+        click.echo(f"Vacuumed {path}: {_size(before)} before, {_size(after)} after.")
 
 
 from .serve import serve_command  # noqa: E402 - registered last: serve imports nothing from here

@@ -320,7 +320,7 @@ class ProgressBar:
 
     __slots__ = ("_bar", "_task")
 
-    def __init__(self, description: str, total: int | None) -> None:
+    def __init__(self, description: str, total: int | None, unit: str = "items") -> None:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         if not stderr_is_terminal():
@@ -339,7 +339,7 @@ class ProgressBar:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("items"),
+            TextColumn(unit),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=Console(stderr=True),
@@ -351,6 +351,11 @@ class ProgressBar:
     def wanted() -> bool:
         """Whether a bar would be drawn (so a total is worth counting first)."""
         return stderr_is_terminal()
+
+    def update(self, completed: int, total: int) -> None:
+        """Show ``completed`` of ``total`` (for work whose total is learnt as it goes)."""
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=completed, total=total)
 
     def advance(self, count: int) -> None:
         """Move the bar forward by ``count`` items."""

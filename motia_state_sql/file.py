@@ -25,7 +25,7 @@ import orjson
 from filelock import FileLock, Timeout
 
 from . import codec, options
-from .base import StateAdapter, TxStore, acquire_within
+from .base import IdleGroup, StateAdapter, TxStore, acquire_within, in_prefix
 from .errors import (
     ConfigError,
     InvalidKeyError,
@@ -182,9 +182,10 @@ def _text_of(entry: str, text: str, notes: Notes) -> str:
 
 
 @contextlib.contextmanager
-def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
-    """Yield a temp file beside ``target`` that replaces it (``os.replace``) once the block ends.
+def replacing_path(target: Path, *, durable: bool = False) -> Iterator[Path]:
+    """Yield the path of a new empty temp file beside ``target`` that replaces it once the block ends.
 
+    For writers that need a file name (SQLite's backup); ``replacing`` gives a handle instead.
     Readers see the old file or the whole new one, never a part; an error inside the block
     removes the temp file and leaves ``target`` as it was. The new file keeps the old one's
     permissions; ``durable`` fsyncs it before the replace.
@@ -197,12 +198,15 @@ def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
     except OSError as exc:
         exc.filename = str(target)  # name the file asked for, not the temp file
         raise
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
+        yield Path(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, target.stat().st_mode & 0o777)
         os.replace(tmp, target)
@@ -210,6 +214,19 @@ def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def replacing(target: Path, *, durable: bool = False) -> Iterator[IO[bytes]]:
+    """Yield a temp file beside ``target`` that replaces it (``os.replace``) once the block ends.
+
+    As ``replacing_path``, with the temp file open for writing (fsynced through it if ``durable``).
+    """
+    with replacing_path(target) as tmp, open(tmp, "wb") as handle:
+        yield handle
+        handle.flush()
+        if durable:
+            os.fsync(handle.fileno())
 
 
 def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:
@@ -223,7 +240,9 @@ def dump_motia_json(entries: Iterable[tuple[str, str, str]]) -> bytes:
 class FileStateAdapter(StateAdapter):
     """State in ``<path>/motia.state.json``, Motia's legacy format."""
 
-    __slots__ = ("_cache", "_file", "_filelock", "_lock", "_notes", "durable", "path")
+    kind = "file"
+
+    __slots__ = ("_cache", "_file", "_filelock", "_lock", "_notes", "_pruned", "durable", "path")
 
     def __init__(
         self,
@@ -232,6 +251,7 @@ class FileStateAdapter(StateAdapter):
         lock_timeout: float = 10.0,
         durable: bool = True,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -243,10 +263,15 @@ class FileStateAdapter(StateAdapter):
                 transaction in this process) before ``StoreUnavailableError``.
             durable: fsync the file before it replaces the old one.
             read_only: refuse every write (``UnsupportedError``); nothing is created.
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch).
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         if not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path):
             raise ConfigError(f"path must be the folder holding {FILE_NAME}, got {path!r}")
         lock_timeout = options.seconds("lock_timeout", lock_timeout)
@@ -259,6 +284,9 @@ class FileStateAdapter(StateAdapter):
         self._lock = asyncio.Lock()
         self._cache: tuple[tuple[int, int, int], Entries] | None = None
         self._notes: Notes = {}  # of the entries last read (see Notes)
+        # The file our last prune wrote (its stamp) and when it was written before: a prune is
+        # nobody's write, so the groups it left keep their age.
+        self._pruned: tuple[tuple[int, int, int], float] | None = None
 
     def __repr__(self) -> str:
         return f"FileStateAdapter(path={str(self.path)!r})"
@@ -371,6 +399,61 @@ class FileStateAdapter(StateAdapter):
         await acquire_within(self._lock, self._filelock.timeout, str(self._file))
         try:
             await asyncio.to_thread(self._locked, work)
+        finally:
+            self._lock.release()
+
+    # -- pruning: the format keeps no times; the file's own modification time stands for them ----
+
+    def _written_at(self) -> float | None:
+        """When the file was last written by anything but a prune (``None``: there is no file)."""
+        try:
+            stat = self._file.stat()
+        except FileNotFoundError:
+            return None
+        if self._pruned is not None and self._pruned[0] == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
+            return self._pruned[1]
+        return stat.st_mtime
+
+    def _idle(self, data: Entries, cutoff: float, prefix: str | None, after: str | None) -> list[IdleGroup]:
+        """Every group selected, when nothing in the file was written since ``cutoff``; else none."""
+        written = self._written_at()
+        if written is None or written >= cutoff:
+            return []
+        counts: dict[str, int] = {}
+        for group, _, _ in _names(data, self._notes, None):
+            if (after is None or group > after) and in_prefix(group, prefix):
+                counts[group] = counts.get(group, 0) + 1
+        return [IdleGroup(group, counts[group], written) for group in sorted(counts)]
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        """All of them at once (one read of the file)."""
+        data = await self._read()
+        return await asyncio.to_thread(self._idle, data, cutoff, prefix, after)
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """One file rewrite under the lock, if the file is still unwritten since ``cutoff``.
+
+        The rewrite is remembered as a prune's, so the next batch still sees the groups' age.
+        """
+
+        def work(data: Entries) -> tuple[list[IdleGroup], bool]:
+            chosen = set(groups)
+            removed = [idle for idle in self._idle(data, cutoff, None, None) if idle.group_id in chosen]
+            gone = {idle.group_id for idle in removed}
+            for entry in [e for e in data if e.split(":", 1)[0] in gone]:
+                del data[entry]
+            return removed, bool(removed)
+
+        if not groups:
+            return []
+        await acquire_within(self._lock, self._filelock.timeout, str(self._file))
+        try:
+            removed = await asyncio.to_thread(self._locked, work)
+            if removed and self._cache is not None:
+                self._pruned = (self._cache[0], removed[0].newest_write or 0.0)
+            return removed
         finally:
             self._lock.release()
 

@@ -7,7 +7,7 @@ import heapq
 import time
 
 from . import codec, options
-from .base import StateAdapter, TxStore, acquire_within
+from .base import StateAdapter, StoreInfo, TxStore, acquire_within
 from .ops import Filter
 from .rows import (
     UNCHANGED,
@@ -30,6 +30,8 @@ class MemoryStateAdapter(StateAdapter):
     Writes and transactions take one ``asyncio.Lock``; reads see committed rows only.
     """
 
+    kind = "memory"
+
     __slots__ = ("_expiries", "_expiries_limit", "_groups", "_lock", "lock_timeout")
 
     def __init__(
@@ -37,6 +39,7 @@ class MemoryStateAdapter(StateAdapter):
         *,
         lock_timeout: float = 5.0,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -46,10 +49,15 @@ class MemoryStateAdapter(StateAdapter):
             lock_timeout: seconds a write waits behind a transaction before
                 ``StoreUnavailableError`` (as SQLite's ``busy_timeout``).
             read_only: refuse every write (``UnsupportedError``).
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch), injectable for tests.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         self.lock_timeout = options.seconds("lock_timeout", lock_timeout)
         self._groups: dict[str, dict[str, Row]] = {}
         self._lock = asyncio.Lock()
@@ -118,6 +126,14 @@ class MemoryStateAdapter(StateAdapter):
         return [
             name for name in sorted(self._groups) if any(row.live(now) for row in self._groups[name].values())
         ]
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        live = [row.updated_at for group in self._groups.values() for row in group.values() if row.live(now)]
+        stored = sum(len(group) for group in self._groups.values())
+        groups = sum(1 for group in self._groups.values() if any(row.live(now) for row in group.values()))
+        times = [at for at in live if at is not None]
+        oldest, newest = (min(times), max(times)) if times else (None, None)
+        return StoreInfo(self.kind, len(live), groups, stored - len(live), oldest, newest)
 
     async def _write(self, write: Write, now: float) -> tuple[Plan, Row | None]:
         await acquire_within(self._lock, self.lock_timeout, "the memory store")

@@ -7,14 +7,17 @@ so a bad setting fails when the adapter is built, before any I/O.
 from __future__ import annotations
 
 import math
+import re
 from typing import Final
 
 from .errors import ConfigError
 
-__all__ = ["MAX_SECONDS", "file_mode", "flag", "positive_int", "seconds"]
+__all__ = ["MAX_AGE", "MAX_SECONDS", "file_mode", "flag", "idle_age", "parse_age", "positive_int", "seconds"]
 
 #: The longest timeout or interval accepted (a day): longer waits are a mistake, not a setting.
 MAX_SECONDS: Final = 86_400.0
+#: The longest idle age accepted (pruning): a hundred years.
+MAX_AGE: Final = 100 * 365 * 86_400.0
 
 
 def flag(name: str, value: object) -> bool:
@@ -56,3 +59,34 @@ def file_mode(name: str, value: object) -> int:
             f"write (no setuid, setgid or sticky bit), got {shown}"
         )
     return value
+
+
+def idle_age(name: str, value: object) -> float:
+    """An idle age in seconds (pruning): above 0, at most ``MAX_AGE``."""
+    return seconds(name, value, zero=False, maximum=MAX_AGE)
+
+
+_AGE_UNITS: Final = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
+_AGE: Final = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+
+
+def parse_age(text: str) -> float:
+    """Seconds in an age such as ``7d``, ``12h``, ``1d12h``, ``90m``, ``30s``, ``2w`` or ``3600``.
+
+    Raises:
+        ConfigError: not an age, or not above zero.
+    """
+    spaced = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", spaced):
+        total = float(spaced)
+    else:
+        parts = _AGE.findall(spaced)
+        if not parts or "".join(number + unit for number, unit in parts) != spaced:
+            raise ConfigError(
+                f"{text!r} is not an age: give a number with a unit, e.g. 7d, 12h, 1d12h, 30m, 45s, 2w "
+                "(w weeks, d days, h hours, m minutes, s seconds), or plain seconds"
+            )
+        total = sum(float(number) * _AGE_UNITS[unit] for number, unit in parts)
+    if not math.isfinite(total) or total <= 0:
+        raise ConfigError(f"the age {text!r} must be above zero")
+    return total

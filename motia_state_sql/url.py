@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import StateAdapter
 from .errors import ConfigError, InvalidKeyError
+from .options import parse_age
 
 __all__ = ["ENV_VAR", "open_state", "redact", "secrets_in"]
 
@@ -78,7 +79,11 @@ def _octal(text: str) -> int:
 
 # Query parameters each scheme accepts, with the converter that parses each. Ranges are
 # checked by the adapters themselves (``options``), so a URL and a constructor agree.
-_COMMON: Final[dict[str, Callable[[str], Any]]] = {"max_value_bytes": int, "mode": _mode}
+_COMMON: Final[dict[str, Callable[[str], Any]]] = {
+    "max_value_bytes": int,
+    "mode": _mode,
+    "idle_group_ttl": parse_age,
+}
 _PARAMETERS: Final[dict[str, dict[str, Callable[[str], Any]]]] = {
     "sqlite": {
         **_COMMON,

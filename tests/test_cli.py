@@ -219,6 +219,14 @@ def test_every_command(how: str, tmp_path: Path) -> None:
     assert "group 'orders' has no items" in step("keys", "orders", code=1).stderr
     assert "Imported 3 items" in step("import", "state.json").stdout
     assert step("clear", "orders", "--yes", "--json").json() == {"group": "orders", "cleared": 2}
+    # Running in production (tests/test_admin.py covers each in depth).
+    info = step("info", "--json").json()
+    assert (info["backend"], info["items"], info["groups"], info["at_head"]) == ("sqlite", 1, 1, True)
+    assert "integrity_check ok" in step("backup", "backup.db").stdout
+    assert step("keys", "cache", "--url", "sqlite:///backup.db", "--json").json() == ["rates"]
+    assert step("prune", "--idle", "1d", "--dry-run", "--json").json()["groups"] == []
+    assert step("ping").stdout.startswith("OK: ")
+    assert "Vacuumed .motia/motia.state.db" in step("db", "vacuum").stdout
     assert invoked >= {path[:2] for path in _leaf_commands()}, set(_leaf_commands()) - invoked
 
 

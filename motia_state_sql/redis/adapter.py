@@ -24,13 +24,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from .. import codec, options
-from ..base import StateAdapter, TxStore
+from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, in_prefix
 from ..errors import ConfigError, ConflictError, StateError
 from ..ops import Filter
 from ..rows import Clock, Plan, Row, RowEntry, Write, WriteResult, plan_write
 from ..url import redact
 from .layouts import Layout, MotiaLayout, NativeLayout, Reads
-from .transport import Client, Transport
+from .transport import Client, Transport, text
 
 __all__ = ["DEFAULT_PREFIX", "RedisStateAdapter"]
 
@@ -73,9 +73,10 @@ def _check_url(url: object) -> None:
         )
 
 
-
 class RedisStateAdapter(StateAdapter):
     """State on Redis; ``layout="native"`` (atomic, Cluster-safe) or ``"motia"`` (shares keys with Node)."""
+
+    kind = "redis"
 
     __slots__ = ("_layout", "_stripes", "_stripes_loop", "_transport", "cluster", "key_prefix", "layout")
 
@@ -93,6 +94,7 @@ class RedisStateAdapter(StateAdapter):
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         expiry_margin: float = 60.0,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         clock: Clock = time.time,
     ) -> None:
         """Describe the store; nothing connects until the first call.
@@ -109,6 +111,9 @@ class RedisStateAdapter(StateAdapter):
             connect_timeout: seconds to wait for a connection.
             max_connections: connections to Redis at most; more concurrent calls wait for a free
                 one (up to ``socket_timeout``) instead of failing.
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             expiry_margin: native layout: seconds Redis keeps a group whose every item has
                 expired past the last expiry, before removing its keys (covers clocks of instances
@@ -116,7 +121,9 @@ class RedisStateAdapter(StateAdapter):
             read_only: refuse every write (``UnsupportedError``).
             clock: time source (seconds since the epoch); expiry is judged by it.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         # Every parameter is checked here, before any I/O (ConfigError is a ValueError too).
         if layout not in ("native", "motia"):
             raise ConfigError(f"layout must be 'native' or 'motia', got {layout!r}")
@@ -247,6 +254,54 @@ class RedisStateAdapter(StateAdapter):
 
     async def _clear(self, group_id: str, now: float) -> None:
         await self._layout.clear(group_id)
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        """Without reading values; the motia layout keeps no times (and reading would touch keys)."""
+        layout = self._layout
+        counts: tuple[int, int, int | None, float | None, float | None]
+        if isinstance(layout, MotiaLayout):
+            idle = await layout.idle_times(now)
+            counts = sum(count for count, _ in idle.values()), len(idle), None, None, None
+        else:
+            assert isinstance(layout, NativeLayout)
+            counts = await layout.counts(now)
+        used = None
+        if not self.cluster:  # a Cluster's memory is per node
+            memory = await self._transport.command("INFO", "memory", idempotent=True)
+            lines = text(memory).splitlines()
+            used = next((int(line[12:]) for line in lines if line.startswith("used_memory:")), None)
+        items, groups, expired, oldest, newest = counts
+        return StoreInfo(self.kind, items, groups, expired, oldest, newest, memory_bytes=used)
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        """Native: the default (records hold ``updated_at``). Motia: every idle group at once.
+
+        Motia's keys hold no times: Redis's idle time of each key stands for them (one scan of the
+        keyspace for all of them).
+        """
+        if not isinstance(self._layout, MotiaLayout):
+            return await super()._idle_groups(cutoff, prefix, after, limit, now)
+        age = now - cutoff
+        return [
+            IdleGroup(group, count, now - least)
+            for group, (count, least) in sorted((await self._layout.idle_times(now)).items())
+            if least > age and (after is None or group > after) and in_prefix(group, prefix)
+        ]
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """Native: the default (a transaction per group, checked at commit). Motia: one script per group."""
+        layout = self._layout
+        if not isinstance(layout, MotiaLayout):
+            return await super()._prune_groups(groups, cutoff, now)
+        removed: list[IdleGroup] = []
+        for group in groups:
+            now = self._clock()
+            found = await layout.prune_group(group, now - cutoff, now)
+            if found is not None:
+                removed.append(IdleGroup(group, found[0], now - found[1]))
+        return removed
 
     async def _begin(self) -> TxStore:
         return _RedisTx(self)

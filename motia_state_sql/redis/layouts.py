@@ -287,6 +287,28 @@ class NativeLayout:
                 live.append(group)
         return live
 
+    async def counts(self, now: float) -> tuple[int, int, int, float | None, float | None]:
+        """Live items, groups, expired items, oldest and newest ``updated_at``.
+
+        One scan of the keyspace a page at a time, then one small script per group (values stay
+        on the server).
+        """
+        items = groups = expired = 0
+        oldest: float | None = None
+        newest: float | None = None
+        names = set(await self._transport.scan(self._data_pattern()))
+        for group in sorted(g for name in names if (g := self._group_of(name))):
+            live, gone, low, high = await self._transport.script(
+                scripts.NATIVE_INFO, [self._data_key(group)], [repr(now)], idempotent=True
+            )
+            items += live
+            expired += gone
+            groups += 1 if live else 0
+            if live:
+                oldest = min(float(text(low)), oldest if oldest is not None else float("inf"))
+                newest = max(float(text(high)), newest if newest is not None else float("-inf"))
+        return items, groups, expired, oldest, newest
+
     # -- writes -------------------------------------------------------------------------------
 
     async def _send_write(
@@ -533,6 +555,40 @@ class MotiaLayout:
             idempotent=True,
         )
         return sorted(text(g) for g in found)
+
+    # -- pruning: the layout keeps no write times; Redis's idle time of each key stands for them -
+
+    async def idle_times(self, now: float) -> dict[str, tuple[int, int]]:
+        """Each group's live items and their least idle seconds.
+
+        SCAN a page at a time, then OBJECT IDLETIME in scripts of 500 keys: the server is never
+        held for the whole keyspace.
+        """
+        names = sorted(set(await self._transport.scan(self._all_pattern())))
+        found: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            idle = await self._transport.script(scripts.MOTIA_IDLE, chunk, [int(now * 1000)], idempotent=True)
+            for name, seconds in zip(chunk, idle, strict=True):
+                group, colon, key = name[len(self._prefix) :].partition(":")
+                if seconds < 0 or not (group and colon and key):
+                    continue
+                count, least = found.get(group, (0, seconds))
+                found[group] = (count + 1, min(least, seconds))
+        return found
+
+    async def prune_group(self, group_id: str, age: float, now: float) -> tuple[int, int] | None:
+        """Remove the group if every live item is idle for more than ``age`` seconds, atomically.
+
+        Returns its live items and least idle seconds, or ``None`` when it stays.
+        """
+        live, least = await self._transport.script(
+            scripts.MOTIA_PRUNE,
+            [],
+            [self._group_pattern(group_id), repr(age), int(now * 1000)],
+            idempotent=False,
+        )
+        return None if live <= 0 else (int(live), int(least))
 
     # -- writes -------------------------------------------------------------------------------
 

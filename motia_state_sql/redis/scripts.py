@@ -161,6 +161,26 @@ return redis.call('HLEN', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', now)
 """
 )
 
+#: Counts and times of one group, from the record headers (values are not read). KEYS: data.
+#: ARGV: now. Returns {live, expired, oldest updated_at text or '', newest or ''}.
+NATIVE_INFO: Final = """
+local now, live, expired, lo, hi, lo_s, hi_s = tonumber(ARGV[1]), 0, 0, nil, nil, '', ''
+for _, rec in ipairs(redis.call('HVALS', KEYS[1])) do
+  local u, e = string.match(rec, '^%d+|[^|]*|([^|]*)|([^|]*)|')
+  if u then
+    if e ~= '' and tonumber(e) <= now then
+      expired = expired + 1
+    else
+      live = live + 1
+      local t = tonumber(u)
+      if not lo or t < lo then lo, lo_s = t, u end
+      if not hi or t > hi then hi, hi_s = t, u end
+    end
+  end
+end
+return {live, expired, lo_s, hi_s}
+"""
+
 # The groups holding a live field, found by scanning the keyspace (standalone Redis only: keys of
 # other slots are not declared). ``prefix`` is the key prefix, ``pattern`` its glob plus
 # '{*}:d:*'. Returns a set (table group -> true) and the count.
@@ -416,6 +436,57 @@ MOTIA_CLEAR: Final = (
 local keys = scan(ARGV[1])
 for _, k in ipairs(keys) do redis.call('DEL', k) end
 return #keys
+"""
+)
+
+# Seconds since a key was last read or written (Redis's OBJECT IDLETIME), 0 when Redis cannot
+# tell: a small integer value (0-9999) is one object shared by every key holding it, whose idle
+# time is nobody's (its refcount is INT_MAX). Neither OBJECT nor PEXPIRETIME touches the key.
+_IDLE: Final = """
+local function idle(k)
+  if redis.call('OBJECT', 'REFCOUNT', k) >= 2147483647 then return 0 end
+  return redis.call('OBJECT', 'IDLETIME', k)
+end
+"""
+
+#: Idle seconds of items (pruning). KEYS: item keys. ARGV: now_ms. Returns, per key, its idle
+#: seconds, or -1 when absent or expired.
+MOTIA_IDLE: Final = (
+    _IDLE
+    + """
+local now, out = tonumber(ARGV[1]), {}
+for i, k in ipairs(KEYS) do
+  local at = redis.call('PEXPIRETIME', k)
+  if at == -2 or (at > 0 and at <= now) then
+    out[i] = -1
+  else
+    out[i] = idle(k)
+  end
+end
+return out
+"""
+)
+
+#: Remove a group whose every live item is idle for more than ARGV[2] seconds, atomically.
+#: ARGV: the group's pattern, age seconds, now_ms. Returns {live items removed, least idle
+#: seconds}, or {-1, 0} when an item was used within the age (the group stays whole).
+MOTIA_PRUNE: Final = (
+    _SCAN
+    + _IDLE
+    + """
+local now, age, live, least = tonumber(ARGV[3]), tonumber(ARGV[2]), 0, -1
+local keys = scan(ARGV[1])
+for _, k in ipairs(keys) do
+  local at = redis.call('PEXPIRETIME', k)
+  if at ~= -2 and not (at > 0 and at <= now) then
+    local seconds = idle(k)
+    if seconds <= age then return {-1, 0} end
+    if least < 0 or seconds < least then least = seconds end
+    live = live + 1
+  end
+end
+for _, k in ipairs(keys) do redis.call('DEL', k) end
+return {live, least}
 """
 )
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
 from .. import codec, options
-from ..base import StateAdapter, TxStore, acquire_within
+from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, acquire_within, prefix_end
 from ..codec import INT64_MAX, INT64_MIN
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
 from ..ops import Filter, parse_number
@@ -49,7 +49,7 @@ from . import migrate
 from .commit import ClearJob, GroupCommit, Job, WriteJob
 from .worker import Worker
 
-__all__ = ["DEFAULT_PATH", "SqliteStateAdapter"]
+__all__ = ["DEFAULT_PATH", "SqliteStateAdapter", "database_files"]
 
 DEFAULT_PATH: Final = ".motia/motia.state.db"
 T = TypeVar("T")
@@ -92,6 +92,19 @@ _PURGE: Final = (
     "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)"
 )
 _PURGE_BATCH = 1000
+# Counts and times in one pass over the table (a million items: a fraction of a second, on the
+# reader thread, so writers never wait); expired rows through the partial index on expires_at.
+_INFO: Final = (
+    f"SELECT count(*), count(DISTINCT group_id), min(updated_at), max(updated_at) FROM {TABLE} WHERE {_LIVE}"
+)
+_EXPIRED: Final = f"SELECT count(*) FROM {TABLE} WHERE expires_at IS NOT NULL AND expires_at <= ?"
+# Removes a group only while none of its live items was written at or after the cutoff: the check
+# and the delete are one statement in one write transaction, so a write that lands first keeps it.
+_PRUNE_GROUP: Final = (
+    f"DELETE FROM {TABLE} WHERE group_id = ?1 AND NOT EXISTS (SELECT 1 FROM {TABLE} "
+    f"WHERE group_id = ?1 AND updated_at >= ?2 AND (expires_at IS NULL OR expires_at > ?3))"
+)
+_GROUP_TIMES: Final = f"SELECT count(*), max(updated_at) FROM {TABLE} WHERE group_id = ? AND {_LIVE}"
 #: Results up to this many rows are read on the loop; larger ones on the reader thread.
 _INLINE_ROWS = 256
 #: Rows written between WAL checkpoints (run on the writer thread) when commits run on the loop.
@@ -101,6 +114,7 @@ _CHECKPOINT_EVERY = 1000
 _READONLY, _CORRUPT, _FULL, _NOTADB = 8, 11, 13, 26
 #: Seconds between looks at the database file's identity from the write path.
 _FILE_CHECK_EVERY = 0.001
+
 
 def _row(values: Any) -> Row:
     return Row(*values)
@@ -175,6 +189,8 @@ def _filter_sql(filters: list[Filter]) -> tuple[str, list[Any]]:
 class SqliteStateAdapter(StateAdapter):
     """State in one SQLite table keyed on ``(group_id, key)``, WAL mode, group commit."""
 
+    kind = "sqlite"
+
     __slots__ = (
         "_checked_at",
         "_checkpoint",
@@ -209,6 +225,7 @@ class SqliteStateAdapter(StateAdapter):
         import_legacy: bool = True,
         purge_interval: float = 60.0,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -225,10 +242,15 @@ class SqliteStateAdapter(StateAdapter):
             purge_interval: seconds between sweeps that reclaim expired rows.
             read_only: open an existing database without writing to it: no migration, no legacy
                 import, no WAL switch; writes raise ``UnsupportedError``.
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch), injectable for tests.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         self._closed = True  # until every option is checked (see StateAdapter.__del__)
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
@@ -614,6 +636,150 @@ class SqliteStateAdapter(StateAdapter):
             yield [(g, k, Row(*rest)) for g, k, *rest in rows]
             after = (rows[-1][0], rows[-1][1])
 
+    # -- operations on the whole store --------------------------------------------------------
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        def read(raw: sqlite3.Connection) -> tuple[Any, int, str | None, tuple[tuple[str, int], ...]]:
+            counts = raw.execute(_INFO, (now,)).fetchone()
+            expired = raw.execute(_EXPIRED, (now,)).fetchone()[0]
+            sizes = () if self._memory else database_files(self.path)
+            return counts, expired, migrate.current_revision(raw)[0], sizes
+
+        if self._reader is None:
+            await self._connect()
+        assert self._reader is not None
+        if self._memory:
+            await acquire_within(self._lock, self.busy_timeout, self.path)
+            try:
+                counts, expired, revision, files = await self._call(self._reader, read)
+            finally:
+                self._lock.release()
+        else:
+            counts, expired, revision, files = await self._call(self._reader, read)
+        items, groups, oldest, newest = counts
+        return StoreInfo(self.kind, items, groups, expired, oldest, newest, revision, HEAD_REVISION, files)
+
+    async def backup(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        pages: int = 256,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Copy the database, as one consistent snapshot, into the empty file ``target``.
+
+        SQLite's online backup in steps of ``pages`` pages, from one read transaction of the
+        reader connection: writers (here or in other processes) go on meanwhile, never waiting
+        for the copy, and the copy never restarts. ``progress(pages_done, pages_total)`` is
+        called after each step (on the reader's thread). The copy's ``integrity_check`` must
+        say ok. Returns the pages copied.
+
+        Raises:
+            SchemaError: the copy failed its integrity check.
+            StoreUnavailableError, ConfigError: the database or ``target`` cannot be used.
+        """
+        size = options.positive_int("pages", pages)
+        if self._memory:
+            raise ConfigError("backup copies a database file; sqlite:///:memory: has none")
+
+        def copy(raw: sqlite3.Connection) -> int:
+            raw.execute("BEGIN")
+            try:
+                total = raw.execute("PRAGMA page_count").fetchone()[0]
+                raw.execute(f"SELECT count(*) FROM {TABLE} WHERE 0").fetchall()  # the snapshot starts
+                dst = sqlite3.connect(os.fspath(target), isolation_level=None)
+                try:
+
+                    def step(status: int, remaining: int, count: int) -> None:
+                        if progress is not None:
+                            progress(count - remaining, count)
+
+                    raw.backup(dst, pages=size, progress=step)
+                    found = dst.execute("PRAGMA integrity_check").fetchall()
+                finally:
+                    dst.close()
+            finally:
+                raw.execute("ROLLBACK")
+            if found != [("ok",)]:
+                shown = "; ".join(str(row[0]) for row in found[:5])
+                raise SchemaError(f"the backup of {self.path} failed its integrity check: {shown}")
+            return int(total)
+
+        self._check_open()
+        if self._reader is None:
+            await self._connect()
+        assert self._reader is not None
+        return await self._track(self._call(self._reader, copy))
+
+    async def vacuum(self) -> None:
+        """Rebuild the database to give free pages back to the file system, then empty the WAL.
+
+        Holds the write lock while it runs (writers wait, up to their busy timeout); readers
+        go on.
+
+        Raises:
+            StoreUnavailableError: another writer held the lock past ``busy_timeout``.
+            UnsupportedError: the adapter is read-only.
+        """
+        self._check_open()
+        self._check_writable()
+
+        def run(raw: sqlite3.Connection) -> None:
+            if self._inline:
+                self._wait_for_lock(raw, True)
+            try:
+                raw.execute("VACUUM")
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                if self._inline:
+                    self._wait_for_lock(raw, False)
+
+        writer = await self._connect()
+        await acquire_within(self._lock, self.busy_timeout, self.path)
+        try:
+            await self._track(self._call_to_end(writer, run))
+        finally:
+            self._lock.release()
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        where: list[str] = [_LIVE]
+        params: list[Any] = [now]
+        if after is not None:
+            where.append("group_id > ?")
+            params.append(after)
+        if prefix is not None:
+            where.append("group_id >= ?")
+            params.append(prefix)
+            end = prefix_end(prefix)
+            if end is not None:
+                where.append("group_id < ?")
+                params.append(end)
+        sql = (
+            f"SELECT group_id, count(*), max(updated_at) FROM {TABLE} WHERE {' AND '.join(where)} "
+            "GROUP BY group_id HAVING max(updated_at) < ? ORDER BY group_id LIMIT ?"
+        )
+        rows = await self._query(sql, [*params, cutoff, limit])
+        return [IdleGroup(group_id, count, newest) for group_id, count, newest in rows]
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """The whole batch in one write transaction: one statement per group."""
+
+        def prune(raw: sqlite3.Connection) -> list[IdleGroup]:
+            removed: list[IdleGroup] = []
+            for group_id in groups:
+                live, newest = raw.execute(_GROUP_TIMES, (group_id, now)).fetchone()
+                if raw.execute(_PRUNE_GROUP, (group_id, cutoff, now)).rowcount > 0 and live:
+                    removed.append(IdleGroup(group_id, live, newest))
+            return removed
+
+        if not groups:
+            return []
+        store = await self._begin()
+        assert isinstance(store, _SqliteTx)
+        return await store.run(prune)
+
     # -- writes (group commit) ----------------------------------------------------------------
 
     def _inline_batch(self, jobs: list[Job]) -> list[Any] | None:
@@ -788,6 +954,15 @@ def _file_id(path: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
+def database_files(path: str) -> tuple[tuple[str, int], ...]:
+    """``(file, bytes)`` of a database and of its ``-wal`` and ``-shm``, those that exist."""
+    found: list[tuple[str, int]] = []
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            found.append((name, os.stat(name).st_size))
+    return tuple(found)
+
+
 def _plain_set(job: Job) -> tuple[Any, ...] | None:
     """The ``_SET`` parameters of an unconditional set, else ``None``."""
     if isinstance(job, ClearJob):
@@ -846,20 +1021,29 @@ class _SqliteTx(TxStore):
 
     async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
         def apply(raw: sqlite3.Connection) -> None:
+            for group_id in cleared:
+                raw.execute(_DELETE_GROUP, (group_id,))
+            for (group_id, key), row in writes.items():
+                _persist(raw, group_id, key, row)
+
+        await self.run(apply)
+        self._adapter._wrote(len(cleared) + len(writes))
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(raw)`` inside the transaction, then commit (roll back if it raises)."""
+
+        def apply(raw: sqlite3.Connection) -> T:
             try:
-                for group_id in cleared:
-                    raw.execute(_DELETE_GROUP, (group_id,))
-                for (group_id, key), row in writes.items():
-                    _persist(raw, group_id, key, row)
+                result = work(raw)
                 self._adapter._check_file(force=True)
                 raw.execute("COMMIT")
             except BaseException:
                 _rollback_if_open(raw)
                 raise
+            return result
 
         try:
-            await self._adapter._on_writer(self._writer, apply)
-            self._adapter._wrote(len(cleared) + len(writes))
+            return await self._adapter._on_writer(self._writer, apply)
         finally:
             self._release()
 
