@@ -320,7 +320,7 @@ class ProgressBar:
 
     __slots__ = ("_bar", "_task")
 
-    def __init__(self, description: str, total: int | None) -> None:
+    def __init__(self, description: str, total: int | None, unit: str = "items") -> None:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         if not stderr_is_terminal():
@@ -339,7 +339,7 @@ class ProgressBar:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("items"),
+            TextColumn(unit),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=Console(stderr=True),
