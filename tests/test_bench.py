@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.redis_server import RedisServer
+from benchmarks.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("memory", "sqlite-normal", "sqlite-full", "redis-native", "redis-motia", "file")

@@ -151,7 +151,7 @@ async def bench_urls(
     bench = Bench(options.rounds, on_measured)
     table = arrivals(options.concurrency, options.rate)
     async with _opened(urls, labels, options) as stores:
-        if any(w.split("/")[0] in ("get", "mix") for w in options.workloads):
+        if any(w.split("/")[0] in ("get", "overwrite", "mix") for w in options.workloads):
             for store in stores:
                 await fill(store, group, 0, options.ops)
         for workload in options.workloads:

@@ -170,8 +170,9 @@ def sync_op(fn: Callable[[int], Any]) -> Op:
 def operation(name: str, store: StateAdapter, group: str, stored: int, tag: int) -> Op:
     """The operation ``name`` on ``store``, whose ``group`` holds ``k0`` .. ``k<stored - 1>``.
 
-    ``set`` writes new keys (``s<tag>-<i>``), ``get`` reads stored ones, ``update`` increments one
-    hot item, ``mix`` is 90 % gets, 9 % sets and 1 % deletes of random stored keys.
+    ``set`` writes new keys (``s<tag>-<i>``), ``overwrite`` the stored ones in turn, ``get``
+    reads them in turn, ``update`` increments one hot item, ``mix`` is 90 % gets, 9 % sets and
+    1 % deletes of random stored keys.
     """
     from ..ops import increment
 
@@ -179,6 +180,11 @@ def operation(name: str, store: StateAdapter, group: str, stored: int, tag: int)
 
         async def op(i: int) -> Any:
             return await store.set(group, f"s{tag}-{i}", VALUE)
+
+    elif name == "overwrite":
+
+        async def op(i: int) -> Any:
+            return await store.set(group, f"k{i % stored}", VALUE)
 
     elif name == "get":
 
@@ -210,7 +216,8 @@ def operation(name: str, store: StateAdapter, group: str, stored: int, tag: int)
 #: The operations ``operation`` knows, with what each does.
 OPERATIONS: Final = {
     "set": "set new keys",
-    "get": "get stored keys",
+    "overwrite": "set stored keys in turn",
+    "get": "get stored keys in turn",
     "update": "increment one hot item",
     "mix": "90% get, 9% set, 1% delete of random stored keys",
 }
