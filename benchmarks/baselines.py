@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -142,3 +143,24 @@ class CommandSpec:
                 raise RuntimeError(f"{' '.join(self.command)} exited with {process.returncode}")
             latencies.append(time.perf_counter() - started)
         return time.perf_counter() - began, latencies
+
+    async def profile(self, count: int) -> str:
+        """What the command imports, slowest first (``python -X importtime``, one run)."""
+        process = await asyncio.create_subprocess_exec(
+            *self.command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+        )
+        _, err = await process.communicate()
+        imports = []
+        for line in err.decode(errors="replace").splitlines():
+            parts = line.removeprefix("import time:").split("|")
+            if len(parts) == 3 and parts[1].strip().isdigit():
+                imports.append((int(parts[1]), parts[2].rstrip()))
+        imports.sort(reverse=True)
+        total = sum(us for us, name in imports if not name.startswith("  "))  # top level: one space
+        head = (
+            f"{self.backend}: imports take {total / 1000:.0f} ms of one run (-X importtime, cumulative us):"
+        )
+        return "\n".join([head, *(f"  {us:>8} {name}" for us, name in imports[:25])])

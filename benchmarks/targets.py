@@ -16,6 +16,7 @@ from typing import Final
 
 from motia_state_sql.bench.runner import Bench, Key, Measurable, Spec, format_ratio
 
+from .baselines import CommandSpec
 from .node import MOTIA_FILE, MOTIA_REDIS, NODE_SQLITE, NodeSpec
 from .sizes import Sizes
 
@@ -238,7 +239,7 @@ def judge(target: Target, ratios: list[float]) -> Verdict:
         text = f"reference, not a target: {target.text}: {format_ratio(value)}x (median of {len(ratios)} "
         return Verdict(None, f"{text}alternated rounds: {rounds}; {sides})", ratios)
     ok = value > target.want if target.above else value >= target.want
-    bound = f"{'>' if target.above else '>='} {target.want:.2g}x"
+    bound = f"{'>' if target.above else '>='} {target.want:.3g}x"
     return Verdict(
         ok,
         f"{target.text}: {format_ratio(value)}x (median of {len(ratios)} alternated rounds: {rounds}; "
@@ -248,13 +249,16 @@ def judge(target: Target, ratios: list[float]) -> Verdict:
 
 
 async def profile(spec: Measurable, ops: int) -> str:
-    """A call tree of ``spec`` running ``ops`` operations: pyinstrument for Python (library frames
-    folded), a CPU profile for the Node process."""
+    """A profile of ``spec`` running ``ops`` operations.
+
+    A pyinstrument call tree for Python (library frames folded), a CPU profile for the Node
+    process, the imports of a command.
+    """
     count = min(spec.count, ops)
-    if isinstance(spec, NodeSpec):
+    if isinstance(spec, NodeSpec | CommandSpec):
         return await spec.profile(count)
     if not isinstance(spec, Spec):
-        return f"{spec.key[0]} {spec.key[1]}: a subprocess, not profiled"
+        return f"{spec.key[0]} {spec.key[1]}: not profiled"
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.0002, async_mode="disabled")
