@@ -200,3 +200,25 @@ def test_bench_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert DEFAULT_GROUP not in result.stdout
+
+
+def test_bench_plot_without_matplotlib_says_how_to_install_it(tmp_path: Path) -> None:
+    # sys.modules[name] = None makes `import name` raise ImportError, as if it were not installed.
+    code = "import sys; sys.modules['matplotlib'] = None; from motia_state_sql.cli import main; main()"
+    args = [
+        "bench",
+        "memory://",
+        "--ops",
+        "5",
+        "--plot",
+        str(tmp_path / "p.png"),
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        "Error: a plot needs matplotlib, which is not installed: pip install 'motia-state-sql[bench]'"
+    )
+    assert run.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # stopped before measuring anything
