@@ -184,6 +184,8 @@ async def phase_main(run: Run) -> None:
                 for op, arrival in (("set", "x1"), ("get", "x1"), ("set", "all"), ("get", "all")):
                     label = f"{op} {'Promise.all' if arrival == 'all' else arrival}"
                     baselines.append(run.node_spec(backend, "main", op, arrival, label, count))
+                reads = _node_group_reads(count)
+                baselines.append(run.node_spec(backend, "main", "getGroup", "x1", f"getGroup {count}", reads))
         for name in NAMES:
             store = await run.store(name, "main")
             try:
@@ -253,6 +255,12 @@ def _group_reads(name: str, count: int, size: int) -> int:
     return min(reads, 50) if name == "redis-motia" else reads
 
 
+def _node_group_reads(size: int) -> int:
+    """``getGroup`` calls per measurement from Node: few (they are reference lines, and our Node
+    adapter's getGroup of thousands of items takes tens of milliseconds)."""
+    return max(3, min(20, 20_000 // size))
+
+
 async def phase_file(run: Run) -> None:
     """Every backend against Motia's Node FileStateAdapter, each holding the same items: sets of
     the stored keys in turn from one caller (the store stays at its size)."""
@@ -266,7 +274,21 @@ async def phase_file(run: Run) -> None:
             async with FileStateAdapter(folder) as motia_file:  # Motia's format, written at once
                 await fill(motia_file, "g", 0, items)
             await run.node_store(MOTIA_FILE, role, items, filled=True)
-            baselines.append(run.node_spec(MOTIA_FILE, role, "overwrite", "x1", workload, run.sizes.file_ops))
+            await run.node_store(NODE_SQLITE, role, items)
+            for backend in (MOTIA_FILE, NODE_SQLITE):
+                count = run.sizes.file_ops if backend == MOTIA_FILE else run.sizes.ops
+                baselines += [
+                    run.node_spec(backend, role, "overwrite", "x1", workload, count),
+                    run.node_spec(backend, role, "get", "x1", f"get x1 @{items}", count),
+                    run.node_spec(
+                        backend,
+                        role,
+                        "getGroup",
+                        "x1",
+                        f"getGroup {items}",
+                        _group_reads(backend, count, items),
+                    ),
+                ]
         stand_in = JsonFileStore(run.where.folder / f"motia-{items}.json", items)
         baselines.append(
             Spec(
@@ -286,7 +308,8 @@ async def phase_file(run: Run) -> None:
             finally:
                 await store.close()
         if run.node is not None:
-            await run.node.request("close", backend=MOTIA_FILE, role=role)
+            for backend in (MOTIA_FILE, NODE_SQLITE):
+                await run.node.request("close", backend=backend, role=role)
 
 
 def _stand_in_set(stand_in: JsonFileStore, items: int) -> Callable[[int], Op]:

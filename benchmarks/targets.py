@@ -143,19 +143,52 @@ def targets(s: Sizes) -> list[Target]:
                 None,
             )
         )
-    table += [
-        Target(
-            "Node: SqlStateAdapter set from one caller vs Motia RedisStateAdapter",
-            (NODE_SQLITE, "set x1"),
-            (MOTIA_REDIS, "set x1"),
-            None,
-        ),
+    # From Node: our SqlStateAdapter (SQLite, through its Python serve process) against Motia's own.
+    for op in ("set", "get"):
+        table.append(
+            Target(
+                f"Node: SqlStateAdapter {op} from one caller vs Motia RedisStateAdapter",
+                (NODE_SQLITE, f"{op} x1"),
+                (MOTIA_REDIS, f"{op} x1"),
+                0.8,
+            )
+        )
+    table.append(
         Target(
             f"Node: SqlStateAdapter Promise.all of {s.ops:,} sets vs Motia RedisStateAdapter",
             (NODE_SQLITE, "set Promise.all"),
             (MOTIA_REDIS, "set Promise.all"),
+            0.5,
+        )
+    )
+    table.append(
+        Target(
+            f"Node: SqlStateAdapter getGroup of {s.ops:,} items vs Motia RedisStateAdapter",
+            (NODE_SQLITE, f"getGroup {s.ops}"),
+            (MOTIA_REDIS, f"getGroup {s.ops}"),
             None,
-        ),
+        )
+    )
+    for items in s.motia_file_items:
+        for op in ("set", "get"):
+            table.append(
+                Target(
+                    f"Node: SqlStateAdapter {op} from one caller vs Motia FileStateAdapter, both holding "
+                    f"{items:,} items",
+                    (NODE_SQLITE, f"{op} x1 @{items}"),
+                    (MOTIA_FILE, f"{op} x1 @{items}"),
+                    100.0,
+                )
+            )
+        table.append(
+            Target(
+                f"Node: SqlStateAdapter getGroup of {items:,} items vs Motia FileStateAdapter",
+                (NODE_SQLITE, f"getGroup {items}"),
+                (MOTIA_FILE, f"getGroup {items}"),
+                None,
+            )
+        )
+    table += [
         Target(
             "motia-state --help within 2x of python -c pass (start-up, measured alternately)",
             (CLI_HELP, "run"),
