@@ -58,13 +58,13 @@ FULL: Final = Sizes(
     memory_ops=20_000,
 )
 QUICK: Final = Sizes(
-    ops=200,
-    file_ops=20,
+    ops=100,
+    file_ops=10,
     rate=20_000,
     groups=(10, 100),
     stored=(100, 1_000),
-    motia_file_items=(100, 1_000),
+    motia_file_items=(100, 500),
     profile_ops=100,
     startup_runs=3,
-    memory_ops=200,
+    memory_ops=100,
 )
