@@ -222,3 +222,16 @@ def test_bench_plot_without_matplotlib_says_how_to_install_it(tmp_path: Path) ->
     )
     assert run.stdout == ""
     assert list(tmp_path.iterdir()) == []  # stopped before measuring anything
+
+
+def test_bench_clears_what_it_wrote_when_a_store_fails_midway(tmp_path: Path) -> None:
+    first = f"sqlite:///{tmp_path / 'first.db'}"
+    # Motia's JSON file cannot hold a group holding ":": the second store refuses its first write,
+    # after the first store was filled.
+    result = _cli(
+        "bench", first, f"file://{tmp_path / 'motia'}", "--group", "a:b", "--ops", "5", "--rounds", "1"
+    )
+    assert result.exit_code == 2, result.stderr
+    assert "'a:b'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _groups(first) == []

@@ -170,7 +170,3 @@ class Bench:
                 row.baseline, row.ratio = " ".join(base), statistics.median(ratios)
             rows.append(row)
         return rows
-
-    def add(self, key: Key, rate: float, latencies: list[float]) -> None:
-        """A measurement taken elsewhere (a Node process's own rounds)."""
-        self.samples.setdefault(key, []).append((rate, latencies))

@@ -105,26 +105,19 @@ async def _opened(
 ) -> AsyncIterator[list[StateAdapter]]:
     """Every store open and checked before anything is written.
 
-    The run's group is cleared and every store closed at the end, whatever happens.
+    At the end, whatever happens, the run's group is cleared in every store and every store is
+    closed (a failure in one does not skip the others).
     """
     group = options.group or DEFAULT_GROUP
-    stores: list[StateAdapter] = []
-    written: list[StateAdapter] = []
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stores = []
         for url, label in zip(urls, labels, strict=True):
-            store = open_state(url)
-            stores.append(store)
-            await store.__aenter__()
+            store = await stack.enter_async_context(open_state(url))
             await _refuse_unless_throwaway(store, label, options)
-        written.extend(stores)
+            stores.append(store)
+        for store in stores:  # run before the closes (last in, first out)
+            stack.push_async_callback(store.clear, group)
         yield stores
-    finally:
-        for store in stores:
-            try:
-                if store in written:
-                    await store.clear(group)
-            finally:
-                await store.close()
 
 
 def _maker(name: str, store: StateAdapter, group: str, stored: int) -> Callable[[int], Op]:
