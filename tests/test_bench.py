@@ -26,7 +26,8 @@ from click.testing import CliRunner, Result
 from benchmarks.backends import NAMES
 from benchmarks.node import MOTIA_FILE, MOTIA_REDIS, NODE_SQLITE
 from benchmarks.redis_server import RedisServer
-from benchmarks.run import ORDER, RESULTS
+from benchmarks.results import ORDER
+from benchmarks.run import RESULTS
 from benchmarks.sizes import QUICK, ROUNDS
 from benchmarks.targets import targets
 from motia_state_sql import open_state
