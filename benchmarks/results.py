@@ -13,7 +13,7 @@ from motia_state_sql.bench.runner import Row
 from . import memory
 from .backends import NAMES
 from .node import MOTIA_FILE, MOTIA_REDIS, NODE_SQLITE
-from .phases import Run
+from .phases import MAIN, Run
 from .targets import CLI_HELP, PYTHON_PASS, REDIS_BARE, REDIS_POOL, Verdict, baseline_of
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -120,7 +120,24 @@ def write_results(
         profiles={v.text: v.profile for v in verdicts if v.profile},
     )
     json_path.write_text(json.dumps(document, indent=2))
-    plot(rows, png_path)
+    plot(
+        rows,
+        png_path,
+        backends=[
+            *NAMES,
+            "raw-sqlite3-normal",
+            "raw-sqlite3-full",
+            "diskcache",
+            REDIS_BARE,
+            REDIS_POOL,
+            MOTIA_REDIS,
+        ],
+        workloads=[
+            *(run.sizes.workload(op, arrival) for op, arrival in MAIN),
+            "set Promise.all",
+            "get Promise.all",
+        ],
+    )
     print(f"\nresults: {json_path}, plot: {png_path}; {run.info}")
     if docs:
         shutil.copy(png_path, ROOT / "docs" / "benchmarks.png")

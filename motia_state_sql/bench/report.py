@@ -81,11 +81,18 @@ def _size(workload: str) -> tuple[str, int] | None:
     return (found[1], int(found[2])) if found else None
 
 
-def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
+def plot(
+    rows: Sequence[Row],
+    path: Path,
+    title: str = "",
+    backends: Sequence[str] | None = None,
+    workloads: Sequence[str] | None = None,
+) -> None:
     """Draw the rows to a PNG at ``path``.
 
     Throughput per workload and backend (log scale) and, when the rows measure it, the cost of
-    ``set``/``get`` against the number of items stored.
+    ``set``/``get`` against the number of items stored. ``backends`` and ``workloads`` keep the
+    left panel to those (default: every one in the rows).
 
     Raises:
         ConfigError: matplotlib is not installed.
@@ -96,8 +103,9 @@ def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if backends is None or r.backend in backends]
     sized = [r for r in rows if _size(r.workload)]
-    plain = [r for r in rows if not _size(r.workload)]
+    plain = [r for r in rows if not _size(r.workload) and (workloads is None or r.workload in workloads)]
     workloads = list(dict.fromkeys(r.workload for r in plain))
     backends = list(dict.fromkeys(r.backend for r in plain))
     by = {(r.backend, r.workload): r for r in rows}
