@@ -281,7 +281,7 @@ def judge(target: Target, ratios: list[float]) -> Verdict:
     )
 
 
-async def profile(spec: Measurable, ops: int) -> str:
+async def profile(spec: Measurable, ops: int, tag: int) -> str:
     """A profile of ``spec`` running ``ops`` operations.
 
     A pyinstrument call tree for Python (library frames folded), a CPU profile for the Node
@@ -297,7 +297,7 @@ async def profile(spec: Measurable, ops: int) -> str:
     profiler = Profiler(interval=0.0002, async_mode="disabled")
     profiler.start()
     try:
-        seconds, _ = await spec.measure(-1, 0, count)
+        seconds, _ = await spec.measure(tag, 0, count)
     finally:
         profiler.stop()
     text = profiler.output_text(unicode=False, color=False, show_all=False)
@@ -326,14 +326,14 @@ class Judge:
             a, b = by[target.candidate], by[target.baseline]
             verdict = judge(target, await self.bench.pair(a, b))
             if verdict.ok is False:
-                trees = [await profile(a, self.profile_ops)]
+                trees = [await profile(a, self.profile_ops, self.bench.tag())]
                 if b.key in self._profiled:
                     trees.append(
                         f"{b.key[0]} {b.key[1]}: profiled above, at the miss of {self._profiled[b.key]!r}"
                     )
                 else:
                     self._profiled[b.key] = target.text
-                    trees.append(await profile(b, self.profile_ops))
+                    trees.append(await profile(b, self.profile_ops, self.bench.tag()))
                 verdict.profile = "\n\n".join(trees)
             self.verdicts[target] = verdict
         for spec in specs:

@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 
 from benchmarks.backends import NAMES
 from benchmarks.node import MOTIA_FILE, MOTIA_REDIS, NODE_SQLITE
-from benchmarks.redis_server import RedisServer
+from benchmarks.redis_server import RedisServer, free_port
 from benchmarks.results import ORDER
 from benchmarks.run import RESULTS
 from benchmarks.sizes import QUICK, ROUNDS
@@ -236,3 +236,12 @@ def test_bench_clears_what_it_wrote_when_a_store_fails_midway(tmp_path: Path) ->
     assert "'a:b'" in result.stderr
     assert "Traceback" not in result.stderr
     assert _groups(first) == []
+
+
+def test_bench_on_a_server_that_does_not_answer_is_exit_3_without_the_password() -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0?connect_timeout=0.5&socket_timeout=0.5"
+    result = _cli("bench", url, "--ops", "5", "--rounds", "1")
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr.startswith("Error: ")
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
