@@ -662,8 +662,8 @@ def copy(source_url: str, target_url: str, group: str | None, batch_size: int) -
     "workloads",
     multiple=True,
     metavar="OP/ARRIVAL",
-    help="Repeatable; OP is set, get, update or mix, ARRIVAL is x1, workers, gather, semaphore or open "
-    "(default: set and get under each arrival, update/workers, mix/x1).",
+    help="Repeatable; OP is set, overwrite, get, update or mix; ARRIVAL is x1, workers, gather, semaphore "
+    "or open (default: set under each arrival, get/x1, get/workers, get/gather, update/workers, mix/x1).",
 )
 @click.option(
     "--ops", type=click.IntRange(min=1), default=2000, show_default=True, metavar="N",
