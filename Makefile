@@ -45,7 +45,8 @@ node-test: $(VENV)/.installed redis-server
 bench: $(VENV)/.installed-dev redis-server
 	$(BIN)/python -m benchmarks.run
 
-# Small counts, a few seconds: only checks the harness runs (tests/test_bench.py runs it too).
+# Small counts, under a minute: only checks the harness runs (tests/test_bench.py runs it too,
+# into a temporary folder); writes benchmarks/results/quick.{json,png}.
 bench-quick: $(VENV)/.installed-dev redis-server
 	$(BIN)/python -m benchmarks.run --quick
 

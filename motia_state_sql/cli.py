@@ -35,6 +35,7 @@ from .cli_io import (
     NotFoundError,
     ProgressBar,
     UnavailableError,
+    atomic_output,
     check_import,
     copy_items,
     count_items,
@@ -814,6 +815,84 @@ def ping(read_only: bool, timeout: float, url: str | None, as_json: bool) -> Non
     else:
         what = "a read" if read_only else "a read and a write"
         click.echo(f"OK: {_label(url)} answered {what} in {seconds * 1000:.1f} ms.")
+# -- bench: the standard workloads against throwaway stores ------------------------------------
+
+
+@main.command()
+@click.argument("urls", metavar="URL...", nargs=-1, required=True)
+@click.option(
+    "--workload",
+    "workloads",
+    multiple=True,
+    metavar="OP/ARRIVAL",
+    help="Repeatable; OP is set, overwrite, get, update or mix; ARRIVAL is x1, workers, gather, semaphore "
+    "or open (default: set under each arrival, get/x1, get/workers, get/gather, update/workers, mix/x1).",
+)
+@click.option(
+    "--ops", type=click.IntRange(min=1), default=2000, show_default=True, metavar="N",
+    help="Operations per measurement.",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
+    help="Workers (workers) or semaphore slots (semaphore).",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=20000.0, show_default=True,
+    metavar="R", help="Arrivals per second of the open loop (open).",
+)
+@click.option(
+    "--rounds", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+    help="Measurements per workload and store, alternated between the stores.",
+)
+@click.option(
+    "--group", "group", default=None, metavar="G",
+    help="The group the run writes to and clears (default: motia-state-bench); must be empty.",
+)
+@click.option("--force", is_flag=True, help="Run on a store that holds items (needs --group G).")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    metavar="FILE", help="Also write the results as JSON to FILE.",
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    metavar="FILE.png", help="Also draw the results to FILE.png (needs matplotlib).",
+)
+def bench(
+    urls: tuple[str, ...],
+    workloads: tuple[str, ...],
+    ops: int,
+    concurrency: int,
+    rate: float,
+    rounds: int,
+    group: str | None,
+    force: bool,
+    json_path: Path | None,
+    plot_path: Path | None,
+) -> None:
+    """Benchmark throwaway stores: the standard workloads against every URL, alternately.
+
+    Point it only at stores made for the run: it refuses a store that holds items unless
+    given --force with a --group G of its own, writes only to that group and clears it at the
+    end. The first URL is the baseline of the ratio column.
+    """
+    from dataclasses import asdict
+
+    from .bench.report import COLUMNS, cells, check_plot, plot, results_json
+    from .bench.stores import DEFAULT_WORKLOADS, BenchOptions, bench_urls
+
+    options = BenchOptions(workloads or DEFAULT_WORKLOADS, ops, concurrency, rate, rounds, group, force)
+    options.check()
+    if plot_path is not None:
+        check_plot()
+    with ProgressBar("Benchmarking", len(options.workloads) * rounds * len(urls), unit="measurements") as bar:
+        rows = _run(bench_urls(urls, options, lambda key: bar.advance(1)))
+    _table(COLUMNS, [cells(row) for row in rows], "No results.")
+    if json_path is not None:
+        document = results_json(rows, urls=[redact(url) for url in urls], options=asdict(options))
+        with atomic_output(str(json_path)) as out:
+            out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    if plot_path is not None:
+        plot(rows, plot_path, f"motia-state bench: {', '.join(redact(url) for url in urls)}")
 
 
 # -- db: SQLite schema migrations -------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from benchmarks.redis_server import RedisCluster, redis_url_or_throwaway
 from motia_state_sql import (
     FileStateAdapter,
     MemoryStateAdapter,
@@ -18,8 +19,6 @@ from motia_state_sql import (
     SqliteStateAdapter,
     StateAdapter,
 )
-
-from .redis_server import RedisCluster, redis_url_or_throwaway
 
 # CI runs the same examples every time (a red CI must be reproducible); local runs explore anew.
 settings.register_profile("ci", derandomize=True, print_blob=True)

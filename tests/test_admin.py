@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.redis_server import RedisServer
 from motia_state_sql import (
     FileStateAdapter,
     InvalidOperationError,
@@ -34,7 +35,6 @@ from motia_state_sql.errors import ConfigError
 from motia_state_sql.revision import HEAD_REVISION
 
 from .conftest import Factory, FakeClock, is_motia_redis
-from .redis_server import RedisServer
 
 SPAWN = multiprocessing.get_context("spawn")
 CLI = [sys.executable, "-m", "motia_state_sql"]

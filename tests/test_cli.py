@@ -210,6 +210,8 @@ def test_every_command(how: str, tmp_path: Path) -> None:
     assert re.fullmatch(
         r"Copied 3 items in 2 groups from \S+ to sqlite:///copied.db in \d+\.\d\d s\.\n", copied
     )
+    bench = step("bench", "sqlite:///bench.db", "--ops", "5", "--rounds", "1", "--workload", "set/x1").stdout
+    assert bench.startswith("sqlite:///bench.db\tset x1\t")
     step("export", "--url", "sqlite:///copied.db", "--output", "copied.json")
     assert json.loads((tmp_path / "copied.json").read_text()) == exported
     assert step("delete", "orders", "o2", "--json").json()["value"] == {"status": "new", "total": 5}

@@ -22,6 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from benchmarks.redis_server import RedisServer, free_port
 from motia_state_sql import (
     ConfigError,
     ConflictError,
@@ -39,8 +40,6 @@ from motia_state_sql.cli_io import copy_items
 from motia_state_sql.redis.layouts import NativeLayout
 from motia_state_sql.redis.transport import text
 from motia_state_sql.url import redact
-
-from .redis_server import RedisServer, free_port
 
 LAYOUTS = ["native", "motia"]
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.redis_server import RedisServer
 from motia_state_sql import (
     FileStateAdapter,
     RedisStateAdapter,
@@ -34,8 +35,6 @@ from motia_state_sql import (
     increment,
     open_state,
 )
-
-from .redis_server import RedisServer
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESS_BACKENDS = ["sqlite", "redis-native", "redis-motia"]

@@ -468,6 +468,10 @@ def test_migrations_run_from_an_installed_wheel(tmp_path: Path) -> None:
     run.mkdir()
     out = subprocess.run([str(python), "-c", script], cwd=run, check=True, capture_output=True, text=True)
     assert out.stdout.startswith(site)
+    # motia-state bench lives in the package too (benchmarks/ is not in the wheel).
+    bench = [str(python), "-m", "motia_state_sql", "bench", "memory://", "--ops", "5", "--workload", "set/x1"]
+    benched = subprocess.run(bench, cwd=run, check=True, capture_output=True, text=True)
+    assert benched.stdout.startswith("memory://\tset x1 (3 rounds)\t")
     assert out.stdout.strip().endswith("[1]")
     with sqlite3.connect(run / "state.db") as raw:
         assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
