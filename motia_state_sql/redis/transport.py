@@ -22,9 +22,11 @@ lost is reported, never repeated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,6 +48,9 @@ __all__ = ["Client", "Transport", "redact", "text"]
 
 T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
+
+#: A packed request and the future its reply resolves.
+_Request = tuple[bytes, "asyncio.Future[Any]"]
 
 _QUERY_SECRET = re.compile(r"(?i)(^|[&;])([^=&;]*pass[^=&;]*)=([^&;]*)")
 
@@ -95,24 +100,147 @@ def _pack(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
-def _discard(conn: AbstractConnection) -> None:
-    """Close a connection of an event loop that is gone, running nothing on that loop.
+class _Link:
+    """One connection carrying pipelined requests, its replies matched to them in order.
 
-    ``disconnect()`` would await on the old loop, and ``transport.abort()`` schedules the
-    socket's close there, which raises once that loop is closed; then the close it would have
-    scheduled runs here instead. Either way redis-py sees a disconnected connection and nothing
-    warns about an unclosed socket. Neither library has a public call for this: redis-py does
-    not expose a connection's stream, and asyncio cannot close a transport of a closed loop.
+    ``submit`` queues a request; the writer task, which runs in the next loop turn, sends every
+    request queued by then in one write and moves their futures to ``sent``; the reader task
+    resolves the oldest future in ``sent`` with each reply. A caller that was cancelled leaves a
+    cancelled future behind: its request is dropped if it was not sent yet, else its reply is read
+    and dropped, so the connection stays in step. Each write arms one timer: when the last reply
+    of that write has not come within ``timeout``, the link breaks. A link breaks on a timeout, a
+    dropped connection or a reply nobody asked for: every request sent on it fails, its
+    connection is closed, and requests it had not sent go to the next link (they never left).
     """
-    writer = conn._writer
-    conn._reader = conn._writer = None
-    if writer is None:
-        return
-    transport = writer.transport
-    try:
-        transport.abort()  # its loop is open: the socket closes when that loop next runs
-    except RuntimeError:  # its loop is closed
-        getattr(transport, "_call_connection_lost")(None)  # noqa: B009 - a private asyncio call
+
+    __slots__ = (
+        "_loop",
+        "_requeue",
+        "conn",
+        "error",
+        "queue",
+        "read",
+        "reader",
+        "sent",
+        "timeout",
+        "wake",
+        "writer",
+        "written",
+    )
+
+    def __init__(
+        self, conn: AbstractConnection, timeout: float | None, requeue: Callable[[list[_Request]], None]
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._requeue = requeue
+        self.conn = conn
+        self.timeout = timeout
+        self.queue: list[_Request] = []
+        self.sent: deque[asyncio.Future[Any]] = deque()
+        self.written = 0  # requests sent, and replies read: the timer compares them
+        self.read = 0
+        self.error: Exception | None = None
+        self.wake: asyncio.Future[None] | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.writer = self._loop.create_task(self._write())
+
+    def submit(self, packed: bytes) -> asyncio.Future[Any]:
+        """Queue one packed request for the next write; its future resolves with the reply."""
+        future = self._loop.create_future()
+        self.take([(packed, future)])
+        return future
+
+    def take(self, requests: list[_Request]) -> None:
+        self.queue += requests
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            wake.set_result(None)
+
+    def break_(self, exc: Exception, *, requeue: bool = True) -> None:
+        """Fail every request sent, hand the unsent ones on (or fail them too), close the connection."""
+        if self.error is not None:
+            return
+        self.error = exc
+        sent, self.sent = self.sent, deque()
+        for future in sent:
+            if not future.done():
+                future.set_exception(exc)
+        queue, self.queue = self.queue, []
+        if requeue:
+            self._requeue(queue)
+        else:
+            for _, future in queue:
+                if not future.done():
+                    future.set_exception(exc)
+        if self.writer is not asyncio.current_task():
+            self.writer.cancel()  # its finally closes the connection
+
+    def abandon(self) -> None:
+        """Stop a link of an event loop that is no longer running (see ``Transport._follow_loop``)."""
+        for task in (self.reader, self.writer):
+            if task is not None and not task.done():
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nothing can run there
+                    task.cancel()
+
+    async def _write(self) -> None:
+        conn, loop = self.conn, self._loop
+        connected = False
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+            connected = True
+            self.reader = loop.create_task(self._read())
+            while True:
+                if not self.queue:
+                    self.wake = loop.create_future()
+                    await self.wake
+                batch, self.queue = self.queue, []
+                packed: list[bytes] = []
+                for data, future in batch:
+                    if not future.done():  # else cancelled before it went out: never sent
+                        packed.append(data)
+                        self.sent.append(future)
+                if packed:
+                    self.written += len(packed)
+                    if self.timeout is not None:
+                        loop.call_later(self.timeout, self._overdue, self.written)
+                    await conn.send_packed_command(packed, check_health=False)
+        except (rexc.RedisError, OSError) as exc:
+            self.break_(exc, requeue=connected)
+        finally:
+            # Cancelled: by break_, by close(), or by the event loop's end (asyncio.run cancels
+            # every task), which is how a link never outlives its loop. Nothing is sent again then.
+            self.break_(rexc.ConnectionError("the connection was closed"), requeue=False)
+            if self.reader is not None:
+                self.reader.cancel()
+            with contextlib.suppress(rexc.RedisError, OSError):
+                await conn.disconnect(nowait=True)
+
+    async def _read(self) -> None:
+        conn = self.conn
+        try:
+            while True:
+                try:
+                    reply = await conn.read_response()
+                    failed = False
+                except rexc.ResponseError as exc:  # an error reply: that request's alone
+                    reply, failed = exc, True
+                if not self.sent:
+                    raise rexc.ConnectionError("Redis sent a reply to no request: connection out of step")
+                future = self.sent.popleft()
+                self.read += 1
+                if future.done():  # its caller was cancelled: the reply is dropped
+                    continue
+                if failed:
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except (rexc.RedisError, OSError) as exc:
+            self.break_(exc)
+
+    def _overdue(self, mark: int) -> None:
+        if self.error is None and self.read < mark:
+            self.break_(rexc.TimeoutError(f"no reply within socket_timeout={self.timeout} s"))
 
 
 class Transport:
@@ -130,7 +258,7 @@ class Transport:
         "_closing",
         "_connection",
         "_gate",
-        "_idle",
+        "_link",
         "_loop",
         "_max_connections",
         "_owner",
@@ -175,8 +303,9 @@ class Transport:
         self._max_connections = max_connections
         #: The event loop the connections belong to (see _follow_loop).
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: list[AbstractConnection] | None = None  # None: requests go through the client
+        #: Standalone: makes our own connection; None: requests go through the client.
         self._connection: Callable[[], AbstractConnection] | None = None
+        self._link: _Link | None = None  # the connection requests are pipelined on
         self._socket_timeout: float | None = socket_timeout
         self._secrets: tuple[str, ...] = ()
         self._closing = False
@@ -197,20 +326,20 @@ class Transport:
                     client = RedisCluster.from_url(url, **client_options)
                 else:
                     client = aioredis.Redis.from_url(url, **client_options)
-                    # Standalone: our own connections, made as the client's pool makes them (TLS,
-                    # unix socket, auth, db), but without redis-py's per-call timeout task: each
-                    # request runs under one asyncio.timeout instead (see _direct).
+                    # Standalone: our own pipelined connection, made as the client's pool makes
+                    # them (TLS, unix socket, auth, db), but with no read timeout: its reader waits
+                    # for replies while idle, and each write arms its own timer (see _Link).
                     pool = client.connection_pool
                     kwargs = {**pool.connection_kwargs, "socket_timeout": None}
                     self._connection = partial(pool.connection_class, **kwargs)
                     self._connection()  # an unknown URL parameter fails here, not at the first call
-                    self._idle = []
                     _check_numbers(pool.connection_kwargs)
             except (ValueError, TypeError, rexc.RedisError) as exc:
                 raise ConfigError(f"Redis URL {self.safe_url}: {self._scrub(str(exc))}") from None
-            # Requests queue here for a connection, so a burst waits instead of failing with "too
-            # many connections" (each request holds at most one connection at a time).
-            self._gate = asyncio.Semaphore(max_connections)
+            if cluster:
+                # Requests queue here for one of the cluster client's connections, so a burst waits
+                # instead of failing with "too many connections" (each holds one at a time).
+                self._gate = asyncio.Semaphore(max_connections)
         else:
             self.safe_url = f"<{type(client).__name__} given by the caller>"
         self.cluster = isinstance(client, RedisCluster)
@@ -224,7 +353,8 @@ class Transport:
     @property
     def holds_connections(self) -> bool:
         """Whether connections of its own are open (``close()`` releases them)."""
-        return bool(self._idle)
+        link = self._link
+        return link is not None and link.error is None
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -239,10 +369,10 @@ class Transport:
             SchemaError: the command met a key of another kind.
             StateError: Redis refused the command, or the transport is used from another loop.
         """
-        if self._idle is None:
+        if self._connection is None:
             client = self._client
             return await self._call(lambda: client.execute_command(*args), idempotent=idempotent)
-        return await self._call(lambda: self._direct(args), idempotent=idempotent)
+        return await self._call(lambda: self._pipelined(args), idempotent=idempotent)
 
     async def script(self, source: str, keys: list[str], args: list[Any], *, idempotent: bool) -> Any:
         """Run a Lua script by its SHA-1 (EVALSHA), loading it first on a server that lacks it.
@@ -254,7 +384,7 @@ class Transport:
         try:
             return await self.command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
         except rexc.NoScriptError:  # the script did not run: safe to run again, even a write
-            if self._idle is None:
+            if self._connection is None:
                 client = self._client  # a cluster loads it on every primary
                 await self._call(lambda: client.script_load(source), idempotent=True)
             else:
@@ -300,10 +430,10 @@ class Transport:
     async def close(self) -> None:
         """Close the connections of its own, and the client if it made it."""
         self._closing = True
-        if self._idle is not None:
-            idle, self._idle = self._idle, []
-            for conn in idle:
-                await conn.disconnect()
+        link, self._link = self._link, None
+        if link is not None:
+            link.writer.cancel()  # it fails what is left and closes the connection
+            await asyncio.gather(link.writer, return_exceptions=True)
         if self._owns_client:
             await self._client.aclose()
 
@@ -312,11 +442,13 @@ class Transport:
     def _follow_loop(self) -> None:
         """Move to the running event loop when it is not the one the connections belong to.
 
-        A second ``asyncio.run`` (pytest users make a loop per test) finds connections and the
-        semaphore of a loop that is gone. They are replaced; the old connections are closed
-        without awaiting anything on their loop (see ``_discard``). One loop at a time: requests
-        from two loops running at once are not supported. A client that redis-py pools (a
-        cluster's, or one given by the caller) cannot move: that raises ``StateError`` instead.
+        A second ``asyncio.run`` (pytest users make a loop per test) finds the link of a loop that
+        is gone: its tasks were cancelled when that loop ended (``asyncio.run`` and
+        ``asyncio.Runner`` cancel every task), which closed its connection; a new link is made on
+        first use. A loop closed with tasks still pending leaves its socket to the garbage
+        collector (which warns, as for any socket left open). One loop at a time: requests from
+        two loops running at once are not supported. A client that redis-py pools (a cluster's,
+        or one given by the caller) cannot move: that raises ``StateError`` instead.
 
         Raises:
             StateError: the client is redis-py's own and belongs to another loop.
@@ -325,18 +457,16 @@ class Transport:
         if loop is self._loop:
             return
         if self._loop is not None:
-            if self._idle is None:
+            if self._connection is None:
                 raise StateError(
                     f"{self._owner!r} was used from another event loop, and its "
                     f"{type(self._client).__name__} client's connections belong to that loop: use "
                     "and close an adapter with a Redis Cluster, or with a client you gave, within "
                     "one event loop (make one adapter per asyncio.run)"
                 )
-            old, self._idle = self._idle, []
-            for conn in old:
-                _discard(conn)
-            if self._gate is not None:
-                self._gate = asyncio.Semaphore(self._max_connections)
+            old, self._link = self._link, None
+            if old is not None:
+                old.abandon()
         self._loop = loop
 
     def _sha(self, source: str) -> str:
@@ -419,30 +549,23 @@ class Transport:
                 "(every one of max_connections is busy)"
             ) from None
 
-    async def _direct(self, args: tuple[Any, ...]) -> Any:
-        """One command on one of our own standalone connections, within ``socket_timeout``.
+    async def _pipelined(self, args: tuple[Any, ...]) -> Any:
+        """One command on our pipelined standalone connection (see ``_Link``)."""
+        link = self._link
+        if link is None or link.error is not None:
+            link = self._link = self._new_link()
+        return await link.submit(_pack(args))
 
-        redis-py's connection disconnects itself when a send or read fails or is cancelled, so a
-        connection goes back to the idle list either in step or closed (it reconnects on use).
-        """
-        idle, make = self._idle, self._connection
-        assert idle is not None
+    def _new_link(self) -> _Link:
+        make = self._connection
         assert make is not None
-        conn = idle.pop() if idle else make()
-        try:
-            if not conn.is_connected:
-                await conn.connect()  # type: ignore[no-untyped-call]
-            elif await conn.can_read():  # closed by the server while idle (or out of step): afresh
-                await conn.disconnect()
-                await conn.connect()  # type: ignore[no-untyped-call]
-            try:
-                async with asyncio.timeout(self._socket_timeout):
-                    await conn.send_packed_command(_pack(args), check_health=False)
-                    return await conn.read_response()
-            except TimeoutError:
-                raise rexc.TimeoutError(f"no reply within socket_timeout={self._socket_timeout} s") from None
-        finally:
-            if self._closing:
-                await conn.disconnect()
-            else:
-                idle.append(conn)
+        return _Link(make(), self._socket_timeout, self._requeue)
+
+    def _requeue(self, requests: list[_Request]) -> None:
+        """Requests a broken link never sent go out on a new one (sending them once is safe)."""
+        if not requests:
+            return
+        link = self._link
+        if link is None or link.error is not None:
+            link = self._link = self._new_link()
+        link.take(requests)
