@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -289,7 +289,7 @@ class NativeLayout:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def _send_write(
+    def _send_write(
         self,
         group_id: str,
         key: str,
@@ -300,12 +300,12 @@ class NativeLayout:
         expires: str,
         *,
         want: bool,
-    ) -> Any:
-        """Run NATIVE_WRITE (see its arguments in ``scripts``) and return its raw reply.
+    ) -> Awaitable[Any]:
+        """Run NATIVE_WRITE (see its arguments in ``scripts``); await its raw reply.
 
         ``version`` is the version of a new key (an existing key's version goes up by one).
         """
-        return await self._transport.script(
+        return self._transport.script(
             scripts.NATIVE_WRITE,
             self.redis_keys(group_id),
             [

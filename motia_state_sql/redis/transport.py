@@ -91,6 +91,11 @@ def _check_numbers(kwargs: dict[str, Any]) -> None:
             raise ConfigError(f"Redis URL parameter {name} must be a finite number >= 0, got {value!r}")
 
 
+def _resendable(exc: Exception) -> bool:
+    """Whether a request that failed so may be sent again: its connection died (not a timeout)."""
+    return isinstance(exc, rexc.ConnectionError | OSError)
+
+
 def _pack(args: tuple[Any, ...]) -> bytes:
     """A command in the Redis protocol (RESP): an array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
@@ -259,6 +264,7 @@ class Transport:
         "_connection",
         "_gate",
         "_link",
+        "_loading",
         "_loop",
         "_max_connections",
         "_owner",
@@ -310,6 +316,7 @@ class Transport:
         self._secrets: tuple[str, ...] = ()
         self._closing = False
         self._scripts: dict[str, str] = {}  # Lua source -> SHA-1
+        self._loading: dict[str, asyncio.Future[Any]] = {}  # SHA-1 -> its SCRIPT LOAD under way
         if client is None:
             client_options: dict[str, Any] = {
                 "socket_timeout": socket_timeout,
@@ -358,8 +365,8 @@ class Transport:
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def command(self, *args: Any, idempotent: bool) -> Any:
-        """Send one command and return its raw reply (``HGETALL``: a flat list or a dict).
+    def command(self, *args: Any, idempotent: bool) -> Awaitable[Any]:
+        """Send one command; await its raw reply (``HGETALL``: a flat list or a dict).
 
         Scripts go through ``script``: an EVALSHA sent here that the server lacks raises
         redis-py's ``NoScriptError``.
@@ -371,25 +378,23 @@ class Transport:
         """
         if self._connection is None:
             client = self._client
-            return await self._call(lambda: client.execute_command(*args), idempotent=idempotent)
-        return await self._call(lambda: self._pipelined(args), idempotent=idempotent)
+            return self._call(lambda: client.execute_command(*args), idempotent=idempotent)
+        return self._pipelined(args, idempotent, None)
 
-    async def script(self, source: str, keys: list[str], args: list[Any], *, idempotent: bool) -> Any:
+    def script(self, source: str, keys: list[str], args: list[Any], *, idempotent: bool) -> Awaitable[Any]:
         """Run a Lua script by its SHA-1 (EVALSHA), loading it first on a server that lacks it.
+
+        Each of these returns the awaitable of one coroutine (no frame of its own per request:
+        a burst of pipelined requests keeps fewer objects alive, so the garbage collector runs
+        less often).
 
         Raises:
             StoreUnavailableError, SchemaError, StateError: as ``command``.
         """
-        sha = self._sha(source)
-        try:
-            return await self.command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
-        except rexc.NoScriptError:  # the script did not run: safe to run again, even a write
-            if self._connection is None:
-                client = self._client  # a cluster loads it on every primary
-                await self._call(lambda: client.script_load(source), idempotent=True)
-            else:
-                await self.command("SCRIPT", "LOAD", source, idempotent=True)
-            return await self.command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
+        request = ("EVALSHA", self._sha(source), len(keys), *keys, *args)
+        if self._connection is None:
+            return self._client_script(source, request, idempotent)
+        return self._pipelined(request, idempotent, source)
 
     async def scan(self, pattern: str) -> list[str]:
         """Every key name matching the glob ``pattern``, on every node; a name may repeat.
@@ -506,7 +511,7 @@ class Transport:
         return StateError(f"Redis at {self.safe_url} refused the request: {text}")
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
-        """Run one request, mapping driver errors; idempotent reads get one retry on a dead connection."""
+        """Run one request through the client, mapping driver errors (see ``_translated``)."""
         self._follow_loop()
         gate = self._gate
         if gate is not None:
@@ -518,25 +523,96 @@ class Transport:
             for attempt in range(2 if idempotent else 1):
                 try:
                     return await make()
-                except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-                    if attempt == 0 and idempotent and not isinstance(exc, rexc.TimeoutError):
+                except Exception as exc:
+                    if attempt == 0 and idempotent and _resendable(exc):
                         continue
-                    raise self._unavailable(exc) from None
-                except (rexc.RedisClusterException, rexc.ClusterError, rexc.TryAgainError) as exc:
-                    if "same key slot" in str(exc):  # refused by the client before sending
-                        raise self._refused(rexc.ResponseError(f"CROSSSLOT {exc}")) from None
-                    if "No way to dispatch" in str(exc) or "Invalid args" in str(exc):
-                        raise self._refused(rexc.ResponseError(str(exc))) from None
-                    # no reachable node, CLUSTERDOWN, MASTERDOWN, slots not covered: an outage
-                    raise self._unavailable(exc) from None
-                except rexc.NoScriptError:
-                    raise  # script() loads the script and runs it again
-                except rexc.ResponseError as exc:
-                    raise self._refused(exc) from None
+                    ours = self._translated(exc)
+                    if ours is exc:
+                        raise
+                    raise ours from None
             raise AssertionError("unreachable")
         finally:
             if gate is not None:
                 gate.release()
+
+    async def _client_script(self, source: str, request: tuple[Any, ...], idempotent: bool) -> Any:
+        """``script`` through the client (a cluster's, or one given by the caller)."""
+        try:
+            return await self.command(*request, idempotent=idempotent)
+        except rexc.NoScriptError:  # the script did not run: safe to run again, even a write
+            await self._load(source, request[1])
+            return await self.command(*request, idempotent=idempotent)
+
+    async def _pipelined(self, args: tuple[Any, ...], idempotent: bool, source: str | None) -> Any:
+        """One request on our pipelined standalone connection (see ``_Link``), its raw reply.
+
+        ``args`` is an EVALSHA of ``source`` when ``source`` is given: a server that lacks the
+        script gets it loaded, and the request is sent again (it did not run: safe, even a write).
+        Idempotent requests are sent again once when their connection died under them.
+        """
+        if asyncio.get_running_loop() is not self._loop:
+            self._follow_loop()
+        packed = _pack(args)
+        resent = False
+        while True:
+            link = self._link
+            if link is None or link.error is not None:
+                link = self._link = self._new_link()
+            try:
+                return await link.submit(packed)
+            except rexc.NoScriptError:
+                if source is None or resent:
+                    raise
+                await self._load(source, args[1])
+            except Exception as exc:
+                if resent or not idempotent or not _resendable(exc):
+                    ours = self._translated(exc)
+                    if ours is exc:
+                        raise
+                    raise ours from None
+            resent = True
+
+    def _translated(self, exc: Exception) -> Exception:
+        """Our error for a driver's: an outage, a refusal, or a key of another layout.
+
+        ``NoScriptError`` passes through (``script`` loads the script and runs it again), as does
+        anything that is not the driver's.
+        """
+        if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+            return self._unavailable(exc)
+        if isinstance(exc, rexc.RedisClusterException | rexc.ClusterError | rexc.TryAgainError):
+            if "same key slot" in str(exc):  # refused by the client before sending
+                return self._refused(rexc.ResponseError(f"CROSSSLOT {exc}"))
+            if "No way to dispatch" in str(exc) or "Invalid args" in str(exc):
+                return self._refused(rexc.ResponseError(str(exc)))
+            # no reachable node, CLUSTERDOWN, MASTERDOWN, slots not covered: an outage
+            return self._unavailable(exc)
+        if isinstance(exc, rexc.ResponseError) and not isinstance(exc, rexc.NoScriptError):
+            return self._refused(exc)
+        return exc
+
+    async def _load(self, source: str, sha: str) -> None:
+        """SCRIPT LOAD ``source`` once for every request that met NOSCRIPT meanwhile.
+
+        A burst of pipelined EVALSHAs on a server that lacks the script all fail with NOSCRIPT;
+        the first starts the load, the others wait for that same load (shielded: a waiter that is
+        cancelled does not cancel it for the rest).
+        """
+        loading = self._loading.get(sha)
+        if loading is None or loading.get_loop() is not asyncio.get_running_loop():
+            if self._connection is None:
+                client = self._client  # a cluster loads it on every primary
+                load = self._call(lambda: client.script_load(source), idempotent=True)
+            else:
+                load = self._pipelined(("SCRIPT", "LOAD", source), True, None)
+            loading = self._loading[sha] = asyncio.ensure_future(load)
+
+            def forget(done: asyncio.Future[Any]) -> None:
+                if self._loading.get(sha) is done:
+                    del self._loading[sha]
+
+            loading.add_done_callback(forget)
+        await asyncio.shield(loading)
 
     async def _queue(self, gate: asyncio.Semaphore) -> None:
         """Wait for a free connection, up to ``socket_timeout``."""
@@ -548,13 +624,6 @@ class Transport:
                 f"Redis at {self.safe_url}: no free connection within {self._socket_timeout} s "
                 "(every one of max_connections is busy)"
             ) from None
-
-    async def _pipelined(self, args: tuple[Any, ...]) -> Any:
-        """One command on our pipelined standalone connection (see ``_Link``)."""
-        link = self._link
-        if link is None or link.error is not None:
-            link = self._link = self._new_link()
-        return await link.submit(_pack(args))
 
     def _new_link(self) -> _Link:
         make = self._connection
