@@ -553,7 +553,7 @@ class Transport:
         if asyncio.get_running_loop() is not self._loop:
             self._follow_loop()
         packed = _pack(args)
-        resent = False
+        loaded = resent = False
         while True:
             link = self._link
             if link is None or link.error is not None:
@@ -561,16 +561,17 @@ class Transport:
             try:
                 return await link.submit(packed)
             except rexc.NoScriptError:
-                if source is None or resent:
+                if source is None or loaded:
                     raise
                 await self._load(source, args[1])
+                loaded = True
             except Exception as exc:
                 if resent or not idempotent or not _resendable(exc):
                     ours = self._translated(exc)
                     if ours is exc:
                         raise
                     raise ours from None
-            resent = True
+                resent = True
 
     def _translated(self, exc: Exception) -> Exception:
         """Our error for a driver's: an outage, a refusal, or a key of another layout.
