@@ -120,7 +120,7 @@ async def test_a_connection_killed_mid_burst_fails_exactly_the_calls_in_flight(
         async with RedisStateAdapter(server.url, key_prefix=prefix, layout=layout) as store:
             await asyncio.gather(*(store.set("stored", f"k{n}", _value(n)) for n in range(100)))
             mine = await killer.client_id()
-            (theirs,) = [int(c["id"]) for c in await killer.client_list() if int(c["id"]) != mine]
+            (theirs,) = [c["id"] for c in await killer.client_list() if int(c["id"]) != mine]
 
             sets = [asyncio.create_task(store.set("g", f"k{n}", _value(n))) for n in range(BURST)]
             reads = [asyncio.create_task(store.get("stored", f"k{n % 100}")) for n in range(1000)]
