@@ -96,6 +96,13 @@ def _resendable(exc: Exception) -> bool:
     return isinstance(exc, rexc.ConnectionError | OSError)
 
 
+def _first_key(args: tuple[Any, ...]) -> Any:
+    """The first key a request names (what a cluster routes it by), or None."""
+    if args[0] == "EVALSHA":
+        return args[3] if args[2] else None
+    return args[1] if len(args) > 1 else None
+
+
 def _pack(args: tuple[Any, ...]) -> bytes:
     """A command in the Redis protocol (RESP): an array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
@@ -263,12 +270,14 @@ class Transport:
         "_closing",
         "_connection",
         "_gate",
-        "_link",
+        "_links",
         "_loading",
         "_loop",
         "_max_connections",
+        "_nodes",
         "_owner",
         "_owns_client",
+        "_routing",
         "_scripts",
         "_secrets",
         "_socket_timeout",
@@ -309,9 +318,13 @@ class Transport:
         self._max_connections = max_connections
         #: The event loop the connections belong to (see _follow_loop).
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: Standalone: makes our own connection; None: requests go through the client.
+        #: Standalone: makes our own connection; None: requests go through the client, or are
+        #: pipelined per node of a cluster (``_nodes``).
         self._connection: Callable[[], AbstractConnection] | None = None
-        self._link: _Link | None = None  # the connection requests are pipelined on
+        self._nodes = False  # our own cluster client: requests pipelined on a link per node
+        self._routing = False  # the cluster client has learnt which node serves which slot
+        #: The connections requests are pipelined on: one per node ("" for a standalone server).
+        self._links: dict[str, _Link] = {}
         self._socket_timeout: float | None = socket_timeout
         self._secrets: tuple[str, ...] = ()
         self._closing = False
@@ -331,6 +344,7 @@ class Transport:
             try:
                 if cluster:
                     client = RedisCluster.from_url(url, **client_options)
+                    self._nodes = True
                 else:
                     client = aioredis.Redis.from_url(url, **client_options)
                     # Standalone: our own pipelined connection, made as the client's pool makes
@@ -360,8 +374,7 @@ class Transport:
     @property
     def holds_connections(self) -> bool:
         """Whether connections of its own are open (``close()`` releases them)."""
-        link = self._link
-        return link is not None and link.error is None
+        return any(link.error is None for link in self._links.values())
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -376,9 +389,8 @@ class Transport:
             SchemaError: the command met a key of another kind.
             StateError: Redis refused the command, or the transport is used from another loop.
         """
-        if self._connection is None:
-            client = self._client
-            return self._call(lambda: client.execute_command(*args), idempotent=idempotent)
+        if self._connection is None and not self._nodes:
+            return self._through_client(args, idempotent)
         return self._pipelined(args, idempotent, None)
 
     def script(self, source: str, keys: list[str], args: list[Any], *, idempotent: bool) -> Awaitable[Any]:
@@ -392,7 +404,7 @@ class Transport:
             StoreUnavailableError, SchemaError, StateError: as ``command``.
         """
         request = ("EVALSHA", self._sha(source), len(keys), *keys, *args)
-        if self._connection is None:
+        if self._connection is None and not self._nodes:
             return self._client_script(source, request, idempotent)
         return self._pipelined(request, idempotent, source)
 
@@ -435,10 +447,10 @@ class Transport:
     async def close(self) -> None:
         """Close the connections of its own, and the client if it made it."""
         self._closing = True
-        link, self._link = self._link, None
-        if link is not None:
+        links, self._links = self._links, {}
+        for link in links.values():
             link.writer.cancel()  # it fails what is left and closes the connection
-            await asyncio.gather(link.writer, return_exceptions=True)
+        await asyncio.gather(*(link.writer for link in links.values()), return_exceptions=True)
         if self._owns_client:
             await self._client.aclose()
 
@@ -469,9 +481,9 @@ class Transport:
                     "and close an adapter with a Redis Cluster, or with a client you gave, within "
                     "one event loop (make one adapter per asyncio.run)"
                 )
-            old, self._link = self._link, None
-            if old is not None:
-                old.abandon()
+            old, self._links = self._links, {}
+            for link in old.values():
+                link.abandon()
         self._loop = loop
 
     def _sha(self, source: str) -> str:
@@ -555,16 +567,20 @@ class Transport:
         packed = _pack(args)
         loaded = resent = False
         while True:
-            link = self._link
-            if link is None or link.error is not None:
-                link = self._link = self._new_link()
             try:
+                link = await self._link_for(args) if self._nodes else self._standalone_link()
+                if link is None or (resent and self._nodes):
+                    # No key to route by, or sent again after a node's connection died: through
+                    # the cluster client, which finds the node (and a failed-over one) itself.
+                    return await self._through_client(args, idempotent)
                 return await link.submit(packed)
             except rexc.NoScriptError:
                 if source is None or loaded:
                     raise
                 await self._load(source, args[1])
                 loaded = True
+            except rexc.AskError:  # MOVED or ASK: the node does not serve the slot, nothing ran
+                return await self._through_client(args, idempotent)
             except Exception as exc:
                 if resent or not idempotent or not _resendable(exc):
                     ours = self._translated(exc)
@@ -572,6 +588,43 @@ class Transport:
                         raise
                     raise ours from None
                 resent = True
+
+    def _through_client(self, args: tuple[Any, ...], idempotent: bool) -> Awaitable[Any]:
+        client = self._client
+        return self._call(lambda: client.execute_command(*args), idempotent=idempotent)
+
+    def _standalone_link(self) -> _Link:
+        link = self._links.get("")
+        if link is None or link.error is not None:
+            make = self._connection
+            assert make is not None
+            link = self._new_link("", make)
+        return link
+
+    async def _link_for(self, args: tuple[Any, ...]) -> _Link | None:
+        """The link of the cluster node serving the request's first key; None for no key.
+
+        Following a MOVED or ASK (through the client) teaches the client the new slot's node.
+
+        Raises:
+            redis-py's errors: the cluster cannot be reached, or the key's slot is not served.
+        """
+        client = self._client
+        assert isinstance(client, RedisCluster)
+        if not self._routing:
+            await client.initialize()
+            self._routing = True
+        key = _first_key(args)
+        if key is None:
+            return None
+        node = client.get_node_from_key(key)
+        if node is None:
+            return None
+        link = self._links.get(node.name)
+        if link is None or link.error is not None:
+            kwargs = {**node.connection_kwargs, "socket_timeout": None}
+            link = self._new_link(node.name, partial(node.connection_class, **kwargs))
+        return link
 
     def _translated(self, exc: Exception) -> Exception:
         """Our error for a driver's: an outage, a refusal, or a key of another layout.
@@ -626,16 +679,16 @@ class Transport:
                 "(every one of max_connections is busy)"
             ) from None
 
-    def _new_link(self) -> _Link:
-        make = self._connection
-        assert make is not None
-        return _Link(make(), self._socket_timeout, self._requeue)
+    def _new_link(self, name: str, make: Callable[[], AbstractConnection]) -> _Link:
+        """A new link to the node ``name``, replacing its broken one."""
 
-    def _requeue(self, requests: list[_Request]) -> None:
-        """Requests a broken link never sent go out on a new one (sending them once is safe)."""
-        if not requests:
-            return
-        link = self._link
-        if link is None or link.error is not None:
-            link = self._link = self._new_link()
-        link.take(requests)
+        def requeue(requests: list[_Request]) -> None:
+            """Requests a broken link never sent go out on a new one (sending them once is safe)."""
+            if requests:
+                link = self._links.get(name)
+                if link is None or link.error is not None:
+                    link = self._new_link(name, make)
+                link.take(requests)
+
+        link = self._links[name] = _Link(make(), self._socket_timeout, requeue)
+        return link
