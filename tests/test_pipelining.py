@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from motia_state_sql import RedisStateAdapter, StateItem, StoreUnavailableError
+from motia_state_sql.redis.layouts import NativeLayout
+from motia_state_sql.redis.transport import text
 
 from .redis_server import RedisServer
 
@@ -180,3 +183,94 @@ async def test_a_burst_from_one_loop_turn_takes_few_round_trips(
         assert reads <= 2 * calls // 20, reads
         assert writes <= 2 * calls // 20, writes
         assert after["total_connections_received"] == before["total_connections_received"]
+
+
+# -- Redis Cluster: a link per node ------------------------------------------------------------
+
+
+def _cluster(node: redis.Redis, *args: Any) -> Any:
+    """``CLUSTER <args>`` on one node."""
+    return node.execute_command("CLUSTER", *args)  # type: ignore[no-untyped-call]
+
+
+def _primaries(url: str) -> dict[int, redis.Redis]:
+    """A client of each primary of the cluster that ``url`` names a node of, by port."""
+    with redis.Redis.from_url(url) as first:
+        shards = _cluster(first, "SLOTS")
+    return {int(shard[2][1]): redis.Redis(host="127.0.0.1", port=int(shard[2][1])) for shard in shards}
+
+
+def _owner(node: redis.Redis, slot: int) -> int:
+    """The port of the primary serving ``slot``, as ``node`` sees it."""
+    return next(int(s[2][1]) for s in _cluster(node, "SLOTS") if s[0] <= slot <= s[1])
+
+
+def _reads(node: redis.Redis) -> int:
+    return int(node.info("stats")["total_reads_processed"])
+
+
+def _moved(node: redis.Redis) -> int:
+    """How many MOVED redirections ``node`` answered."""
+    return int(node.info("errorstats").get("errorstat_MOVED", {}).get("count", 0))
+
+
+async def test_a_cluster_burst_is_pipelined_per_node(redis_cluster_url: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    nodes = list(_primaries(redis_cluster_url).values())
+    groups = [f"g{n}" for n in range(300)]
+    try:
+        async with RedisStateAdapter(redis_cluster_url, key_prefix=prefix, cluster=True) as store:
+            for group in groups:  # every node has its connection and scripts
+                await store.set(group, "warm", 0)
+            before = [_reads(node) for node in nodes]
+            got = await asyncio.gather(
+                *(store.set(groups[n % 300], f"k{n}", _value(n)) for n in range(3000)),
+                *(store.get(groups[n % 300], "warm") for n in range(3000)),
+            )
+            reads = [_reads(node) - old for node, old in zip(nodes, before, strict=True)]
+            assert got == [*(_value(n) for n in range(3000)), *([0] * 3000)]
+            # about 2000 calls per node, read by each node in a few chunks (+1 for our INFO)
+            assert all(2 <= r <= 100 for r in reads), reads
+            for n in range(5):
+                numbers = sorted(range(n, 3000, 300), key=lambda m: f"k{m}")
+                assert await store.get_group(groups[n]) == [*(_value(m) for m in numbers), 0]
+            await asyncio.gather(*(store.clear(group) for group in groups))
+    finally:
+        for node in nodes:
+            node.close()
+
+
+async def test_a_cluster_slot_that_moved_is_followed(redis_cluster_url: str) -> None:
+    """A node answers MOVED for a slot it gave away: the call lands, once, on the new node, and
+    the next calls go there directly."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    nodes = _primaries(redis_cluster_url)
+    async with RedisStateAdapter(redis_cluster_url, key_prefix=prefix, cluster=True) as store:
+        assert isinstance(store._layout, NativeLayout)
+        slot = key_slot(store._layout.redis_keys("moving")[0].encode())
+        owner = nodes[_owner(nodes[min(nodes)], slot)]
+        target = next(node for node in nodes.values() if node is not owner)
+        ids = {port: text(_cluster(node, "MYID")) for port, node in nodes.items()}
+
+        def move(to: redis.Redis) -> None:
+            """Give the (empty) slot to ``to``: the new owner hears it first, as redis-cli does."""
+            port = next(p for p, node in nodes.items() if node is to)
+            for node in sorted(nodes.values(), key=lambda node: node is not to):
+                _cluster(node, "SETSLOT", slot, "NODE", ids[port])
+
+        try:
+            assert await store.get("moving", "k") is None  # the slot's node learnt: the owner
+            move(target)
+            moved = _moved(owner)
+            assert await store.set("moving", "k", 1) == 1
+            assert _moved(owner) > moved
+            assert _cluster(target, "COUNTKEYSINSLOT", slot) == 1
+            moved = _moved(owner)
+            assert await store.set("moving", "k", 2) == 2
+            assert await store.get("moving", "k") == 2
+            assert _moved(owner) == moved  # straight to the new node
+            await store.clear("moving")
+        finally:
+            move(owner)
+            for node in nodes.values():
+                node.close()

@@ -277,7 +277,6 @@ class Transport:
         "_nodes",
         "_owner",
         "_owns_client",
-        "_routing",
         "_scripts",
         "_secrets",
         "_socket_timeout",
@@ -322,7 +321,6 @@ class Transport:
         #: pipelined per node of a cluster (``_nodes``).
         self._connection: Callable[[], AbstractConnection] | None = None
         self._nodes = False  # our own cluster client: requests pipelined on a link per node
-        self._routing = False  # the cluster client has learnt which node serves which slot
         #: The connections requests are pipelined on: one per node ("" for a standalone server).
         self._links: dict[str, _Link] = {}
         self._socket_timeout: float | None = socket_timeout
@@ -611,9 +609,7 @@ class Transport:
         """
         client = self._client
         assert isinstance(client, RedisCluster)
-        if not self._routing:
-            await client.initialize()
-            self._routing = True
+        await client.initialize()  # at once, unless new or reset after an outage: then it learns the slots
         key = _first_key(args)
         if key is None:
             return None
