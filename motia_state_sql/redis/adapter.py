@@ -106,8 +106,10 @@ class RedisStateAdapter(StateAdapter):
             socket_timeout: seconds before a call to an unresponsive server fails with
                 ``StoreUnavailableError``.
             connect_timeout: seconds to wait for a connection.
-            max_connections: connections to Redis at most; more concurrent calls wait for a free
-                one (up to ``socket_timeout``) instead of failing.
+            max_connections: a standalone server gets one connection per adapter, on which
+                concurrent calls are pipelined; on a Cluster, what goes through the cluster
+                client (redirects, SCAN, SCRIPT LOAD) uses at most this many connections per
+                node, and calls wait for a free one (up to ``socket_timeout``).
             max_value_bytes: largest encoded value accepted.
             expiry_margin: native layout: seconds Redis keeps a group whose every item has
                 expired past the last expiry, before removing its keys (covers clocks of instances

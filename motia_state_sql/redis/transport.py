@@ -12,13 +12,37 @@ layouts and the adapter use, and the whole contract a rewrite must keep:
 
 Each call is one request and its reply; calls may run concurrently. A call that fails raises
 one of our errors, never redis-py's: ``StoreUnavailableError`` (the server cannot be reached or
-does not answer within ``socket_timeout``, or no connection is free within it), ``SchemaError``
-(a script met a key of another layout or tool), ``StateError`` (Redis refused the request).
-Passwords never appear in a message. ``idempotent=True`` requests may be sent a second time when
-the connection died under the first; other requests are sent once, so a write whose reply was
-lost is reported, never repeated.
-"""
+does not answer within ``socket_timeout``), ``SchemaError`` (a script met a key of another
+layout or tool), ``StateError`` (Redis refused the request). Passwords never appear in a
+message. ``idempotent=True`` requests may be sent a second time when the connection died under
+the first; other requests are sent once, so a write whose reply was lost is reported, never
+repeated.
 
+Auto-pipelining. Requests to a server (each node of a Cluster) share one connection, a ``_Link``:
+a request is packed (RESP) and queued, and the link's writer task, which runs in the next turn
+of the event loop, sends everything queued by then in one write; its reader task matches
+replies to requests in order (Redis answers a connection's requests in the order they came).
+So the calls that concurrent tasks make in one loop turn (``asyncio.gather`` of 10 000 sets)
+cost one write and a few reads instead of 10 000 round trips, and a lone call costs one round
+trip, as before. What stays exact:
+
+* A cancelled caller leaves a cancelled future: a request not yet written is dropped (it never
+  runs), one already written is answered and its reply dropped, so the replies after it stay
+  matched to their own requests.
+* Each write arms one timer of ``socket_timeout``; when the last reply of that write has not come
+  by then, or the connection drops, or a reply comes that nobody asked for, the link breaks:
+  every request written on it fails (``StoreUnavailableError``; reads are sent once more on a
+  new link, writes never), requests it had not written yet go out on a new link (they never
+  left), and its connection is closed.
+* Connections are redis-py's own classes, made with the client's settings (TLS, unix sockets,
+  AUTH, ``db``, RESP3), used through their public calls (``connect``, ``send_packed_command``,
+  ``read_response``, ``disconnect``); replies are parsed by redis-py (with hiredis).
+* A Cluster's requests are routed by their first key through the cluster client's slot table;
+  a MOVED or ASK (nothing ran), and a read sent again after its node's connection died, go
+  through the cluster client, which follows the redirect and learns the new layout. SCAN and
+  SCRIPT LOAD (every node) and a client given by the caller go through that client as well.
+* A link's tasks belong to its event loop: when ``asyncio.run`` ends it cancels them, which
+  closes the connection; the next loop gets a new link (see ``Transport._follow_loop``).
 from __future__ import annotations
 
 import asyncio
@@ -258,11 +282,11 @@ class _Link:
 class Transport:
     """Requests to one Redis (standalone or Cluster) for one adapter; see the module docstring.
 
-    Built from a URL, it owns its connections: on a standalone server they are its own (made as
-    redis-py's pool makes them, each request under one ``asyncio.timeout``), at most
-    ``max_connections``, and a request waits up to ``socket_timeout`` for a free one; on a
-    Cluster they are ``RedisCluster``'s. Given a client, it sends through that client and never
-    closes it.
+    Built from a URL, it owns its connections: one pipelined connection to a standalone server,
+    one to each node of a Cluster (made as redis-py's pools make them), plus the connections of
+    the ``RedisCluster`` client for what goes through it (at most ``max_connections`` per node; a
+    request waits up to ``socket_timeout`` for a free one). Given a client, it sends through that
+    client, unpipelined, and never closes it.
     """
 
     __slots__ = (
@@ -305,7 +329,7 @@ class Transport:
             cluster: connect with ``RedisCluster``.
             socket_timeout: seconds a request (or its wait for a free connection) may take.
             connect_timeout: seconds to wait for a connection.
-            max_connections: connections to Redis at most.
+            max_connections: connections of the cluster client (or a client given), per node.
 
         Raises:
             ConfigError: redis-py cannot make a client or a connection of ``url``, or a number in
