@@ -6,6 +6,8 @@ contract in ``docs/contract-decisions.md``: exact values, exact groups, atomic w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .base import JsonEntry, StateAdapter, StateTransaction
 from .errors import (
     ConfigError,
@@ -21,10 +23,26 @@ from .errors import (
 from .file import FileStateAdapter
 from .memory import MemoryStateAdapter
 from .ops import decrement, increment, merge, remove, set_op
-from .redis import RedisStateAdapter
 from .rows import StateItem, UpdateResult
 from .sqlite import SqliteStateAdapter
 from .url import open_state
+
+if TYPE_CHECKING:
+    from .redis import RedisStateAdapter
+
+# Backends whose driver costs start-up time are imported when first named, so that
+# ``import motia_state_sql`` loads neither redis-py nor anything it does not use.
+_LAZY = {"RedisStateAdapter": ".redis"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ConfigError",

@@ -51,10 +51,9 @@ from .cli_io import (
 from .errors import SchemaError, StateError
 from .file import FILE_NAME, FileStateAdapter
 from .memory import MemoryStateAdapter
-from .redis.transport import redact
 from .rows import StateItem
 from .sqlite import DEFAULT_PATH, SqliteStateAdapter
-from .url import ENV_VAR, open_state
+from .url import ENV_VAR, open_state, redact
 
 __all__ = [
     "EXIT_BAD_INPUT",

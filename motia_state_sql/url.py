@@ -3,18 +3,46 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import StateAdapter
 from .errors import ConfigError, InvalidKeyError
-from .redis.transport import redact
 
-__all__ = ["ENV_VAR", "open_state"]
+__all__ = ["ENV_VAR", "open_state", "redact", "secrets_in"]
 
 #: The environment variable read when ``open_state`` gets no URL.
 ENV_VAR: Final = "MOTIA_STATE_URL"
+
+
+# A query parameter naming a password (``password``, ``ssl_password``...), and its value.
+_QUERY_SECRET = re.compile(r"(?i)(^|[&;])([^=&;]*pass[^=&;]*)=([^&;]*)")
+
+
+def redact(url: str) -> str:
+    """``url`` with every password replaced by ``***`` (for repr, logs and messages).
+
+    Covers the userinfo password (``redis://user:pw@host``) and query parameters naming one
+    (``?password=pw``, ``ssl_password``), which redis-py accepts too. A URL without a password
+    comes back as it was given (any scheme: the CLI shows every URL through this).
+    """
+    parts = urlsplit(url)
+    secret = parts._replace(query=_QUERY_SECRET.sub(r"\1\2=***", parts.query))
+    if parts.password is not None:
+        # The netloc's text after "@" is kept as written (parts.port would raise for a bad port).
+        user = parts.username or ""
+        secret = secret._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    return url if secret == parts else urlunsplit(secret)
+
+
+def secrets_in(url: str) -> tuple[str, ...]:
+    """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
+    parts = urlsplit(url)
+    found = [parts.password or ""] + [m.group(3) for m in _QUERY_SECRET.finditer(parts.query)]
+    every = {variant for text in found for variant in (text, unquote(text)) if text}
+    return tuple(sorted(every, key=len, reverse=True))
 
 
 def _bool(text: str) -> bool:
@@ -130,7 +158,6 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     """
     from .file import FileStateAdapter
     from .memory import MemoryStateAdapter
-    from .redis import RedisStateAdapter
     from .sqlite import DEFAULT_PATH, SqliteStateAdapter
 
     url = url or os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}"
@@ -142,6 +169,8 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
             "sqlite:///path, sqlite:///:memory:, memory://, file:///dir, redis://, rediss://, unix://"
         )
     if scheme == "redis":
+        from .redis import RedisStateAdapter  # redis-py loads only for a Redis URL
+
         merged: Mapping[str, Any] = {**_options(scheme, parts.query, _REDIS_OWN), **options}
         kept = [
             (name, text)

@@ -37,7 +37,8 @@ from motia_state_sql import (
 )
 from motia_state_sql.cli_io import copy_items
 from motia_state_sql.redis.layouts import NativeLayout
-from motia_state_sql.redis.transport import redact, text
+from motia_state_sql.redis.transport import text
+from motia_state_sql.url import redact
 
 from .redis_server import RedisServer, free_port
 

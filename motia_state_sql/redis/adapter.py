@@ -28,8 +28,9 @@ from ..base import StateAdapter, TxStore
 from ..errors import ConfigError, ConflictError, StateError
 from ..ops import Filter
 from ..rows import Clock, Plan, Row, RowEntry, Write, WriteResult, plan_write
+from ..url import redact
 from .layouts import Layout, MotiaLayout, NativeLayout, Reads
-from .transport import Client, Transport, redact
+from .transport import Client, Transport
 
 __all__ = ["DEFAULT_PREFIX", "RedisStateAdapter"]
 

@@ -43,6 +43,8 @@ trip, as before. What stays exact:
   SCRIPT LOAD (every node) and a client given by the caller go through that client as well.
 * A link's tasks belong to its event loop: when ``asyncio.run`` ends it cancels them, which
   closes the connection; the next loop gets a new link (see ``Transport._follow_loop``).
+"""
+
 from __future__ import annotations
 
 import asyncio
@@ -54,7 +56,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -64,11 +65,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError
+from ..url import redact, secrets_in
 
 if TYPE_CHECKING:
     from .adapter import RedisStateAdapter
 
-__all__ = ["Client", "Transport", "redact", "text"]
+__all__ = ["Client", "Transport", "text"]
 
 T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
@@ -76,36 +78,10 @@ Client = aioredis.Redis | RedisCluster
 #: A packed request and the future its reply resolves.
 _Request = tuple[bytes, "asyncio.Future[Any]"]
 
-_QUERY_SECRET = re.compile(r"(?i)(^|[&;])([^=&;]*pass[^=&;]*)=([^&;]*)")
-
 
 def text(value: Any) -> str:
     """A reply's bulk string (bytes, or str from a client that decodes) as ``str``."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def redact(url: str) -> str:
-    """``url`` with every password replaced by ``***`` (for repr, logs and messages).
-
-    Covers the userinfo password (``redis://user:pw@host``) and query parameters naming one
-    (``?password=pw``, ``ssl_password``), which redis-py accepts too. A URL without a password
-    comes back as it was given (any scheme: the CLI shows every URL through this).
-    """
-    parts = urlsplit(url)
-    secret = parts._replace(query=_QUERY_SECRET.sub(r"\1\2=***", parts.query))
-    if parts.password is not None:
-        # The netloc's text after "@" is kept as written (parts.port would raise for a bad port).
-        user = parts.username or ""
-        secret = secret._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
-    return url if secret == parts else urlunsplit(secret)
-
-
-def _secrets(url: str) -> tuple[str, ...]:
-    """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
-    parts = urlsplit(url)
-    found = [parts.password or ""] + [m.group(3) for m in _QUERY_SECRET.finditer(parts.query)]
-    every = {variant for text in found for variant in (text, unquote(text)) if text}
-    return tuple(sorted(every, key=len, reverse=True))
 
 
 def _check_numbers(kwargs: dict[str, Any]) -> None:
@@ -362,7 +338,7 @@ class Transport:
                 "max_connections": max_connections,
             }
             self.safe_url = redact(url)
-            self._secrets = _secrets(url)
+            self._secrets = secrets_in(url)
             try:
                 if cluster:
                     client = RedisCluster.from_url(url, **client_options)

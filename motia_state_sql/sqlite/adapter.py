@@ -34,6 +34,7 @@ from ..base import StateAdapter, TxStore, acquire_within
 from ..codec import INT64_MAX, INT64_MIN
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
 from ..ops import Filter, parse_number
+from ..revision import HEAD_REVISION, TABLE
 from ..rows import (
     UNCHANGED,
     Clock,
@@ -45,8 +46,7 @@ from ..rows import (
     plan_write,
 )
 from . import migrate
-from .commit import GroupCommit, Job
-from .schema import HEAD_REVISION, TABLE
+from .commit import ClearJob, GroupCommit, Job, WriteJob
 from .worker import Worker
 
 __all__ = ["DEFAULT_PATH", "SqliteStateAdapter"]
@@ -700,7 +700,7 @@ class SqliteStateAdapter(StateAdapter):
                     results.append(exc)
             if sets:
                 _run_sets(raw, sets, results)
-            now = max(job[2] for job in jobs)
+            now = max(job.now for job in jobs)
             if now - self._last_purge >= self.purge_interval:
                 raw.execute(_PURGE, (now, _PURGE_BATCH))
                 self._last_purge = now
@@ -714,10 +714,10 @@ class SqliteStateAdapter(StateAdapter):
 
     @staticmethod
     def _apply_job(raw: sqlite3.Connection, job: Job) -> Any:
-        if job[0] == "clear":
-            raw.execute(_DELETE_GROUP, (job[1],))
+        if isinstance(job, ClearJob):
+            raw.execute(_DELETE_GROUP, (job.group_id,))
             return None
-        _, write, now = job
+        write, now = job
         found = raw.execute(_SELECT_ROW, (write.group_id, write.key)).fetchone()
         current = _row(found) if found is not None else None
         if current is not None and not current.live(now):
@@ -730,12 +730,12 @@ class SqliteStateAdapter(StateAdapter):
     async def _write(self, write: Write, now: float) -> WriteResult:
         if self._writer is None:
             await self._connect()
-        return cast(WriteResult, await self._commits.write(("write", write, now)))
+        return cast(WriteResult, await self._commits.write(WriteJob(write, now)))
 
     async def _clear(self, group_id: str, now: float) -> None:
         if self._writer is None:
             await self._connect()
-        await self._commits.submit(("clear", group_id, now))
+        await self._commits.submit(ClearJob(group_id, now))
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -790,9 +790,9 @@ def _file_id(path: str) -> tuple[int, int] | None:
 
 def _plain_set(job: Job) -> tuple[Any, ...] | None:
     """The ``_SET`` parameters of an unconditional set, else ``None``."""
-    if job[0] != "write":
+    if isinstance(job, ClearJob):
         return None
-    _, write, now = job
+    write, now = job
     if write.kind != "set" or write.if_version is not None or write.if_absent:
         return None
     return (write.group_id, write.key, write.encoded, new_version(None), now, write.expires_at(now))

@@ -1,10 +1,23 @@
 """``GroupCommit``: the write queue of one SQLite adapter; writes of one loop turn commit together.
 
 A write (``Job``) either commits alone, right away, or joins the queue. Whatever is queued when
-the loop gets to the flush callback (every coroutine ready in that loop turn has queued its
-write by then) runs as one batch: one transaction, one commit. Each caller is resumed with its
-own result or exception once its batch committed; a caller cancelled before its batch started is
-dropped, and nothing of it is written.
+the loop gets to the flush callback runs as one batch: one transaction, one commit.
+
+Which writes share a batch depends on how they arrive, and the queue adapts to it:
+
+* A lone writer (one coroutine, or writes far apart) commits at once, with no added latency,
+  and yields to other tasks once a millisecond (not after every write: a loop turn costs as much
+  as the rest of a write).
+* A write arriving while another is committing or queued makes the queue *crowded*. While
+  crowded, every write queues, and the flush waits one more loop turn before it commits: tasks
+  that a finished batch (or a released semaphore, or a new request) wakes up arrive one loop turn
+  after the writes that woke them, and that extra turn lets them join instead of each committing
+  almost alone. ``gather`` of many tasks, ``Semaphore``-bounded ``gather``, long-lived workers and
+  open-loop arrivals all fill batches this way.
+* Two batches in a row of a single write end the crowding: the writer is alone again.
+
+Each caller is resumed with its own result or exception once its batch committed; a caller
+cancelled before its batch started is dropped, and nothing of it is written.
 
 The adapter says how to run a batch: ``on_loop(jobs)`` runs it on the event loop without waiting
 for any lock (``None`` when another process holds the write lock; only given when commits never
@@ -15,17 +28,36 @@ to the busy timeout. Batches and transactions share ``lock``: one writer at a ti
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 from ..base import acquire_within
 from ..errors import StateError
 from ..rows import Write
 
-__all__ = ["GroupCommit", "Job"]
+__all__ = ["ClearJob", "GroupCommit", "Job", "WriteJob"]
 
-#: A queued write: a single-key write, or the clearing of a group, with the time it was asked.
-Job = tuple[Literal["write"], Write, float] | tuple[Literal["clear"], str, float]
+
+
+class WriteJob(NamedTuple):
+    """A queued single-key write, and the time it was asked (expiry is judged at that time)."""
+
+    write: Write
+    now: float
+
+
+class ClearJob(NamedTuple):
+    """A queued clearing of one group, and the time it was asked."""
+
+    group_id: str
+    now: float
+
+
+#: What the queue holds: a single-key write, or the clearing of a group.
+Job = WriteJob | ClearJob
+#: Seconds a run of lone writes may keep the loop before one of them yields to other tasks.
+_YIELD_EVERY = 0.001
 _Waiting = tuple[Job, "asyncio.Future[Any]"]
 OnLoop = Callable[[list[Job]], "list[Any] | None"]
 OnThread = Callable[[list[Job]], Awaitable[list[Any]]]
@@ -36,6 +68,8 @@ class GroupCommit:
 
     __slots__ = (
         "_busy_timeout",
+        "_crowded",
+        "_deferred",
         "_flusher",
         "_label",
         "_lock",
@@ -44,6 +78,8 @@ class GroupCommit:
         "_on_thread",
         "_queue",
         "_scheduled",
+        "_singles",
+        "_yielded",
     )
 
     def __init__(
@@ -58,6 +94,10 @@ class GroupCommit:
         self._scheduled = False  # a flush callback is due in this loop turn
         self._flusher: asyncio.Task[None] | None = None  # runs batches that wait for the lock
         self._lone = False  # a write that committed alone has not yet resumed its caller
+        self._yielded = float("-inf")  # time.monotonic() when a lone write last yielded
+        self._crowded = False  # writes arrive together: queue them all (see the module docstring)
+        self._deferred = False  # the due flush callback already waited its extra loop turn
+        self._singles = 0  # batches of one write in a row, while crowded
 
     def alone(self) -> bool:
         """Whether a write arriving now is the only one: nothing queued, running or just written.
@@ -66,6 +106,7 @@ class GroupCommit:
         """
         return (
             self._on_loop is not None
+            and not self._crowded
             and not self._lone
             and not self._queue
             and not self._scheduled
@@ -83,13 +124,16 @@ class GroupCommit:
             assert self._on_loop is not None
             results = self._on_loop([job])
             if results is not None:
-                # Yield once (a writing loop starves nobody); writers arriving meanwhile queue
-                # and commit as one batch. One loop turn per lone write instead of two.
-                self._lone = True
-                try:
-                    await asyncio.sleep(0)
-                finally:
-                    self._lone = False
+                now = time.monotonic()
+                if now - self._yielded >= _YIELD_EVERY:
+                    # Yield now and then (a writing loop starves nobody for long); writers
+                    # arriving meanwhile queue and commit as one batch.
+                    self._yielded = now
+                    self._lone = True
+                    try:
+                        await asyncio.sleep(0)
+                    finally:
+                        self._lone = False
                 if isinstance(results[0], Exception):
                     raise results[0]
                 return results[0]
@@ -100,6 +144,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((job, future))
+        self._crowded = self._crowded or len(self._queue) > 1 or self._lone or self._lock.locked()
         if self._flusher is None and not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush_now)
@@ -113,11 +158,22 @@ class GroupCommit:
 
     def _take(self) -> list[_Waiting]:
         batch, self._queue = self._queue, []
+        if len(batch) > 1:
+            self._singles = 0
+        else:
+            self._singles += 1
+            if self._singles >= 2:
+                self._crowded = False
         return [(job, future) for job, future in batch if not future.done()]
 
     def _flush_now(self) -> None:
         """Loop callback: run the queued batch right here when the lock is free, else in a task."""
+        if self._crowded and not self._deferred and self._flusher is None:
+            self._deferred = True  # one more loop turn: writers woken by the last one join
+            asyncio.get_running_loop().call_soon(self._flush_now)
+            return
         self._scheduled = False
+        self._deferred = False
         if self._flusher is not None:
             return  # the flusher takes the queue
         if self._on_loop is not None and not self._lock.locked():

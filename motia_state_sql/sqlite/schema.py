@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Float, Index, MetaData, Table, Text
 
-__all__ = ["HEAD_REVISION", "TABLE", "metadata", "state_table"]
+from ..revision import HEAD_REVISION, TABLE
 
-TABLE = "motia_state"
-#: The newest Alembic revision this package knows; a test checks it against the scripts.
-HEAD_REVISION = "0001"
+__all__ = ["HEAD_REVISION", "TABLE", "metadata", "state_table"]
 
 metadata = MetaData()
 

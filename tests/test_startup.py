@@ -1,0 +1,59 @@
+"""Start-up: ``import motia_state_sql`` and opening a store at head load no heavy dependency.
+
+SQLAlchemy and Alembic load only when a migration must run; redis-py only when a Redis adapter
+is built. Each check runs in a fresh interpreter, so modules imported by other tests do not count.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("sqlalchemy", "alembic", "redis")
+
+
+def loaded_after(code: str) -> list[str]:
+    """The heavy top-level packages in ``sys.modules`` after running ``code`` in a new process."""
+    probe = (
+        f"{code}\nimport json, sys\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    result: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_import_loads_no_heavy_dependency() -> None:
+    assert loaded_after("import motia_state_sql") == []
+
+
+def test_store_at_head_opens_without_sqlalchemy(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    use = (
+        "import asyncio\n"
+        "from motia_state_sql import open_state\n"
+        "async def main():\n"
+        f"    st = open_state('sqlite:///{path}')\n"
+        "    await st.set('g', 'k', {'n': 1})\n"
+        "    assert (await st.get('g', 'k')) == {'n': 1}\n"
+        "    await st.close()\n"
+        "asyncio.run(main())"
+    )
+    # The first open creates the schema: that is a migration, so Alembic runs.
+    assert set(loaded_after(use)) == {"sqlalchemy", "alembic"}
+    assert loaded_after(use) == []
+
+
+def test_redis_loads_when_named() -> None:
+    assert loaded_after("from motia_state_sql import RedisStateAdapter") == ["redis"]
+    assert loaded_after("import motia_state_sql\nmotia_state_sql.RedisStateAdapter") == ["redis"]
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    code = "import motia_state_sql\ntry:\n    motia_state_sql.Nope\nexcept AttributeError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "has no attribute 'Nope'" in out.stdout
