@@ -57,6 +57,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -101,15 +102,6 @@ def _first_key(args: tuple[Any, ...]) -> Any:
     if args[0] == "EVALSHA":
         return args[3] if args[2] else None
     return args[1] if len(args) > 1 else None
-
-
-def _pack(args: tuple[Any, ...]) -> bytes:
-    """A command in the Redis protocol (RESP): an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if type(arg) is str else arg if type(arg) is bytes else str(arg).encode()
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(parts)
 
 
 class _Link:
@@ -562,7 +554,7 @@ class Transport:
         """
         if asyncio.get_running_loop() is not self._loop:
             self._follow_loop()
-        packed = _pack(args)
+        packed: bytes = hiredis.pack_command(args)  # RESP, packed in C (names were checked: UTF-8 holds them)
         loaded = resent = False
         while True:
             try:
