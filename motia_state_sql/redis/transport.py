@@ -76,8 +76,9 @@ __all__ = ["Client", "Transport", "text"]
 T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
 
-#: A packed request and the future its reply resolves.
-_Request = tuple[bytes, "asyncio.Future[Any]"]
+#: Packed requests not written yet, and the futures their replies resolve (two lists, not a
+#: list of pairs: a burst keeps one object fewer alive per request).
+_Queue = tuple[list[bytes], list["asyncio.Future[Any]"]]
 
 
 def text(value: Any) -> str:
@@ -122,24 +123,26 @@ class _Link:
         "_requeue",
         "conn",
         "error",
-        "queue",
+        "queued",
         "read",
         "reader",
         "sent",
         "timeout",
+        "waiting",
         "wake",
         "writer",
         "written",
     )
 
     def __init__(
-        self, conn: AbstractConnection, timeout: float | None, requeue: Callable[[list[_Request]], None]
+        self, conn: AbstractConnection, timeout: float | None, requeue: Callable[[_Queue], None]
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._requeue = requeue
         self.conn = conn
         self.timeout = timeout
-        self.queue: list[_Request] = []
+        self.queued: list[bytes] = []
+        self.waiting: list[asyncio.Future[Any]] = []
         self.sent: deque[asyncio.Future[Any]] = deque()
         self.written = 0  # requests sent, and replies read: the timer compares them
         self.read = 0
@@ -151,11 +154,18 @@ class _Link:
     def submit(self, packed: bytes) -> asyncio.Future[Any]:
         """Queue one packed request for the next write; its future resolves with the reply."""
         future = self._loop.create_future()
-        self.take([(packed, future)])
+        self.queued.append(packed)
+        self.waiting.append(future)
+        self.wake_writer()
         return future
 
-    def take(self, requests: list[_Request]) -> None:
-        self.queue += requests
+    def take(self, requests: _Queue) -> None:
+        """Queue requests another link never wrote."""
+        self.queued += requests[0]
+        self.waiting += requests[1]
+        self.wake_writer()
+
+    def wake_writer(self) -> None:
         wake = self.wake
         if wake is not None:
             self.wake = None
@@ -170,11 +180,12 @@ class _Link:
         for future in sent:
             if not future.done():
                 future.set_exception(exc)
-        queue, self.queue = self.queue, []
+        queue = self.queued, self.waiting
+        self.queued, self.waiting = [], []
         if requeue:
             self._requeue(queue)
         else:
-            for _, future in queue:
+            for future in queue[1]:
                 if not future.done():
                     future.set_exception(exc)
         if self.writer is not asyncio.current_task():
@@ -195,12 +206,13 @@ class _Link:
             connected = True
             self.reader = loop.create_task(self._read())
             while True:
-                if not self.queue:
+                if not self.queued:
                     self.wake = loop.create_future()
                     await self.wake
-                batch, self.queue = self.queue, []
+                queued, waiting = self.queued, self.waiting
+                self.queued, self.waiting = [], []
                 packed: list[bytes] = []
-                for data, future in batch:
+                for data, future in zip(queued, waiting, strict=True):
                     if not future.done():  # else cancelled before it went out: never sent
                         packed.append(data)
                         self.sent.append(future)
@@ -670,9 +682,9 @@ class Transport:
     def _new_link(self, name: str, make: Callable[[], AbstractConnection]) -> _Link:
         """A new link to the node ``name``, replacing its broken one."""
 
-        def requeue(requests: list[_Request]) -> None:
+        def requeue(requests: _Queue) -> None:
             """Requests a broken link never sent go out on a new one (sending them once is safe)."""
-            if requests:
+            if requests[0]:
                 link = self._links.get(name)
                 if link is None or link.error is not None:
                     link = self._new_link(name, make)
