@@ -569,6 +569,8 @@ class MotiaLayout:
             [condition, int(now * 1000), value, at, "0"],
             idempotent=False,
         )
+        if write.kind == "set" and not condition:
+            return None  # an unconditional set needs nothing back: the old value is not parsed
         return self._outcome(write, reply, now, value, at)
 
     async def put_if(self, group_id: str, key: str, current: Row | None, new: Row, now: float) -> bool:
