@@ -7,7 +7,10 @@ count this test's traffic alone.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
@@ -151,6 +154,29 @@ async def test_a_connection_killed_mid_burst_fails_exactly_the_calls_in_flight(
             assert await store.get("g", "k7") == _value(-7)
     finally:
         await killer.aclose()
+
+
+async def test_a_burst_to_a_frozen_server_times_out_together(server: RedisServer) -> None:
+    """Replies that stop coming fail every call waiting on the connection, once, within the timeout."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    async with RedisStateAdapter(server.url, key_prefix=prefix, socket_timeout=0.5) as store:
+        await store.set("g", "k", 1)
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            first = [asyncio.create_task(store.set("g", f"k{n}", n)) for n in range(1000)]
+            await asyncio.sleep(0.2)  # a second write, 0.2 s later: its own deadline is later
+            second = [asyncio.create_task(store.get("g", "k")) for _ in range(1000)]
+            outcomes = await asyncio.gather(*first, *second, return_exceptions=True)
+            assert all(isinstance(got, StoreUnavailableError) for got in outcomes), set(map(type, outcomes))
+            assert "socket_timeout=0.5" in str(outcomes[0])
+            assert time.monotonic() - started < 2.5
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert await store.get("g", "k") == 1
+        await asyncio.gather(*(store.set("g", f"k{n}", -n) for n in range(1000)))
+        assert await store.get("g", "k999") == -999
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

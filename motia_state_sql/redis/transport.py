@@ -29,8 +29,8 @@ trip, as before. What stays exact:
 * A cancelled caller leaves a cancelled future: a request not yet written is dropped (it never
   runs), one already written is answered and its reply dropped, so the replies after it stay
   matched to their own requests.
-* Each write arms one timer of ``socket_timeout``; when the last reply of that write has not come
-  by then, or the connection drops, or a reply comes that nobody asked for, the link breaks:
+* Each write has a deadline ``socket_timeout`` away; when a reply of that write is still missing
+  then, or the connection drops, or a reply comes that nobody asked for, the link breaks:
   every request written on it fails (``StoreUnavailableError``; reads are sent once more on a
   new link, writes never), requests it had not written yet go out on a new link (they never
   left), and its connection is closed.
@@ -112,8 +112,9 @@ class _Link:
     request queued by then in one write and moves their futures to ``sent``; the reader task
     resolves the oldest future in ``sent`` with each reply. A caller that was cancelled leaves a
     cancelled future behind: its request is dropped if it was not sent yet, else its reply is read
-    and dropped, so the connection stays in step. Each write arms one timer: when the last reply
-    of that write has not come within ``timeout``, the link breaks. A link breaks on a timeout, a
+    and dropped, so the connection stays in step. Each write has a deadline ``timeout`` away (one
+    timer runs, for the oldest write still awaiting replies): when a reply of that write is still
+    missing then, the link breaks. A link breaks on a timeout, a
     dropped connection or a reply nobody asked for: every request sent on it fails, its
     connection is closed, and requests it had not sent go to the next link (they never left).
     """
@@ -122,12 +123,14 @@ class _Link:
         "_loop",
         "_requeue",
         "conn",
+        "deadlines",
         "error",
         "queued",
         "read",
         "reader",
         "sent",
         "timeout",
+        "timer",
         "waiting",
         "wake",
         "writer",
@@ -146,6 +149,10 @@ class _Link:
         self.sent: deque[asyncio.Future[Any]] = deque()
         self.written = 0  # requests sent, and replies read: the timer compares them
         self.read = 0
+        #: (deadline, requests sent by then) of each write still awaiting replies, oldest first;
+        #: one timer, for the oldest, at a time.
+        self.deadlines: deque[tuple[float, int]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
         self.error: Exception | None = None
         self.wake: asyncio.Future[None] | None = None
         self.reader: asyncio.Task[None] | None = None
@@ -176,6 +183,8 @@ class _Link:
         if self.error is not None:
             return
         self.error = exc
+        if self.timer is not None:
+            self.timer.cancel()
         sent, self.sent = self.sent, deque()
         for future in sent:
             if not future.done():
@@ -219,7 +228,9 @@ class _Link:
                 if packed:
                     self.written += len(packed)
                     if self.timeout is not None:
-                        loop.call_later(self.timeout, self._overdue, self.written)
+                        self.deadlines.append((loop.time() + self.timeout, self.written))
+                        if self.timer is None:
+                            self.timer = loop.call_at(self.deadlines[0][0], self._overdue)
                     await conn.send_packed_command(packed, check_health=False)
         except (rexc.RedisError, OSError) as exc:
             self.break_(exc, requeue=connected)
@@ -254,9 +265,19 @@ class _Link:
         except (rexc.RedisError, OSError) as exc:
             self.break_(exc)
 
-    def _overdue(self, mark: int) -> None:
-        if self.error is None and self.read < mark:
+    def _overdue(self) -> None:
+        """The oldest write's deadline: break the link if a reply of it is missing, else re-arm."""
+        self.timer = None
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][1] <= self.read:  # answered in full
+            deadlines.popleft()
+        if self.error is not None or not deadlines:
+            return
+        when = deadlines[0][0]
+        if when - self._loop.time() < 0.001:  # timers may fire a hair early
             self.break_(rexc.TimeoutError(f"no reply within socket_timeout={self.timeout} s"))
+        else:
+            self.timer = self._loop.call_at(when, self._overdue)
 
 
 class Transport:
@@ -271,7 +292,6 @@ class Transport:
 
     __slots__ = (
         "_client",
-        "_closing",
         "_connection",
         "_gate",
         "_links",
@@ -329,7 +349,6 @@ class Transport:
         self._links: dict[str, _Link] = {}
         self._socket_timeout: float | None = socket_timeout
         self._secrets: tuple[str, ...] = ()
-        self._closing = False
         self._scripts: dict[str, str] = {}  # Lua source -> SHA-1
         self._loading: dict[str, asyncio.Future[Any]] = {}  # SHA-1 -> its SCRIPT LOAD under way
         if client is None:
@@ -438,17 +457,17 @@ class Transport:
     # -- closing ------------------------------------------------------------------------------
 
     def begin_close(self) -> None:
-        """From now on a connection a finished request gives back is closed, not kept.
+        """Check, before the adapter drains and counts as closed, that it can close from this loop.
+
+        Requests still in flight finish on their links; ``close()`` then closes the links.
 
         Raises:
             StateError: as ``_follow_loop`` (nothing changes then: close from the client's loop).
         """
         self._follow_loop()
-        self._closing = True
 
     async def close(self) -> None:
         """Close the connections of its own, and the client if it made it."""
-        self._closing = True
         links, self._links = self._links, {}
         for link in links.values():
             link.writer.cancel()  # it fails what is left and closes the connection
