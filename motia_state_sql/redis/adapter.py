@@ -16,8 +16,8 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterator
-from typing import Final, Literal
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -109,8 +109,10 @@ class RedisStateAdapter(StateAdapter):
             socket_timeout: seconds before a call to an unresponsive server fails with
                 ``StoreUnavailableError``.
             connect_timeout: seconds to wait for a connection.
-            max_connections: connections to Redis at most; more concurrent calls wait for a free
-                one (up to ``socket_timeout``) instead of failing.
+            max_connections: a standalone server gets one connection per adapter, on which
+                concurrent calls are pipelined; on a Cluster, what goes through the cluster
+                client (redirects, SCAN, SCRIPT LOAD) uses at most this many connections per
+                node, and calls wait for a free one (up to ``socket_timeout``).
             idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
                 background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
                 at most hourly); ``None`` (default): never.
@@ -193,8 +195,11 @@ class RedisStateAdapter(StateAdapter):
 
     # -- primitives: delegated to the layout --------------------------------------------------
 
-    async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
-        return await self._layout.read_row(group_id, key, now)
+    # _read_row and _write hand back the layout's coroutine instead of awaiting it in one of
+    # their own: a burst of pipelined calls keeps fewer objects alive (fewer GC passes).
+
+    def _read_row(self, group_id: str, key: str, now: float) -> Coroutine[Any, Any, Row | None]:
+        return self._layout.read_row(group_id, key, now)
 
     async def _read_rows(self, group_id: str | None, now: float, filters: list[Filter]) -> list[RowEntry]:
         groups = [group_id] if group_id is not None else await self._layout.groups(now)
@@ -223,9 +228,12 @@ class RedisStateAdapter(StateAdapter):
                 if rows:
                     yield [(group, key, row) for key, row in rows]
 
-    async def _write(self, write: Write, now: float) -> WriteResult:
+    def _write(self, write: Write, now: float) -> Coroutine[Any, Any, WriteResult]:
         if write.kind != "update":
-            return await self._layout.write(write, now)
+            return self._layout.write(write, now)
+        return self._update_in_turn(write, now)
+
+    async def _update_in_turn(self, write: Write, now: float) -> WriteResult:
         # Updates of one key from this process take turns (a striped lock), so they do not
         # fight each other's compare-and-set; other processes are handled by the retries.
         async with self._stripe(write):

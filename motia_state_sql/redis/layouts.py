@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -311,7 +311,7 @@ class NativeLayout:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def _send_write(
+    def _send_write(
         self,
         group_id: str,
         key: str,
@@ -322,12 +322,12 @@ class NativeLayout:
         expires: str,
         *,
         want: bool,
-    ) -> Any:
-        """Run NATIVE_WRITE (see its arguments in ``scripts``) and return its raw reply.
+    ) -> Awaitable[Any]:
+        """Run NATIVE_WRITE (see its arguments in ``scripts``); await its raw reply.
 
         ``version`` is the version of a new key (an existing key's version goes up by one).
         """
-        return await self._transport.script(
+        return self._transport.script(
             scripts.NATIVE_WRITE,
             self.redis_keys(group_id),
             [
@@ -625,6 +625,8 @@ class MotiaLayout:
             [condition, int(now * 1000), value, at, "0"],
             idempotent=False,
         )
+        if write.kind == "set" and not condition:
+            return None  # an unconditional set needs nothing back: the old value is not parsed
         return self._outcome(write, reply, now, value, at)
 
     async def put_if(self, group_id: str, key: str, current: Row | None, new: Row, now: float) -> bool:

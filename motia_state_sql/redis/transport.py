@@ -12,23 +12,52 @@ layouts and the adapter use, and the whole contract a rewrite must keep:
 
 Each call is one request and its reply; calls may run concurrently. A call that fails raises
 one of our errors, never redis-py's: ``StoreUnavailableError`` (the server cannot be reached or
-does not answer within ``socket_timeout``, or no connection is free within it), ``SchemaError``
-(a script met a key of another layout or tool), ``StateError`` (Redis refused the request).
-Passwords never appear in a message. ``idempotent=True`` requests may be sent a second time when
-the connection died under the first; other requests are sent once, so a write whose reply was
-lost is reported, never repeated.
+does not answer within ``socket_timeout``), ``SchemaError`` (a script met a key of another
+layout or tool), ``StateError`` (Redis refused the request). Passwords never appear in a
+message. ``idempotent=True`` requests may be sent a second time when the connection died under
+the first; other requests are sent once, so a write whose reply was lost is reported, never
+repeated.
+
+Auto-pipelining. Requests to a server (each node of a Cluster) share one connection, a ``_Link``:
+a request is packed (RESP) and queued, and the link's writer task, which runs in the next turn
+of the event loop, sends everything queued by then in one write; its reader task matches
+replies to requests in order (Redis answers a connection's requests in the order they came).
+So the calls that concurrent tasks make in one loop turn (``asyncio.gather`` of 10 000 sets)
+cost one write and a few reads instead of 10 000 round trips, and a lone call costs one round
+trip, as before. What stays exact:
+
+* A cancelled caller leaves a cancelled future: a request not yet written is dropped (it never
+  runs), one already written is answered and its reply dropped, so the replies after it stay
+  matched to their own requests.
+* Each write has a deadline ``socket_timeout`` away; when a reply of that write is still missing
+  then, or the connection drops, or a reply comes that nobody asked for, the link breaks:
+  every request written on it fails (``StoreUnavailableError``; reads are sent once more on a
+  new link, writes never), requests it had not written yet go out on a new link (they never
+  left), and its connection is closed.
+* Connections are redis-py's own classes, made with the client's settings (TLS, unix sockets,
+  AUTH, ``db``, RESP3), used through their public calls (``connect``, ``send_packed_command``,
+  ``read_response``, ``disconnect``); replies are parsed by redis-py (with hiredis).
+* A Cluster's requests are routed by their first key through the cluster client's slot table;
+  a MOVED or ASK (nothing ran), and a read sent again after its node's connection died, go
+  through the cluster client, which follows the redirect and learns the new layout. SCAN and
+  SCRIPT LOAD (every node) and a client given by the caller go through that client as well.
+* A link's tasks belong to its event loop: when ``asyncio.run`` ends it cancels them, which
+  closes the connection; the next loop gets a new link (see ``Transport._follow_loop``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -47,6 +76,9 @@ __all__ = ["Client", "Transport", "text"]
 T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
 
+#: Packed requests not written yet, and the futures their replies resolve (two lists, not a
+#: list of pairs: a burst keeps one object fewer alive per request).
+_Queue = tuple[list[bytes], list["asyncio.Future[Any]"]]
 
 
 def text(value: Any) -> str:
@@ -61,53 +93,212 @@ def _check_numbers(kwargs: dict[str, Any]) -> None:
             raise ConfigError(f"Redis URL parameter {name} must be a finite number >= 0, got {value!r}")
 
 
-def _pack(args: tuple[Any, ...]) -> bytes:
-    """A command in the Redis protocol (RESP): an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if type(arg) is str else arg if type(arg) is bytes else str(arg).encode()
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(parts)
+def _resendable(exc: Exception) -> bool:
+    """Whether a request that failed so may be sent again: its connection died (not a timeout)."""
+    return isinstance(exc, rexc.ConnectionError | OSError)
 
 
-def _discard(conn: AbstractConnection) -> None:
-    """Close a connection of an event loop that is gone, running nothing on that loop.
+def _first_key(args: tuple[Any, ...]) -> Any:
+    """The first key a request names (what a cluster routes it by), or None."""
+    if args[0] == "EVALSHA":
+        return args[3] if args[2] else None
+    return args[1] if len(args) > 1 else None
 
-    ``disconnect()`` would await on the old loop, and ``transport.abort()`` schedules the
-    socket's close there, which raises once that loop is closed; then the close it would have
-    scheduled runs here instead. Either way redis-py sees a disconnected connection and nothing
-    warns about an unclosed socket. Neither library has a public call for this: redis-py does
-    not expose a connection's stream, and asyncio cannot close a transport of a closed loop.
+
+class _Link:
+    """One connection carrying pipelined requests, its replies matched to them in order.
+
+    ``submit`` queues a request; the writer task, which runs in the next loop turn, sends every
+    request queued by then in one write and moves their futures to ``sent``; the reader task
+    resolves the oldest future in ``sent`` with each reply. A caller that was cancelled leaves a
+    cancelled future behind: its request is dropped if it was not sent yet, else its reply is read
+    and dropped, so the connection stays in step. Each write has a deadline ``timeout`` away (one
+    timer runs, for the oldest write still awaiting replies): when a reply of that write is still
+    missing then, the link breaks. A link breaks on a timeout, a
+    dropped connection or a reply nobody asked for: every request sent on it fails, its
+    connection is closed, and requests it had not sent go to the next link (they never left).
     """
-    writer = conn._writer
-    conn._reader = conn._writer = None
-    if writer is None:
-        return
-    transport = writer.transport
-    try:
-        transport.abort()  # its loop is open: the socket closes when that loop next runs
-    except RuntimeError:  # its loop is closed
-        getattr(transport, "_call_connection_lost")(None)  # noqa: B009 - a private asyncio call
+
+    __slots__ = (
+        "_loop",
+        "_requeue",
+        "conn",
+        "deadlines",
+        "error",
+        "queued",
+        "read",
+        "reader",
+        "sent",
+        "timeout",
+        "timer",
+        "waiting",
+        "wake",
+        "writer",
+        "written",
+    )
+
+    def __init__(
+        self, conn: AbstractConnection, timeout: float | None, requeue: Callable[[_Queue], None]
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._requeue = requeue
+        self.conn = conn
+        self.timeout = timeout
+        self.queued: list[bytes] = []
+        self.waiting: list[asyncio.Future[Any]] = []
+        self.sent: deque[asyncio.Future[Any]] = deque()
+        self.written = 0  # requests sent, and replies read: the timer compares them
+        self.read = 0
+        #: (deadline, requests sent by then) of each write still awaiting replies, oldest first;
+        #: one timer, for the oldest, at a time.
+        self.deadlines: deque[tuple[float, int]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.error: Exception | None = None
+        self.wake: asyncio.Future[None] | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.writer = self._loop.create_task(self._write())
+
+    def submit(self, packed: bytes) -> asyncio.Future[Any]:
+        """Queue one packed request for the next write; its future resolves with the reply."""
+        future = self._loop.create_future()
+        self.queued.append(packed)
+        self.waiting.append(future)
+        self.wake_writer()
+        return future
+
+    def take(self, requests: _Queue) -> None:
+        """Queue requests another link never wrote."""
+        self.queued += requests[0]
+        self.waiting += requests[1]
+        self.wake_writer()
+
+    def wake_writer(self) -> None:
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            wake.set_result(None)
+
+    def break_(self, exc: Exception, *, requeue: bool = True) -> None:
+        """Fail every request sent, hand the unsent ones on (or fail them too), close the connection."""
+        if self.error is not None:
+            return
+        self.error = exc
+        if self.timer is not None:
+            self.timer.cancel()
+        sent, self.sent = self.sent, deque()
+        for future in sent:
+            if not future.done():
+                future.set_exception(exc)
+        queue = self.queued, self.waiting
+        self.queued, self.waiting = [], []
+        if requeue:
+            self._requeue(queue)
+        else:
+            for future in queue[1]:
+                if not future.done():
+                    future.set_exception(exc)
+        if self.writer is not asyncio.current_task():
+            self.writer.cancel()  # its finally closes the connection
+
+    def abandon(self) -> None:
+        """Stop a link of an event loop that is no longer running (see ``Transport._follow_loop``)."""
+        for task in (self.reader, self.writer):
+            if task is not None and not task.done():
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nothing can run there
+                    task.cancel()
+
+    async def _write(self) -> None:
+        conn, loop = self.conn, self._loop
+        connected = False
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+            connected = True
+            self.reader = loop.create_task(self._read())
+            while True:
+                if not self.queued:
+                    self.wake = loop.create_future()
+                    await self.wake
+                queued, waiting = self.queued, self.waiting
+                self.queued, self.waiting = [], []
+                packed: list[bytes] = []
+                for data, future in zip(queued, waiting, strict=True):
+                    if not future.done():  # else cancelled before it went out: never sent
+                        packed.append(data)
+                        self.sent.append(future)
+                if packed:
+                    self.written += len(packed)
+                    if self.timeout is not None:
+                        self.deadlines.append((loop.time() + self.timeout, self.written))
+                        if self.timer is None:
+                            self.timer = loop.call_at(self.deadlines[0][0], self._overdue)
+                    await conn.send_packed_command(packed, check_health=False)
+        except (rexc.RedisError, OSError) as exc:
+            self.break_(exc, requeue=connected)
+        finally:
+            # Cancelled: by break_, by close(), or by the event loop's end (asyncio.run cancels
+            # every task), which is how a link never outlives its loop. Nothing is sent again then.
+            self.break_(rexc.ConnectionError("the connection was closed"), requeue=False)
+            if self.reader is not None:
+                self.reader.cancel()
+            with contextlib.suppress(rexc.RedisError, OSError):
+                await conn.disconnect(nowait=True)
+
+    async def _read(self) -> None:
+        conn = self.conn
+        try:
+            while True:
+                try:
+                    reply = await conn.read_response()
+                    failed = False
+                except rexc.ResponseError as exc:  # an error reply: that request's alone
+                    reply, failed = exc, True
+                if not self.sent:
+                    raise rexc.ConnectionError("Redis sent a reply to no request: connection out of step")
+                future = self.sent.popleft()
+                self.read += 1
+                if future.done():  # its caller was cancelled: the reply is dropped
+                    continue
+                if failed:
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except (rexc.RedisError, OSError) as exc:
+            self.break_(exc)
+
+    def _overdue(self) -> None:
+        """The oldest write's deadline: break the link if a reply of it is missing, else re-arm."""
+        self.timer = None
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][1] <= self.read:  # answered in full
+            deadlines.popleft()
+        if self.error is not None or not deadlines:
+            return
+        when = deadlines[0][0]
+        if when - self._loop.time() < 0.001:  # timers may fire a hair early
+            self.break_(rexc.TimeoutError(f"no reply within socket_timeout={self.timeout} s"))
+        else:
+            self.timer = self._loop.call_at(when, self._overdue)
 
 
 class Transport:
     """Requests to one Redis (standalone or Cluster) for one adapter; see the module docstring.
 
-    Built from a URL, it owns its connections: on a standalone server they are its own (made as
-    redis-py's pool makes them, each request under one ``asyncio.timeout``), at most
-    ``max_connections``, and a request waits up to ``socket_timeout`` for a free one; on a
-    Cluster they are ``RedisCluster``'s. Given a client, it sends through that client and never
-    closes it.
+    Built from a URL, it owns its connections: one pipelined connection to a standalone server,
+    one to each node of a Cluster (made as redis-py's pools make them), plus the connections of
+    the ``RedisCluster`` client for what goes through it (at most ``max_connections`` per node; a
+    request waits up to ``socket_timeout`` for a free one). Given a client, it sends through that
+    client, unpipelined, and never closes it.
     """
 
     __slots__ = (
         "_client",
-        "_closing",
         "_connection",
         "_gate",
-        "_idle",
+        "_links",
+        "_loading",
         "_loop",
         "_max_connections",
+        "_nodes",
         "_owner",
         "_owns_client",
         "_scripts",
@@ -138,7 +329,7 @@ class Transport:
             cluster: connect with ``RedisCluster``.
             socket_timeout: seconds a request (or its wait for a free connection) may take.
             connect_timeout: seconds to wait for a connection.
-            max_connections: connections to Redis at most.
+            max_connections: connections of the cluster client (or a client given), per node.
 
         Raises:
             ConfigError: redis-py cannot make a client or a connection of ``url``, or a number in
@@ -150,12 +341,16 @@ class Transport:
         self._max_connections = max_connections
         #: The event loop the connections belong to (see _follow_loop).
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: list[AbstractConnection] | None = None  # None: requests go through the client
+        #: Standalone: makes our own connection; None: requests go through the client, or are
+        #: pipelined per node of a cluster (``_nodes``).
         self._connection: Callable[[], AbstractConnection] | None = None
+        self._nodes = False  # our own cluster client: requests pipelined on a link per node
+        #: The connections requests are pipelined on: one per node ("" for a standalone server).
+        self._links: dict[str, _Link] = {}
         self._socket_timeout: float | None = socket_timeout
         self._secrets: tuple[str, ...] = ()
-        self._closing = False
         self._scripts: dict[str, str] = {}  # Lua source -> SHA-1
+        self._loading: dict[str, asyncio.Future[Any]] = {}  # SHA-1 -> its SCRIPT LOAD under way
         if client is None:
             client_options: dict[str, Any] = {
                 "socket_timeout": socket_timeout,
@@ -170,22 +365,23 @@ class Transport:
             try:
                 if cluster:
                     client = RedisCluster.from_url(url, **client_options)
+                    self._nodes = True
                 else:
                     client = aioredis.Redis.from_url(url, **client_options)
-                    # Standalone: our own connections, made as the client's pool makes them (TLS,
-                    # unix socket, auth, db), but without redis-py's per-call timeout task: each
-                    # request runs under one asyncio.timeout instead (see _direct).
+                    # Standalone: our own pipelined connection, made as the client's pool makes
+                    # them (TLS, unix socket, auth, db), but with no read timeout: its reader waits
+                    # for replies while idle, and each write arms its own timer (see _Link).
                     pool = client.connection_pool
                     kwargs = {**pool.connection_kwargs, "socket_timeout": None}
                     self._connection = partial(pool.connection_class, **kwargs)
                     self._connection()  # an unknown URL parameter fails here, not at the first call
-                    self._idle = []
                     _check_numbers(pool.connection_kwargs)
             except (ValueError, TypeError, rexc.RedisError) as exc:
                 raise ConfigError(f"Redis URL {self.safe_url}: {self._scrub(str(exc))}") from None
-            # Requests queue here for a connection, so a burst waits instead of failing with "too
-            # many connections" (each request holds at most one connection at a time).
-            self._gate = asyncio.Semaphore(max_connections)
+            if cluster:
+                # Requests queue here for one of the cluster client's connections, so a burst waits
+                # instead of failing with "too many connections" (each holds one at a time).
+                self._gate = asyncio.Semaphore(max_connections)
         else:
             self.safe_url = f"<{type(client).__name__} given by the caller>"
         self.cluster = isinstance(client, RedisCluster)
@@ -199,12 +395,12 @@ class Transport:
     @property
     def holds_connections(self) -> bool:
         """Whether connections of its own are open (``close()`` releases them)."""
-        return bool(self._idle)
+        return any(link.error is None for link in self._links.values())
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def command(self, *args: Any, idempotent: bool) -> Any:
-        """Send one command and return its raw reply (``HGETALL``: a flat list or a dict).
+    def command(self, *args: Any, idempotent: bool) -> Awaitable[Any]:
+        """Send one command; await its raw reply (``HGETALL``: a flat list or a dict).
 
         Scripts go through ``script``: an EVALSHA sent here that the server lacks raises
         redis-py's ``NoScriptError``.
@@ -214,27 +410,24 @@ class Transport:
             SchemaError: the command met a key of another kind.
             StateError: Redis refused the command, or the transport is used from another loop.
         """
-        if self._idle is None:
-            client = self._client
-            return await self._call(lambda: client.execute_command(*args), idempotent=idempotent)
-        return await self._call(lambda: self._direct(args), idempotent=idempotent)
+        if self._connection is None and not self._nodes:
+            return self._through_client(args, idempotent)
+        return self._pipelined(args, idempotent, None)
 
-    async def script(self, source: str, keys: list[str], args: list[Any], *, idempotent: bool) -> Any:
+    def script(self, source: str, keys: list[str], args: list[Any], *, idempotent: bool) -> Awaitable[Any]:
         """Run a Lua script by its SHA-1 (EVALSHA), loading it first on a server that lacks it.
+
+        Each of these returns the awaitable of one coroutine (no frame of its own per request:
+        a burst of pipelined requests keeps fewer objects alive, so the garbage collector runs
+        less often).
 
         Raises:
             StoreUnavailableError, SchemaError, StateError: as ``command``.
         """
-        sha = self._sha(source)
-        try:
-            return await self.command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
-        except rexc.NoScriptError:  # the script did not run: safe to run again, even a write
-            if self._idle is None:
-                client = self._client  # a cluster loads it on every primary
-                await self._call(lambda: client.script_load(source), idempotent=True)
-            else:
-                await self.command("SCRIPT", "LOAD", source, idempotent=True)
-            return await self.command("EVALSHA", sha, len(keys), *keys, *args, idempotent=idempotent)
+        request = ("EVALSHA", self._sha(source), len(keys), *keys, *args)
+        if self._connection is None and not self._nodes:
+            return self._client_script(source, request, idempotent)
+        return self._pipelined(request, idempotent, source)
 
     async def scan(self, pattern: str) -> list[str]:
         """Every key name matching the glob ``pattern``, on every node; a name may repeat.
@@ -264,21 +457,21 @@ class Transport:
     # -- closing ------------------------------------------------------------------------------
 
     def begin_close(self) -> None:
-        """From now on a connection a finished request gives back is closed, not kept.
+        """Check, before the adapter drains and counts as closed, that it can close from this loop.
+
+        Requests still in flight finish on their links; ``close()`` then closes the links.
 
         Raises:
             StateError: as ``_follow_loop`` (nothing changes then: close from the client's loop).
         """
         self._follow_loop()
-        self._closing = True
 
     async def close(self) -> None:
         """Close the connections of its own, and the client if it made it."""
-        self._closing = True
-        if self._idle is not None:
-            idle, self._idle = self._idle, []
-            for conn in idle:
-                await conn.disconnect()
+        links, self._links = self._links, {}
+        for link in links.values():
+            link.writer.cancel()  # it fails what is left and closes the connection
+        await asyncio.gather(*(link.writer for link in links.values()), return_exceptions=True)
         if self._owns_client:
             await self._client.aclose()
 
@@ -287,11 +480,13 @@ class Transport:
     def _follow_loop(self) -> None:
         """Move to the running event loop when it is not the one the connections belong to.
 
-        A second ``asyncio.run`` (pytest users make a loop per test) finds connections and the
-        semaphore of a loop that is gone. They are replaced; the old connections are closed
-        without awaiting anything on their loop (see ``_discard``). One loop at a time: requests
-        from two loops running at once are not supported. A client that redis-py pools (a
-        cluster's, or one given by the caller) cannot move: that raises ``StateError`` instead.
+        A second ``asyncio.run`` (pytest users make a loop per test) finds the link of a loop that
+        is gone: its tasks were cancelled when that loop ended (``asyncio.run`` and
+        ``asyncio.Runner`` cancel every task), which closed its connection; a new link is made on
+        first use. A loop closed with tasks still pending leaves its socket to the garbage
+        collector (which warns, as for any socket left open). One loop at a time: requests from
+        two loops running at once are not supported. A client that redis-py pools (a cluster's,
+        or one given by the caller) cannot move: that raises ``StateError`` instead.
 
         Raises:
             StateError: the client is redis-py's own and belongs to another loop.
@@ -300,18 +495,16 @@ class Transport:
         if loop is self._loop:
             return
         if self._loop is not None:
-            if self._idle is None:
+            if self._connection is None:
                 raise StateError(
                     f"{self._owner!r} was used from another event loop, and its "
                     f"{type(self._client).__name__} client's connections belong to that loop: use "
                     "and close an adapter with a Redis Cluster, or with a client you gave, within "
                     "one event loop (make one adapter per asyncio.run)"
                 )
-            old, self._idle = self._idle, []
-            for conn in old:
-                _discard(conn)
-            if self._gate is not None:
-                self._gate = asyncio.Semaphore(self._max_connections)
+            old, self._links = self._links, {}
+            for link in old.values():
+                link.abandon()
         self._loop = loop
 
     def _sha(self, source: str) -> str:
@@ -351,7 +544,7 @@ class Transport:
         return StateError(f"Redis at {self.safe_url} refused the request: {text}")
 
     async def _call(self, make: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
-        """Run one request, mapping driver errors; idempotent reads get one retry on a dead connection."""
+        """Run one request through the client, mapping driver errors (see ``_translated``)."""
         self._follow_loop()
         gate = self._gate
         if gate is not None:
@@ -363,25 +556,136 @@ class Transport:
             for attempt in range(2 if idempotent else 1):
                 try:
                     return await make()
-                except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-                    if attempt == 0 and idempotent and not isinstance(exc, rexc.TimeoutError):
+                except Exception as exc:
+                    if attempt == 0 and idempotent and _resendable(exc):
                         continue
-                    raise self._unavailable(exc) from None
-                except (rexc.RedisClusterException, rexc.ClusterError, rexc.TryAgainError) as exc:
-                    if "same key slot" in str(exc):  # refused by the client before sending
-                        raise self._refused(rexc.ResponseError(f"CROSSSLOT {exc}")) from None
-                    if "No way to dispatch" in str(exc) or "Invalid args" in str(exc):
-                        raise self._refused(rexc.ResponseError(str(exc))) from None
-                    # no reachable node, CLUSTERDOWN, MASTERDOWN, slots not covered: an outage
-                    raise self._unavailable(exc) from None
-                except rexc.NoScriptError:
-                    raise  # script() loads the script and runs it again
-                except rexc.ResponseError as exc:
-                    raise self._refused(exc) from None
+                    ours = self._translated(exc)
+                    if ours is exc:
+                        raise
+                    raise ours from None
             raise AssertionError("unreachable")
         finally:
             if gate is not None:
                 gate.release()
+
+    async def _client_script(self, source: str, request: tuple[Any, ...], idempotent: bool) -> Any:
+        """``script`` through the client (a cluster's, or one given by the caller)."""
+        try:
+            return await self.command(*request, idempotent=idempotent)
+        except rexc.NoScriptError:  # the script did not run: safe to run again, even a write
+            await self._load(source, request[1])
+            return await self.command(*request, idempotent=idempotent)
+
+    async def _pipelined(self, args: tuple[Any, ...], idempotent: bool, source: str | None) -> Any:
+        """One request on our pipelined standalone connection (see ``_Link``), its raw reply.
+
+        ``args`` is an EVALSHA of ``source`` when ``source`` is given: a server that lacks the
+        script gets it loaded, and the request is sent again (it did not run: safe, even a write).
+        Idempotent requests are sent again once when their connection died under them.
+        """
+        if asyncio.get_running_loop() is not self._loop:
+            self._follow_loop()
+        packed: bytes = hiredis.pack_command(args)  # RESP, packed in C (names were checked: UTF-8 holds them)
+        loaded = resent = False
+        while True:
+            try:
+                link = await self._link_for(args) if self._nodes else self._standalone_link()
+                if link is None or (resent and self._nodes):
+                    # No key to route by, or sent again after a node's connection died: through
+                    # the cluster client, which finds the node (and a failed-over one) itself.
+                    return await self._through_client(args, idempotent)
+                return await link.submit(packed)
+            except rexc.NoScriptError:
+                if source is None or loaded:
+                    raise
+                await self._load(source, args[1])
+                loaded = True
+            except rexc.AskError:  # MOVED or ASK: the node does not serve the slot, nothing ran
+                return await self._through_client(args, idempotent)
+            except Exception as exc:
+                if resent or not idempotent or not _resendable(exc):
+                    ours = self._translated(exc)
+                    if ours is exc:
+                        raise
+                    raise ours from None
+                resent = True
+
+    def _through_client(self, args: tuple[Any, ...], idempotent: bool) -> Awaitable[Any]:
+        client = self._client
+        return self._call(lambda: client.execute_command(*args), idempotent=idempotent)
+
+    def _standalone_link(self) -> _Link:
+        link = self._links.get("")
+        if link is None or link.error is not None:
+            make = self._connection
+            assert make is not None
+            link = self._new_link("", make)
+        return link
+
+    async def _link_for(self, args: tuple[Any, ...]) -> _Link | None:
+        """The link of the cluster node serving the request's first key; None for no key.
+
+        Following a MOVED or ASK (through the client) teaches the client the new slot's node.
+
+        Raises:
+            redis-py's errors: the cluster cannot be reached, or the key's slot is not served.
+        """
+        client = self._client
+        assert isinstance(client, RedisCluster)
+        await client.initialize()  # at once, unless new or reset after an outage: then it learns the slots
+        key = _first_key(args)
+        if key is None:
+            return None
+        node = client.get_node_from_key(key)
+        if node is None:
+            return None
+        link = self._links.get(node.name)
+        if link is None or link.error is not None:
+            kwargs = {**node.connection_kwargs, "socket_timeout": None}
+            link = self._new_link(node.name, partial(node.connection_class, **kwargs))
+        return link
+
+    def _translated(self, exc: Exception) -> Exception:
+        """Our error for a driver's: an outage, a refusal, or a key of another layout.
+
+        ``NoScriptError`` passes through (``script`` loads the script and runs it again), as does
+        anything that is not the driver's.
+        """
+        if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+            return self._unavailable(exc)
+        if isinstance(exc, rexc.RedisClusterException | rexc.ClusterError | rexc.TryAgainError):
+            if "same key slot" in str(exc):  # refused by the client before sending
+                return self._refused(rexc.ResponseError(f"CROSSSLOT {exc}"))
+            if "No way to dispatch" in str(exc) or "Invalid args" in str(exc):
+                return self._refused(rexc.ResponseError(str(exc)))
+            # no reachable node, CLUSTERDOWN, MASTERDOWN, slots not covered: an outage
+            return self._unavailable(exc)
+        if isinstance(exc, rexc.ResponseError) and not isinstance(exc, rexc.NoScriptError):
+            return self._refused(exc)
+        return exc
+
+    async def _load(self, source: str, sha: str) -> None:
+        """SCRIPT LOAD ``source`` once for every request that met NOSCRIPT meanwhile.
+
+        A burst of pipelined EVALSHAs on a server that lacks the script all fail with NOSCRIPT;
+        the first starts the load, the others wait for that same load (shielded: a waiter that is
+        cancelled does not cancel it for the rest).
+        """
+        loading = self._loading.get(sha)
+        if loading is None or loading.get_loop() is not asyncio.get_running_loop():
+            if self._connection is None:
+                client = self._client  # a cluster loads it on every primary
+                load = self._call(lambda: client.script_load(source), idempotent=True)
+            else:
+                load = self._pipelined(("SCRIPT", "LOAD", source), True, None)
+            loading = self._loading[sha] = asyncio.ensure_future(load)
+
+            def forget(done: asyncio.Future[Any]) -> None:
+                if self._loading.get(sha) is done:
+                    del self._loading[sha]
+
+            loading.add_done_callback(forget)
+        await asyncio.shield(loading)
 
     async def _queue(self, gate: asyncio.Semaphore) -> None:
         """Wait for a free connection, up to ``socket_timeout``."""
@@ -394,30 +698,16 @@ class Transport:
                 "(every one of max_connections is busy)"
             ) from None
 
-    async def _direct(self, args: tuple[Any, ...]) -> Any:
-        """One command on one of our own standalone connections, within ``socket_timeout``.
+    def _new_link(self, name: str, make: Callable[[], AbstractConnection]) -> _Link:
+        """A new link to the node ``name``, replacing its broken one."""
 
-        redis-py's connection disconnects itself when a send or read fails or is cancelled, so a
-        connection goes back to the idle list either in step or closed (it reconnects on use).
-        """
-        idle, make = self._idle, self._connection
-        assert idle is not None
-        assert make is not None
-        conn = idle.pop() if idle else make()
-        try:
-            if not conn.is_connected:
-                await conn.connect()  # type: ignore[no-untyped-call]
-            elif await conn.can_read():  # closed by the server while idle (or out of step): afresh
-                await conn.disconnect()
-                await conn.connect()  # type: ignore[no-untyped-call]
-            try:
-                async with asyncio.timeout(self._socket_timeout):
-                    await conn.send_packed_command(_pack(args), check_health=False)
-                    return await conn.read_response()
-            except TimeoutError:
-                raise rexc.TimeoutError(f"no reply within socket_timeout={self._socket_timeout} s") from None
-        finally:
-            if self._closing:
-                await conn.disconnect()
-            else:
-                idle.append(conn)
+        def requeue(requests: _Queue) -> None:
+            """Requests a broken link never sent go out on a new one (sending them once is safe)."""
+            if requests[0]:
+                link = self._links.get(name)
+                if link is None or link.error is not None:
+                    link = self._new_link(name, make)
+                link.take(requests)
+
+        link = self._links[name] = _Link(make(), self._socket_timeout, requeue)
+        return link
