@@ -699,7 +699,7 @@ def upgrade(url: str | None) -> None:
 
     Head is the newest schema revision this version knows.
     """
-    from .sqlite.schema import HEAD_REVISION
+    from .schema import HEAD_REVISION
 
     path = _sqlite_path(url)
     before = _revision(path) if path.exists() else None
@@ -726,7 +726,7 @@ def current(url: str | None, as_json: bool) -> None:
 
     Read-only; exit 1 when the database does not exist.
     """
-    from .sqlite.schema import HEAD_REVISION
+    from .schema import HEAD_REVISION
 
     path = _sqlite_path(url)
     revision = _revision(path)
@@ -808,7 +808,7 @@ def _schema_differences(path: Path) -> list[str]:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
 
-    from .sqlite.schema import metadata
+    from .schema import metadata
 
     with _read_only(path) as raw:
         engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
@@ -828,7 +828,7 @@ def check(url: str | None) -> None:
     Compares the tables and indexes with the SQLAlchemy schema (Alembic's compare_metadata).
     Exit 1 with the differences otherwise. Read-only.
     """
-    from .sqlite.schema import HEAD_REVISION
+    from .schema import HEAD_REVISION
 
     path = _sqlite_path(url)
     revision = _revision(path)

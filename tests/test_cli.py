@@ -36,7 +36,7 @@ from motia_state_sql.cli_io import (
     read_import_file,
 )
 from motia_state_sql.file import dump_motia_json
-from motia_state_sql.sqlite.schema import HEAD_REVISION
+from motia_state_sql.schema import HEAD_REVISION
 from motia_state_sql.url import _SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent

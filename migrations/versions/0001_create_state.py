@@ -1,4 +1,4 @@
-"""Create the motia_state table.
+"""Create the motia_state table (SQLite and PostgreSQL: see motia_state_sql/schema.py).
 
 Revision ID: 0001
 Revises:
@@ -10,6 +10,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+# Code point order on PostgreSQL too (written out here: a revision never changes with the package).
+_NAME = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -19,8 +22,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "motia_state",
-        sa.Column("group_id", sa.Text(), nullable=False),
-        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("group_id", _NAME, nullable=False),
+        sa.Column("key", _NAME, nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
@@ -34,6 +37,7 @@ def upgrade() -> None:
         "motia_state",
         ["expires_at"],
         sqlite_where=sa.text("expires_at IS NOT NULL"),
+        postgresql_where=sa.text("expires_at IS NOT NULL"),
     )
 
 

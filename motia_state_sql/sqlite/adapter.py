@@ -44,9 +44,9 @@ from ..rows import (
     new_version,
     plan_write,
 )
+from ..schema import HEAD_REVISION, TABLE
 from . import migrate
 from .commit import GroupCommit, Job
-from .schema import HEAD_REVISION, TABLE
 from .worker import Worker
 
 __all__ = ["DEFAULT_PATH", "SqliteStateAdapter"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..errors import SchemaError
-from .schema import HEAD_REVISION, TABLE
+from ..schema import HEAD_REVISION, TABLE
 
 if TYPE_CHECKING:
     from alembic.config import Config
