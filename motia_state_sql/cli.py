@@ -51,7 +51,7 @@ from .cli_io import (
 from .errors import SchemaError, StateError
 from .file import FILE_NAME, FileStateAdapter
 from .memory import MemoryStateAdapter
-from .redis.transport import redact
+from .redact import redact
 from .rows import StateItem
 from .sqlite import DEFAULT_PATH, SqliteStateAdapter
 from .url import ENV_VAR, open_state

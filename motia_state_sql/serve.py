@@ -38,7 +38,7 @@ import orjson
 from . import __version__, codec
 from .base import StateAdapter, StateOperations, StateTransaction
 from .errors import InvalidOperationError, InvalidValueError, StateError
-from .redis.transport import redact
+from .redact import redact
 from .rows import StateItem
 from .sqlite import DEFAULT_PATH
 from .url import ENV_VAR, open_state

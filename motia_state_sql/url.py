@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import StateAdapter
 from .errors import ConfigError, InvalidKeyError
-from .redis.transport import redact
+from .redact import redact
 
 __all__ = ["ENV_VAR", "open_state"]
 

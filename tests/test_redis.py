@@ -36,8 +36,9 @@ from motia_state_sql import (
     open_state,
 )
 from motia_state_sql.cli_io import copy_items
+from motia_state_sql.redact import redact
 from motia_state_sql.redis.layouts import NativeLayout
-from motia_state_sql.redis.transport import redact, text
+from motia_state_sql.redis.transport import text
 
 from .redis_server import RedisServer, free_port
 

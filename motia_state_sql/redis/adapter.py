@@ -27,9 +27,10 @@ from .. import codec, options
 from ..base import StateAdapter, TxStore
 from ..errors import ConfigError, ConflictError, StateError
 from ..ops import Filter
+from ..redact import redact
 from ..rows import Clock, Plan, Row, RowEntry, Write, WriteResult, plan_write
 from .layouts import Layout, MotiaLayout, NativeLayout, Reads
-from .transport import Client, Transport, redact
+from .transport import Client, Transport
 
 __all__ = ["DEFAULT_PREFIX", "RedisStateAdapter"]
 

@@ -28,7 +28,6 @@ import re
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -38,45 +37,19 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError
+from ..redact import redact, scrub, secrets_in
 
 if TYPE_CHECKING:
     from .adapter import RedisStateAdapter
 
-__all__ = ["Client", "Transport", "redact", "text"]
+__all__ = ["Client", "Transport", "text"]
 
 T = TypeVar("T")
 Client = aioredis.Redis | RedisCluster
 
-_QUERY_SECRET = re.compile(r"(?i)(^|[&;])([^=&;]*pass[^=&;]*)=([^&;]*)")
-
-
 def text(value: Any) -> str:
     """A reply's bulk string (bytes, or str from a client that decodes) as ``str``."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def redact(url: str) -> str:
-    """``url`` with every password replaced by ``***`` (for repr, logs and messages).
-
-    Covers the userinfo password (``redis://user:pw@host``) and query parameters naming one
-    (``?password=pw``, ``ssl_password``), which redis-py accepts too. A URL without a password
-    comes back as it was given (any scheme: the CLI shows every URL through this).
-    """
-    parts = urlsplit(url)
-    secret = parts._replace(query=_QUERY_SECRET.sub(r"\1\2=***", parts.query))
-    if parts.password is not None:
-        # The netloc's text after "@" is kept as written (parts.port would raise for a bad port).
-        user = parts.username or ""
-        secret = secret._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
-    return url if secret == parts else urlunsplit(secret)
-
-
-def _secrets(url: str) -> tuple[str, ...]:
-    """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
-    parts = urlsplit(url)
-    found = [parts.password or ""] + [m.group(3) for m in _QUERY_SECRET.finditer(parts.query)]
-    every = {variant for text in found for variant in (text, unquote(text)) if text}
-    return tuple(sorted(every, key=len, reverse=True))
 
 
 def _check_numbers(kwargs: dict[str, Any]) -> None:
@@ -191,7 +164,7 @@ class Transport:
                 "max_connections": max_connections,
             }
             self.safe_url = redact(url)
-            self._secrets = _secrets(url)
+            self._secrets = secrets_in(url)
             try:
                 if cluster:
                     client = RedisCluster.from_url(url, **client_options)
@@ -346,9 +319,7 @@ class Transport:
         return sha
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(
