@@ -6,6 +6,8 @@ contract in ``docs/contract-decisions.md``: exact values, exact groups, atomic w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .base import JsonEntry, StateAdapter, StateTransaction
 from .errors import (
     ConfigError,
@@ -26,6 +28,9 @@ from .rows import StateItem, UpdateResult
 from .sqlite import SqliteStateAdapter
 from .url import open_state
 
+if TYPE_CHECKING:
+    from .postgres import PostgresStateAdapter
+
 __all__ = [
     "ConfigError",
     "ConflictError",
@@ -35,6 +40,7 @@ __all__ = [
     "InvalidValueError",
     "JsonEntry",
     "MemoryStateAdapter",
+    "PostgresStateAdapter",
     "RedisStateAdapter",
     "SchemaError",
     "SqliteStateAdapter",
@@ -54,3 +60,13 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # PostgreSQL needs the optional asyncpg: imported on first use, so `import motia_state_sql`
+    # works (and stays light) without it.
+    if name == "PostgresStateAdapter":
+        from .postgres import PostgresStateAdapter
+
+        return PostgresStateAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import StateAdapter
 from .errors import ConfigError, InvalidKeyError
@@ -62,6 +62,14 @@ _PARAMETERS: Final[dict[str, dict[str, Callable[[str], Any]]]] = {
     },
     "memory": dict(_COMMON),
     "file": {**_COMMON, "lock_timeout": float, "durable": _bool},
+    "postgres": {
+        **_COMMON,
+        "schema": str,
+        "max_connections": int,
+        "connect_timeout": float,
+        "command_timeout": float,
+        "purge_interval": float,
+    },
     "redis": {
         **_COMMON,
         "key_prefix": str,
@@ -96,6 +104,8 @@ _SCHEMES: Final = {
     "redis": "redis",
     "rediss": "redis",
     "unix": "redis",
+    "postgresql": "postgres",
+    "postgres": "postgres",
 }
 
 
@@ -122,7 +132,8 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
 
     Schemes: ``sqlite:///relative/path``, ``sqlite:////absolute/path``, ``sqlite:///:memory:``,
     ``memory://``, ``file:///dir`` (Motia's ``motia.state.json`` in ``dir``), ``redis://``,
-    ``rediss://`` and ``unix://`` (Redis; ``?layout=motia&key_prefix=...``). Keyword
+    ``rediss://`` and ``unix://`` (Redis; ``?layout=motia&key_prefix=...``), ``postgresql://``
+    and ``postgres://`` (PostgreSQL; ``?schema=...&sslmode=...``). Keyword
     ``options`` are passed to the adapter and win over query parameters.
 
     Raises:
@@ -139,8 +150,11 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     if not scheme:
         raise InvalidKeyError(
             f"unknown state URL scheme {parts.scheme!r} in {redact(url)!r}; accepted: "
-            "sqlite:///path, sqlite:///:memory:, memory://, file:///dir, redis://, rediss://, unix://"
+            "sqlite:///path, sqlite:///:memory:, memory://, file:///dir, redis://, rediss://, unix://, "
+            "postgresql://, postgres://"
         )
+    if scheme == "postgres":
+        return _open_postgres(url, parts, options)
     if scheme == "redis":
         merged: Mapping[str, Any] = {**_options(scheme, parts.query, _REDIS_OWN), **options}
         kept = [
@@ -167,3 +181,16 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
             f"(after file:// comes a host, here {parts.netloc!r})"
         )
     return FileStateAdapter(path or ".", **merged)
+
+
+def _open_postgres(url: str, parts: SplitResult, options: Mapping[str, Any]) -> StateAdapter:
+    """A ``PostgresStateAdapter``: our parameters taken out, libpq's left in the URL for asyncpg."""
+    try:
+        from .postgres import PostgresStateAdapter
+        from .postgres.adapter import PG_URL_PARAMETERS
+    except ImportError as exc:
+        raise ConfigError(f"{redact(url)}: {exc}") from None
+    merged = {**_options("postgres", parts.query, PG_URL_PARAMETERS), **options}
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(name, text) for name, text in query if name in PG_URL_PARAMETERS]
+    return PostgresStateAdapter(urlunsplit(parts._replace(query=urlencode(kept))), **merged)
