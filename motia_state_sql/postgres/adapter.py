@@ -88,6 +88,19 @@ _PURGE_BATCH = 1000
 _NUL_ESCAPE = "\\u0000"
 
 
+def _discard(conn: Any) -> None:
+    """Close ``conn`` at once (the pool opens a fresh one); harmless when it is already gone."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+def _in_transaction(conn: Any) -> bool:
+    try:
+        return bool(conn.is_in_transaction())
+    except asyncpg.InterfaceError:  # already closed and handed back
+        return False
+
+
 def _row(record: Any) -> Row:
     return Row(record[0], record[1], record[2], record[3], record[4])
 
@@ -385,15 +398,15 @@ class PostgresStateAdapter(StateAdapter):
         try:
             yield conn
         except StateError:
-            if conn.is_in_transaction():
-                conn.terminate()
+            if _in_transaction(conn):
+                _discard(conn)
             raise
         except BaseException as exc:
             # Cancelled or failed mid-statement: the connection's state is unknown. Close it; the
             # pool opens a fresh one when needed. (An error the server reported outside a
             # transaction leaves the connection as good as before.)
-            if not isinstance(exc, asyncpg.PostgresError) or conn.is_in_transaction():
-                conn.terminate()
+            if not isinstance(exc, asyncpg.PostgresError) or _in_transaction(conn):
+                _discard(conn)
             if isinstance(exc, Exception):
                 raise self._translate(exc) from None
             raise
@@ -511,7 +524,7 @@ class PostgresStateAdapter(StateAdapter):
         try:
             await transaction.start()
         except BaseException as exc:
-            conn.terminate()
+            _discard(conn)
             await pool.release(conn)
             if isinstance(exc, Exception):
                 raise self._translate(exc) from None
@@ -556,7 +569,7 @@ class _PostgresTx(TxStore):
     async def _discard(self) -> None:
         if not self._released:
             self._released = True
-            self._conn.terminate()
+            _discard(self._conn)
             await self._pool.release(self._conn)
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:

@@ -2,10 +2,11 @@
 
 The same Alembic revisions as SQLite, run for the ``postgresql`` dialect: Alembic writes their
 SQL offline (no second driver), and we run it on our own asyncpg connection in one transaction,
-under a transaction-scoped advisory lock keyed on the schema, so instances starting together
+under an advisory lock keyed on the schema, so instances starting together
 migrate once and the others find the head there. Before anything is written, a schema holding a
 ``motia_state`` table without our version stamp (someone else's table) or stamped with a
 revision this package does not know (a newer version) raises ``SchemaError``, untouched.
+The lock is a session-level advisory lock held around the migration's transaction.
 """
 
 from __future__ import annotations
@@ -110,18 +111,23 @@ async def prepare(conn: Any, schema: str, where: str, *, read_only: bool) -> str
             f"{where} is not at schema revision {HEAD_REVISION!r} (found {revision!r}); open it "
             "once without read_only (?mode=ro) to bring it up to date"
         )
-    async with conn.transaction():
-        # One instance migrates; the others wait here, then find the head already there.
-        lock = f"motia_state_sql:{schema}"
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
-        revision, has_table = await current_revision(conn, schema)
-        if revision == HEAD_REVISION:
-            return revision
-        check(revision, has_table, where)
-        script = render_upgrade(revision)
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-        await conn.execute(f"SET LOCAL search_path TO {quote(schema)}")
-        await conn.execute(script)
+    # One instance migrates; the others wait for the lock, then find the head already there. A
+    # session lock taken before the transaction starts: a transaction that started before the
+    # wait would look at the catalog as it was then and miss the tables just created.
+    lock = f"motia_state_sql:{schema}"
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
+    try:
+        async with conn.transaction():
+            revision, has_table = await current_revision(conn, schema)
+            if revision == HEAD_REVISION:
+                return revision
+            check(revision, has_table, where)
+            script = render_upgrade(revision)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            await conn.execute(f"SET LOCAL search_path TO {quote(schema)}")
+            await conn.execute(script)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
     done = "created at" if revision is None else f"migrated from revision {revision!r} to"
     log.info("%s: %s schema revision %r", where, done, HEAD_REVISION)
     return revision
