@@ -11,12 +11,13 @@ pooled connection:
 * conditional writes and ``update``: ``SELECT ... FOR UPDATE`` (the row lock serialises writers of
   the key across instances), ``rows.plan_write``, the write, ``COMMIT``; a key that does not exist
   yet is inserted with ``ON CONFLICT DO NOTHING``, and a concurrent insert makes it start over;
-* ``transaction()``: ``SERIALIZABLE``, and every row it reads is locked (``FOR UPDATE``) until
-  it ends, so other writers of those rows wait for it, as they wait for a SQLite transaction;
-  reads see one snapshot; the commit writes the overlay. What locks cannot cover (two
-  transactions creating the same key, a row written between the snapshot and the lock, a
-  deadlock) PostgreSQL refuses: ``ConflictError``, nothing of the transaction lands, and
-  ``run_transaction`` retries.
+* ``transaction()``: every row it reads is locked (``FOR UPDATE``) until it ends, so other
+  writers of those rows wait for it, as they wait for a SQLite transaction; the commit writes
+  the overlay. What row locks cannot cover (keys it saw absent, groups it read whole) is checked
+  again at commit under per-group advisory locks; a change there, or a deadlock PostgreSQL
+  breaks, is a ``ConflictError``: nothing of the transaction lands, and ``run_transaction``
+  retries. (``SERIALIZABLE`` was measured first: its predicate locks on index pages made
+  transactions writing different keys of one group fail each other.)
 
 A connection that failed or was cancelled mid-call is closed, never returned to the pool with a
 transaction open. Server outages raise ``StoreUnavailableError`` within ``command_timeout`` (or
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -279,8 +281,17 @@ class PostgresStateAdapter(StateAdapter):
                 )
         elif not isinstance(pool, asyncpg.Pool):
             raise ConfigError(f"pool must be an asyncpg.Pool, got {type(pool).__name__}")
-        if type(schema) is not str or not schema or "\x00" in schema or len(schema.encode()) > 63:
-            raise ConfigError(f"schema must be a PostgreSQL schema name (1-63 bytes, no NUL), got {schema!r}")
+        if (
+            type(schema) is not str
+            or not schema
+            or "\x00" in schema
+            or len(schema.encode()) > 63
+            or schema.startswith("pg_")
+        ):
+            raise ConfigError(
+                "schema must be a PostgreSQL schema name (1-63 bytes, no NUL, not starting with "
+                f"pg_, which PostgreSQL reserves), got {schema!r}"
+            )
         self.schema = schema
         self.max_connections = options.positive_int("max_connections", max_connections, 1000)
         self.connect_timeout = options.seconds("connect_timeout", connect_timeout, zero=False)
@@ -327,6 +338,7 @@ class PostgresStateAdapter(StateAdapter):
             | TimeoutError
             | asyncpg.PostgresConnectionError
             | asyncpg.InterfaceError
+            | asyncpg.InternalClientError  # a connection the server killed while we used it
             | asyncpg.CannotConnectNowError
             | asyncpg.AdminShutdownError
             | asyncpg.CrashShutdownError
@@ -520,7 +532,7 @@ class PostgresStateAdapter(StateAdapter):
             conn = await pool.acquire(timeout=self.connect_timeout)
         except Exception as exc:
             raise self._translate(exc) from None
-        transaction = conn.transaction(isolation="serializable")
+        transaction = conn.transaction(isolation="read_committed")
         try:
             await transaction.start()
         except BaseException as exc:
@@ -541,9 +553,25 @@ def _rows_sql(sql: _Sql, group_id: str | None, now: float, filters: list[Filter]
 
 
 class _PostgresTx(TxStore):
-    """One ``SERIALIZABLE`` transaction on a connection held from start to end."""
+    """One transaction on a connection held from start to end (see ``commit`` for how it holds).
 
-    __slots__ = ("_adapter", "_conn", "_pool", "_released", "_transaction")
+    Rows it reads are locked (``FOR UPDATE``) until it ends. What it saw absent, and the
+    membership of the groups it read, are checked again at commit, under an advisory lock per
+    group it read or writes (taken in one order, so commits of transactions never deadlock on
+    them); a change there is a ``ConflictError`` and nothing of the transaction lands.
+    """
+
+    __slots__ = (
+        "_absent",
+        "_adapter",
+        "_all",
+        "_conn",
+        "_groups",
+        "_pool",
+        "_present",
+        "_released",
+        "_transaction",
+    )
 
     def __init__(self, adapter: PostgresStateAdapter, pool: Any, conn: Any, transaction: Any) -> None:
         self._adapter = adapter
@@ -551,6 +579,10 @@ class _PostgresTx(TxStore):
         self._conn = conn
         self._transaction = transaction
         self._released = False
+        self._present: set[tuple[str, str]] = set()  # read and locked
+        self._absent: set[tuple[str, str]] = set()  # read as absent (or expired)
+        self._groups: dict[str, set[str]] = {}  # groups read whole: their keys then
+        self._all: set[tuple[str, str]] | None = None  # every row, when all groups were read
 
     @contextlib.asynccontextmanager
     async def _using(self) -> AsyncIterator[Any]:
@@ -575,28 +607,106 @@ class _PostgresTx(TxStore):
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
         async with self._using() as conn:
             found = await conn.fetchrow(f"{self._adapter._sql.live_row} FOR UPDATE", group_id, key, now)
-        return None if found is None else _row(found)
+        if found is None:
+            self._absent.add((group_id, key))
+            return None
+        self._present.add((group_id, key))
+        return _row(found)
 
     async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
         sql, params = _rows_sql(self._adapter._sql, group_id, now, [])
         async with self._using() as conn:
             records = await conn.fetch(f"{sql} FOR UPDATE", *params)
-        return [(r[0], r[1], Row(r[2], r[3], r[4], r[5], r[6])) for r in records]
+        entries = [(r[0], r[1], Row(r[2], r[3], r[4], r[5], r[6])) for r in records]
+        seen = {(g, k) for g, k, _ in entries}
+        self._present |= seen
+        if group_id is None:
+            self._all = seen
+        else:
+            self._groups[group_id] = {k for _, k in seen}
+        return entries
+
+    def _was_absent(self, group_id: str, key: str) -> bool:
+        """Whether this transaction saw the key absent: then it must still be absent at commit."""
+        if (group_id, key) in self._absent:
+            return True
+        if (group_id, key) in self._present:
+            return False
+        if group_id in self._groups:
+            return True  # not among the group's keys when it was read
+        return self._all is not None
 
     async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
         sql = self._adapter._sql
+        now = self._adapter._clock()
+        groups = {g for g, _ in self._absent} | set(self._groups) | {g for g, _ in writes} | cleared
         async with self._using() as conn:
+            # Every commit holds the store's lock shared, a transaction that read all groups
+            # holds it alone; then the group locks, in one order.
+            store_lock = "pg_advisory_xact_lock" if self._all is not None else "pg_advisory_xact_lock_shared"
+            await conn.execute(f"SELECT {store_lock}($1)", _lock_id(sql.table))
+            if groups:
+                await conn.execute(
+                    "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id",
+                    sorted(_lock_id(f"{sql.table}\n{g}") for g in groups),
+                )
+            await self._validate(conn, now)
             for group_id in cleared:
                 await conn.execute(sql.delete_group, group_id)
             deletes = [(g, k) for (g, k), row in writes.items() if row is None]
-            upserts = [(g, k, *row) for (g, k), row in writes.items() if row is not None]
             if deletes:
                 await conn.executemany(sql.delete_row, deletes)
+            upserts: list[tuple[Any, ...]] = []
+            inserts: list[tuple[Any, ...]] = []
+            for (g, k), row in writes.items():
+                if row is not None:
+                    fresh = g not in cleared and self._was_absent(g, k)
+                    (inserts if fresh else upserts).append((g, k, *row))
             if upserts:
                 await conn.executemany(sql.upsert, upserts)
+            for args in inserts:
+                if (await conn.execute(sql.insert_new, *args)).endswith(" 0"):
+                    raise _conflict(f"{args[0]!r}/{args[1]!r} was created by another writer meanwhile")
             await self._transaction.commit()
         self._released = True
         await self._pool.release(self._conn)
+
+    async def _validate(self, conn: Any, now: float) -> None:
+        """What the transaction saw absent is still absent; no group it read gained a key."""
+        sql = self._adapter._sql
+        if self._absent:
+            pairs = sorted(self._absent)
+            found = await conn.fetchrow(
+                f"SELECT group_id, key FROM {sql.table} WHERE (group_id, key) IN "
+                "(SELECT * FROM unnest($1::text[], $2::text[])) AND (expires_at IS NULL OR expires_at > $3) "
+                "LIMIT 1",
+                [g for g, _ in pairs],
+                [k for _, k in pairs],
+                now,
+            )
+            if found is not None:
+                raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
+        for group_id, keys in self._groups.items():
+            found = await conn.fetchrow(
+                f"SELECT key FROM {sql.table} WHERE group_id = $1 AND NOT (key = ANY($2::text[])) "
+                "AND (expires_at IS NULL OR expires_at > $3) LIMIT 1",
+                group_id,
+                sorted(keys),
+                now,
+            )
+            if found is not None:
+                raise _conflict(f"group {group_id!r} gained {found[0]!r} from another writer meanwhile")
+        if self._all is not None:
+            pairs = sorted(self._all)
+            found = await conn.fetchrow(
+                f"SELECT group_id, key FROM {sql.table} WHERE (expires_at IS NULL OR expires_at > $3) "
+                "AND (group_id, key) NOT IN (SELECT * FROM unnest($1::text[], $2::text[])) LIMIT 1",
+                [g for g, _ in pairs],
+                [k for _, k in pairs],
+                now,
+            )
+            if found is not None:
+                raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
 
     async def rollback(self) -> None:
         if self._released:
@@ -615,3 +725,14 @@ class _PostgresTx(TxStore):
         self._released = True
         await self._pool.release(self._conn)
 
+
+def _lock_id(name: str) -> int:
+    """A signed 64-bit advisory lock id for ``name``, the same in every process."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _conflict(what: str) -> ConflictError:
+    return ConflictError(
+        f"this transaction read what changed before it could commit: {what}; nothing of it was "
+        "written (run_transaction retries)"
+    )
