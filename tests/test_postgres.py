@@ -12,6 +12,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -32,6 +33,7 @@ from motia_state_sql.schema import HEAD_REVISION, PG_VERSION_TABLE, TABLE, state
 
 from .conftest import FakeClock
 from .postgres_server import PostgresServer, throwaway_server, wait_until_up
+from .test_cli import _in_process, _one_line_error
 
 
 def _schema() -> str:
@@ -375,3 +377,53 @@ async def test_cancelled_calls_never_leave_a_transaction_open(postgres_url: str)
         # Every connection the pool hands out is usable, and the store still works.
         await asyncio.gather(*(store.update("g", "m", [increment("n")]) for _ in range(20)))
         assert (await store.get("g", "m")) == {"n": 20}
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_db_commands_manage_a_postgres_schema(own_server: PostgresServer, tmp_path: Path) -> None:
+    cli = _in_process(tmp_path)
+    schema = _schema()
+    url = f"{own_server.password_url}?schema={schema}"
+    shown = f"postgresql://motia:***@127.0.0.1:{own_server.port}/postgres (schema {schema})"
+    assert cli("db", "current", "--url", url).stdout.startswith("none (head is")
+    _one_line_error(cli("db", "check", "--url", url), 1, "revision none", "db upgrade")
+    upgraded = f"Upgraded {shown} from no schema to {HEAD_REVISION}.\n"
+    assert cli("db", "upgrade", "--url", url).stdout == upgraded
+    assert cli("db", "upgrade", "--url", url).stdout == f"{shown} is already at head ({HEAD_REVISION}).\n"
+    assert cli("db", "current", "--url", url).stdout == f"{HEAD_REVISION} (head)\n"
+    assert cli("db", "current", "--url", url, "--json").json() == {
+        "url": f"postgresql://motia:***@127.0.0.1:{own_server.port}/postgres",
+        "schema": schema,
+        "revision": HEAD_REVISION,
+        "head": HEAD_REVISION,
+        "at_head": True,
+    }
+    assert "head, current" in cli("db", "history", "--url", url).stdout
+    matches = f"{shown} is at head ({HEAD_REVISION}) and matches the schema.\n"
+    assert cli("db", "check", "--url", url).stdout == matches
+    own_server.psql(f'DROP INDEX "{schema}".ix_motia_state_expires_at')
+    own_server.psql(f'ALTER TABLE "{schema}".{TABLE} ADD COLUMN note text')
+    differs = cli("db", "check", "--url", url)
+    _one_line_error(differs, 1, "schema differs", "ix_motia_state_expires_at", "note")
+    own_server.psql(f"UPDATE \"{schema}\".{PG_VERSION_TABLE} SET version_num = '9999'")
+    _one_line_error(cli("db", "upgrade", "--url", url), 2, "'9999'", "newer version")
+    _one_line_error(cli("db", "check", "--url", url), 1, "revision 9999")
+    for command in ("current", "check", "upgrade", "history"):
+        assert own_server.password not in cli("db", command, "--url", url).stderr
+
+
+def test_cli_reads_writes_and_copies_to_and_from_postgres(postgres_url: str, tmp_path: Path) -> None:
+    cli = _in_process(tmp_path)
+    url = f"{postgres_url}?schema={_schema()}"
+    assert cli("set", "orders", "o-1", '{"total": 9.5, "status": "paid"}', "--url", url).code == 0
+    assert cli("set", "orders", "o-2", '{"total": 12}', "--ttl", "300", "--url", url).code == 0
+    assert cli("get", "orders", "o-1", "--url", url).json() == {"total": 9.5, "status": "paid"}
+    assert cli("groups", "--url", url, "--json").json() == ["orders"]
+    copied = cli("copy", url, "sqlite:///copy.db").stdout
+    assert copied.startswith("Copied 2 items in 1 group from postgresql://")
+    back = f"{postgres_url}?schema={_schema()}"
+    assert cli("copy", "sqlite:///copy.db", back).code == 0
+    assert cli("export", "--url", back).stdout == cli("export", "--url", url).stdout
+    _one_line_error(cli("copy", url, url), 2, "same store")

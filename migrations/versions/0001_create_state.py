@@ -1,4 +1,4 @@
-"""Create the motia_state table (SQLite and PostgreSQL: see motia_state_sql/schema.py).
+"""Create the motia_state table.
 
 Revision ID: 0001
 Revises:
@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+# The same revision on SQLite and PostgreSQL (see motia_state_sql/schema.py); each dialect takes
+# its own options and ignores the other's.
 # Code point order on PostgreSQL too (written out here: a revision never changes with the package).
 _NAME = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 

@@ -30,8 +30,8 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 try:
@@ -53,6 +53,7 @@ from . import migrate
 __all__ = ["DEFAULT_URL", "PG_URL_PARAMETERS", "PostgresStateAdapter"]
 
 DEFAULT_URL: Final = "postgresql://localhost:5432/postgres"
+T = TypeVar("T")
 
 #: Query parameters of a PostgreSQL URL that asyncpg reads itself (libpq's names).
 PG_URL_PARAMETERS: Final = frozenset(
@@ -367,28 +368,48 @@ class PostgresStateAdapter(StateAdapter):
         async with self._open_lock:
             if self._ready:
                 return self._pool
-            try:
-                async with asyncio.timeout(self.connect_timeout + self.command_timeout):
-                    if self._pool is None:
-                        self._pool = await asyncpg.create_pool(
-                            self._url,
-                            min_size=1,
-                            max_size=self.max_connections,
-                            timeout=self.connect_timeout,
-                            command_timeout=self.command_timeout,
-                            max_inactive_connection_lifetime=60.0,
-                            server_settings={"application_name": "motia_state_sql"},
-                        )
-                    async with self._pool.acquire(timeout=self.connect_timeout) as conn:
-                        await migrate.prepare(conn, self.schema, self.safe_url, read_only=self.read_only)
-            except (StateError, asyncio.CancelledError):
-                await self._drop_pool()
-                raise
-            except Exception as exc:
-                await self._drop_pool()
-                raise self._translate(exc) from None
+            await self._inspect(
+                lambda conn: migrate.prepare(conn, self.schema, self.safe_url, read_only=self.read_only)
+            )
             self._ready = True
             return self._pool
+
+    async def _inspect(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work(connection)`` on a pooled connection, creating the pool (not migrating)."""
+        try:
+            async with asyncio.timeout(self.connect_timeout + self.command_timeout):
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._url,
+                        min_size=1,
+                        max_size=self.max_connections,
+                        timeout=self.connect_timeout,
+                        command_timeout=self.command_timeout,
+                        max_inactive_connection_lifetime=60.0,
+                        server_settings={"application_name": "motia_state_sql"},
+                    )
+                async with self._pool.acquire(timeout=self.connect_timeout) as conn:
+                    return await work(conn)
+        except (StateError, asyncio.CancelledError):
+            await self._drop_pool()
+            raise
+        except Exception as exc:
+            await self._drop_pool()
+            raise self._translate(exc) from None
+
+    async def schema_revision(self) -> str | None:
+        """The schema revision stamped in the store (``None``: none yet), without migrating it.
+
+        Raises:
+            SchemaError: the version table is damaged; StoreUnavailableError: no server.
+        """
+        self._check_closed()
+        return (await self._inspect(lambda conn: migrate.current_revision(conn, self.schema)))[0]
+
+    async def schema_differences(self) -> list[str]:
+        """How the store's table differs from the declared schema (empty: it matches)."""
+        self._check_closed()
+        return await self._inspect(lambda conn: migrate.differences(conn, self.schema))
 
     async def _drop_pool(self) -> None:
         if self._owns_pool and self._pool is not None:

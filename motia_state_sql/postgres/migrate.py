@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError, SchemaError
 from ..schema import HEAD_REVISION, PG_VERSION_TABLE, TABLE
 
-__all__ = ["check", "current_revision", "prepare", "quote", "render_upgrade"]
+__all__ = ["check", "current_revision", "differences", "prepare", "quote", "render_upgrade"]
 
 log = logging.getLogger("motia_state_sql")
 
@@ -131,3 +131,57 @@ async def prepare(conn: Any, schema: str, where: str, *, read_only: bool) -> str
     done = "created at" if revision is None else f"migrated from revision {revision!r} to"
     log.info("%s: %s schema revision %r", where, done, HEAD_REVISION)
     return revision
+
+
+#: How information_schema names the types of ``schema.state_table``'s columns.
+_PG_TYPES = {"Text": "text", "BigInteger": "bigint", "Float": "double precision"}
+
+
+async def differences(conn: Any, schema: str) -> list[str]:
+    """How the table in ``schema`` differs from ``schema.state_table`` (empty: it matches).
+
+    Compares columns (name, type, nullability, collation), the primary key and the expiry index.
+    """
+    from ..schema import state_table
+
+    found = {
+        row[0]: (row[1], row[2] == "YES", row[3])
+        for row in await conn.fetch(
+            "SELECT column_name, data_type, is_nullable, collation_name FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = $2",
+            schema,
+            TABLE,
+        )
+    }
+    if not found:
+        return [f"table {schema}.{TABLE} is missing"]
+    diffs: list[str] = []
+    for column in state_table.columns:
+        want = (
+            _PG_TYPES[type(column.type).__name__],
+            bool(column.nullable),
+            "C" if column.name in ("group_id", "key") else None,
+        )
+        have = found.pop(column.name, None)
+        if have is None:
+            diffs.append(f"column {column.name} is missing")
+        elif have != want:
+            diffs.append(f"column {column.name} is {have}, expected {want} (type, nullable, collation)")
+    diffs += [f"unexpected column {name}" for name in sorted(found)]
+    table = f"{quote(schema)}.{quote(TABLE)}"
+    primary = await conn.fetchval(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = to_regclass($1) AND contype = 'p'",
+        table,
+    )
+    if primary != "PRIMARY KEY (group_id, key)":
+        diffs.append(f"primary key is {primary or 'missing'}, expected (group_id, key)")
+    index = await conn.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname = $3",
+        schema,
+        TABLE,
+        "ix_motia_state_expires_at",
+    )
+    if index is None or "(expires_at)" not in index or "WHERE (expires_at IS NOT NULL)" not in index:
+        diffs.append(f"index ix_motia_state_expires_at is {index or 'missing'}")
+    return diffs
