@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test node-test lint bench bench-quick redis-server clean
+.PHONY: demo test node-test lint bench bench-quick redis-server postgresql clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +28,19 @@ redis-server:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
 
+# Tests start their own throwaway PostgreSQL cluster (initdb + pg_ctl, never the machine's own
+# server); install Debian's postgresql when initdb is nowhere to be found.
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q postgresql; }
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 # Two workers (the machine has two cores; most tests wait on processes and servers).
-test: $(VENV)/.installed-dev redis-server lint
+test: $(VENV)/.installed-dev redis-server postgresql lint
 	$(BIN)/pytest -n 2 --dist worksteal
 
 # Only the Node adapter's tests (node/test, Node's own runner); `make test` runs them too, through
@@ -42,12 +49,12 @@ node-test: $(VENV)/.installed redis-server
 	cd node && MOTIA_STATE_PYTHON=$(abspath $(BIN)/python) PYTHONPATH=$(CURDIR) npm test --silent
 
 # The full benchmark (minutes; run by hand): writes docs/benchmarks.md and docs/benchmarks.png.
-bench: $(VENV)/.installed-dev redis-server
+bench: $(VENV)/.installed-dev redis-server postgresql
 	$(BIN)/python -m benchmarks.run
 
 # Small counts, under a minute: only checks the harness runs (tests/test_bench.py runs it too,
 # into a temporary folder); writes benchmarks/results/quick.{json,png}.
-bench-quick: $(VENV)/.installed-dev redis-server
+bench-quick: $(VENV)/.installed-dev redis-server postgresql
 	$(BIN)/python -m benchmarks.run --quick
 
 clean:

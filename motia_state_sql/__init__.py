@@ -28,11 +28,12 @@ from .sqlite import SqliteStateAdapter
 from .url import open_state
 
 if TYPE_CHECKING:
+    from .postgres import PostgresStateAdapter
     from .redis import RedisStateAdapter
 
 # Backends whose driver costs start-up time are imported when first named, so that
-# ``import motia_state_sql`` loads neither redis-py nor anything it does not use.
-_LAZY = {"RedisStateAdapter": ".redis"}
+# ``import motia_state_sql`` loads neither redis-py, asyncpg nor anything it does not use.
+_LAZY = {"PostgresStateAdapter": ".postgres", "RedisStateAdapter": ".redis"}
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +45,7 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "ConfigError",
     "ConflictError",
@@ -53,6 +55,7 @@ __all__ = [
     "InvalidValueError",
     "JsonEntry",
     "MemoryStateAdapter",
+    "PostgresStateAdapter",
     "RedisStateAdapter",
     "SchemaError",
     "SqliteStateAdapter",
@@ -72,3 +75,4 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+

@@ -22,9 +22,10 @@ from .base import StateAdapter, StoreInfo
 from .errors import ConfigError, StateError, StoreUnavailableError, UnsupportedError
 from .file import FILE_NAME, FileStateAdapter, replacing_path
 from .options import parse_age
+from .redact import redact
 from .sqlite import SqliteStateAdapter
 from .sqlite.adapter import database_files
-from .url import ENV_VAR, open_state, redact
+from .url import ENV_VAR, open_state
 
 __all__ = [
     "PING_GROUP",

@@ -13,10 +13,11 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import orjson
@@ -52,9 +53,10 @@ from .cli_io import (
 from .errors import SchemaError, StateError
 from .file import FILE_NAME
 from .memory import MemoryStateAdapter
+from .redact import redact
 from .rows import StateItem
 from .sqlite import DEFAULT_PATH, SqliteStateAdapter
-from .url import ENV_VAR, open_state, redact
+from .url import ENV_VAR, open_state
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -72,7 +74,8 @@ T = TypeVar("T")
 
 _DEFAULT_URL: Final = f"sqlite:///{DEFAULT_PATH}"
 _URL_HELP: Final = (
-    f"The store, as a URL open_state accepts (sqlite:///PATH, redis://HOST, file:///DIR, ...). "
+    f"The store, as a URL open_state accepts (sqlite:///PATH, postgresql://HOST/DB, redis://HOST, "
+    "file:///DIR, ...). "
     f"Default: ${ENV_VAR}, else {_DEFAULT_URL}."
 )
 
@@ -293,7 +296,7 @@ _EPILOG: Final = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, t
     help="The store for the command (before it or after it; the one after wins). " + _URL_HELP,
 )
 def main(url: str | None) -> None:
-    """Inspect and manage Motia workflow state: SQLite, Redis, Motia's JSON file, memory.
+    """Inspect and manage Motia workflow state: SQLite, PostgreSQL, Redis, Motia's JSON file, memory.
 
     Commands on one store take --url URL (before or after the command), else
     $MOTIA_STATE_URL, else sqlite:///.motia/motia.state.db; copy takes two URLs.
@@ -900,13 +903,34 @@ def bench(
 
 @main.group(cls=_Group)
 def db() -> None:
-    """Manage the schema of a SQLite database (Alembic underneath)."""
+    """Manage the schema of a SQLite or PostgreSQL store (Alembic underneath)."""
+
+
+def _postgres(url: str | None) -> Any:
+    """The ``PostgresStateAdapter`` for ``url`` (not connected), or ``None`` for other stores."""
+    if urlsplit(url or os.environ.get(ENV_VAR) or _DEFAULT_URL).scheme not in ("postgresql", "postgres"):
+        return None
+    return open_state(url)
+
+
+def _pg_label(store: Any) -> str:
+    return f"{store.safe_url} (schema {store.schema})"
+
+
+async def _pg(store: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    try:
+        return await work(store)
+    finally:
+        await store.close()
 
 
 def _sqlite_path(url: str | None) -> Path:
     adapter = open_state(url)
     if not isinstance(adapter, SqliteStateAdapter):
-        raise CliError(f"db commands manage SQLite databases; {_label(url)} is not a sqlite:/// URL")
+        raise CliError(
+            f"db commands manage SQLite and PostgreSQL stores; {_label(url)} is not a sqlite:/// "
+            "or postgresql:// URL"
+        )
     if adapter.path == ":memory:":
         raise CliError("db commands need a database file; sqlite:///:memory: vanishes on exit")
     return Path(adapter.path)
@@ -942,8 +966,22 @@ def upgrade(url: str | None) -> None:
 
     Head is the newest schema revision this version knows.
     """
-    from .sqlite.schema import HEAD_REVISION
+    from .revision import HEAD_REVISION
 
+    store = _postgres(url)
+    if store is not None:
+
+        async def migrate(store: Any) -> str | None:
+            before: str | None = await store.schema_revision()
+            await store.__aenter__()  # opening migrates, under an advisory lock
+            return before
+
+        was = _run(_pg(store, migrate))
+        if was == HEAD_REVISION:
+            click.echo(f"{_pg_label(store)} is already at head ({HEAD_REVISION}).")
+        else:
+            click.echo(f"Upgraded {_pg_label(store)} from {was or 'no schema'} to {HEAD_REVISION}.")
+        return
     path = _sqlite_path(url)
     before = _revision(path) if path.exists() else None
     existed = path.exists()
@@ -969,14 +1007,21 @@ def current(url: str | None, as_json: bool) -> None:
 
     Read-only; exit 1 when the database does not exist.
     """
-    from .sqlite.schema import HEAD_REVISION
+    from .revision import HEAD_REVISION
 
-    path = _sqlite_path(url)
-    revision = _revision(path)
+    store = _postgres(url)
+    where: dict[str, str] = {}
+    if store is not None:
+        revision = _run(_pg(store, lambda store: store.schema_revision()))
+        where = {"url": store.safe_url, "schema": store.schema}
+    else:
+        path = _sqlite_path(url)
+        revision = _revision(path)
+        where = {"path": str(path)}
     if as_json:
         _echo_json(
             {
-                "path": str(path),
+                **where,
                 "revision": revision,
                 "head": HEAD_REVISION,
                 "at_head": revision == HEAD_REVISION,
@@ -1000,8 +1045,12 @@ def history(url: str | None, as_json: bool) -> None:
 
     from .sqlite.migrate import alembic_config
 
-    path = _sqlite_path(url)
-    at = _revision(path) if path.exists() else None
+    store = _postgres(url)
+    if store is not None:
+        at = _run(_pg(store, lambda store: store.schema_revision()))
+    else:
+        path = _sqlite_path(url)
+        at = _revision(path) if path.exists() else None
     scripts = list(ScriptDirectory.from_config(alembic_config()).walk_revisions())
     rows = [
         {
@@ -1051,7 +1100,7 @@ def _schema_differences(path: Path) -> list[str]:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
 
-    from .sqlite.schema import metadata
+    from .schema import metadata
 
     with _read_only(path) as raw:
         engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
@@ -1068,22 +1117,34 @@ def _schema_differences(path: Path) -> list[str]:
 def check(url: str | None) -> None:
     """Check the database is at head and matches the schema.
 
-    Compares the tables and indexes with the SQLAlchemy schema (Alembic's compare_metadata).
-    Exit 1 with the differences otherwise. Read-only.
+    Compares the tables and indexes with the SQLAlchemy schema (SQLite: Alembic's
+    compare_metadata; PostgreSQL: columns, types, collations, primary key and index from the
+    catalog). Exit 1 with the differences otherwise. Read-only.
     """
-    from .sqlite.schema import HEAD_REVISION
+    from .revision import HEAD_REVISION
 
-    path = _sqlite_path(url)
-    revision = _revision(path)
+    store = _postgres(url)
+    if store is not None:
+
+        async def inspect(store: Any) -> tuple[str | None, list[str]]:
+            revision = await store.schema_revision()
+            return revision, (await store.schema_differences() if revision == HEAD_REVISION else [])
+
+        revision, differences = _run(_pg(store, inspect))
+        where = _pg_label(store)
+    else:
+        path = _sqlite_path(url)
+        revision = _revision(path)
+        differences = _schema_differences(path) if revision == HEAD_REVISION else []
+        where = str(path)
     if revision != HEAD_REVISION:
         not_found(
-            f"{path} is at revision {revision or 'none'}, not head ({HEAD_REVISION}); "
+            f"{where} is at revision {revision or 'none'}, not head ({HEAD_REVISION}); "
             "run `motia-state db upgrade`"
         )
-    differences = _schema_differences(path)
     if differences:
-        not_found(f"{path} is at head ({HEAD_REVISION}) but its schema differs: {'; '.join(differences)}")
-    click.echo(f"{path} is at head ({HEAD_REVISION}) and matches the schema.")
+        not_found(f"{where} is at head ({HEAD_REVISION}) but its schema differs: {'; '.join(differences)}")
+    click.echo(f"{where} is at head ({HEAD_REVISION}) and matches the schema.")
 
 
 @db.command()

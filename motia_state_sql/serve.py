@@ -38,9 +38,10 @@ import orjson
 from . import __version__, codec
 from .base import StateAdapter, StateOperations, StateTransaction
 from .errors import InvalidOperationError, InvalidValueError, StateError
+from .redact import redact
 from .rows import StateItem
 from .sqlite import DEFAULT_PATH
-from .url import ENV_VAR, open_state, redact
+from .url import ENV_VAR, open_state
 
 __all__ = ["node_json", "serve", "serve_command"]
 

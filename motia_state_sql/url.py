@@ -3,47 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .base import StateAdapter
 from .errors import ConfigError, InvalidKeyError
 from .options import parse_age
+from .redact import redact
 
-__all__ = ["ENV_VAR", "open_state", "redact", "secrets_in"]
+__all__ = ["ENV_VAR", "open_state"]
 
 #: The environment variable read when ``open_state`` gets no URL.
 ENV_VAR: Final = "MOTIA_STATE_URL"
-
-
-# A query parameter naming a password (``password``, ``ssl_password``...), and its value.
-_QUERY_SECRET = re.compile(r"(?i)(^|[&;])([^=&;]*pass[^=&;]*)=([^&;]*)")
-
-
-def redact(url: str) -> str:
-    """``url`` with every password replaced by ``***`` (for repr, logs and messages).
-
-    Covers the userinfo password (``redis://user:pw@host``) and query parameters naming one
-    (``?password=pw``, ``ssl_password``), which redis-py accepts too. A URL without a password
-    comes back as it was given (any scheme: the CLI shows every URL through this).
-    """
-    parts = urlsplit(url)
-    secret = parts._replace(query=_QUERY_SECRET.sub(r"\1\2=***", parts.query))
-    if parts.password is not None:
-        # The netloc's text after "@" is kept as written (parts.port would raise for a bad port).
-        user = parts.username or ""
-        secret = secret._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
-    return url if secret == parts else urlunsplit(secret)
-
-
-def secrets_in(url: str) -> tuple[str, ...]:
-    """The passwords in ``url`` (as written and decoded), to scrub from driver messages."""
-    parts = urlsplit(url)
-    found = [parts.password or ""] + [m.group(3) for m in _QUERY_SECRET.finditer(parts.query)]
-    every = {variant for text in found for variant in (text, unquote(text)) if text}
-    return tuple(sorted(every, key=len, reverse=True))
 
 
 def _bool(text: str) -> bool:
@@ -95,6 +67,14 @@ _PARAMETERS: Final[dict[str, dict[str, Callable[[str], Any]]]] = {
     },
     "memory": dict(_COMMON),
     "file": {**_COMMON, "lock_timeout": float, "durable": _bool},
+    "postgres": {
+        **_COMMON,
+        "schema": str,
+        "max_connections": int,
+        "connect_timeout": float,
+        "command_timeout": float,
+        "purge_interval": float,
+    },
     "redis": {
         **_COMMON,
         "key_prefix": str,
@@ -129,6 +109,8 @@ _SCHEMES: Final = {
     "redis": "redis",
     "rediss": "redis",
     "unix": "redis",
+    "postgresql": "postgres",
+    "postgres": "postgres",
 }
 
 
@@ -155,7 +137,8 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
 
     Schemes: ``sqlite:///relative/path``, ``sqlite:////absolute/path``, ``sqlite:///:memory:``,
     ``memory://``, ``file:///dir`` (Motia's ``motia.state.json`` in ``dir``), ``redis://``,
-    ``rediss://`` and ``unix://`` (Redis; ``?layout=motia&key_prefix=...``). Keyword
+    ``rediss://`` and ``unix://`` (Redis; ``?layout=motia&key_prefix=...``), ``postgresql://``
+    and ``postgres://`` (PostgreSQL; ``?schema=...&sslmode=...``). Keyword
     ``options`` are passed to the adapter and win over query parameters.
 
     Raises:
@@ -171,8 +154,11 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     if not scheme:
         raise InvalidKeyError(
             f"unknown state URL scheme {parts.scheme!r} in {redact(url)!r}; accepted: "
-            "sqlite:///path, sqlite:///:memory:, memory://, file:///dir, redis://, rediss://, unix://"
+            "sqlite:///path, sqlite:///:memory:, memory://, file:///dir, redis://, rediss://, unix://, "
+            "postgresql://, postgres://"
         )
+    if scheme == "postgres":
+        return _open_postgres(url, parts, options)
     if scheme == "redis":
         from .redis import RedisStateAdapter  # redis-py loads only for a Redis URL
 
@@ -201,3 +187,16 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
             f"(after file:// comes a host, here {parts.netloc!r})"
         )
     return FileStateAdapter(path or ".", **merged)
+
+
+def _open_postgres(url: str, parts: SplitResult, options: Mapping[str, Any]) -> StateAdapter:
+    """A ``PostgresStateAdapter``: our parameters taken out, libpq's left in the URL for asyncpg."""
+    try:
+        from .postgres import PostgresStateAdapter
+        from .postgres.adapter import PG_URL_PARAMETERS
+    except ImportError as exc:
+        raise ConfigError(f"{redact(url)}: {exc}") from None
+    merged = {**_options("postgres", parts.query, PG_URL_PARAMETERS), **options}
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(name, text) for name, text in query if name in PG_URL_PARAMETERS]
+    return PostgresStateAdapter(urlunsplit(parts._replace(query=urlencode(kept))), **merged)

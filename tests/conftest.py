@@ -20,6 +20,8 @@ from motia_state_sql import (
     StateAdapter,
 )
 
+from .postgres_server import postgres_url_or_throwaway
+
 # CI runs the same examples every time (a red CI must be reproducible); local runs explore anew.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
@@ -44,13 +46,17 @@ class FakeClock:
 Factory = Callable[..., StateAdapter]
 
 
-def make_factory(backend: str, folder: Path, clock: FakeClock, redis_url: str = "") -> Factory:
+def make_factory(
+    backend: str, folder: Path, clock: FakeClock, redis_url: str = "", postgres_url: str = ""
+) -> Factory:
     """A function building a fresh adapter of ``backend`` over the same storage each call.
 
-    Redis adapters of one factory share a key prefix no other factory uses, so tests never see
-    each other's keys, even on an external server.
+    Redis adapters of one factory share a key prefix no other factory uses, and PostgreSQL
+    adapters a schema of their own, so tests never see each other's keys, even on an external
+    server.
     """
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    schema = f"test_{uuid.uuid4().hex[:12]}"
 
     def build(**options: object) -> StateAdapter:
         if backend == "redis-cluster":
@@ -58,6 +64,10 @@ def make_factory(backend: str, folder: Path, clock: FakeClock, redis_url: str = 
         if backend in ("redis-native", "redis-motia"):
             layout: Any = backend.removeprefix("redis-")
             return RedisStateAdapter(redis_url, key_prefix=prefix, layout=layout, clock=clock, **options)  # type: ignore[arg-type]
+        if backend == "postgres":
+            from motia_state_sql import PostgresStateAdapter
+
+            return PostgresStateAdapter(postgres_url, schema=schema, clock=clock, **options)  # type: ignore[arg-type]
         if backend == "memory":
             return MemoryStateAdapter(clock=clock, **options)  # type: ignore[arg-type]
         if backend == "sqlite-file":
@@ -80,7 +90,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name not in SLOW_FIRST)  # stable: the order is kept otherwise
 
 
-MODEL_BACKENDS = ["memory", "sqlite-file", "sqlite-memory", "file", "redis-native", "redis-motia"]
+MODEL_BACKENDS = ["memory", "sqlite-file", "sqlite-memory", "file", "redis-native", "redis-motia", "postgres"]
 BACKENDS = [*MODEL_BACKENDS, "redis-cluster"]
 
 
@@ -88,6 +98,13 @@ BACKENDS = [*MODEL_BACKENDS, "redis-cluster"]
 def redis_url() -> Iterator[str]:
     """``$REDIS_URL`` when set, else a throwaway redis-server for the session."""
     with redis_url_or_throwaway() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """``$POSTGRES_URL`` when set, else a throwaway PostgreSQL cluster for the session."""
+    with postgres_url_or_throwaway() as url:
         yield url
 
 
@@ -114,12 +131,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def factory(backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest) -> Factory:
-    url = ""
+    url = pg_url = ""
     if backend == "redis-cluster":
         url = request.getfixturevalue("redis_cluster_url")
     elif backend.startswith("redis-"):
         url = request.getfixturevalue("redis_url")
-    return make_factory(backend, tmp_path, clock, url)
+    elif backend == "postgres":
+        pg_url = request.getfixturevalue("postgres_url")
+    return make_factory(backend, tmp_path, clock, url, pg_url)
 
 
 @pytest.fixture

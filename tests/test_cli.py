@@ -36,7 +36,7 @@ from motia_state_sql.cli_io import (
     read_import_file,
 )
 from motia_state_sql.file import dump_motia_json
-from motia_state_sql.sqlite.schema import HEAD_REVISION
+from motia_state_sql.schema import HEAD_REVISION
 from motia_state_sql.url import _SCHEMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,11 +262,13 @@ def test_every_url_scheme_is_documented_in_the_reference_and_help(cli: Run) -> N
     reference = (ROOT / "docs" / "cli.md").read_text()
     table = reference.split("| URL | store |", 1)[1].split("\n\n", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| `")]
-    assert sorted(_SCHEMES) == ["file", "memory", "redis", "rediss", "sqlite", "unix"]
+    assert sorted(_SCHEMES) == [
+        "file", "memory", "postgres", "postgresql", "redis", "rediss", "sqlite", "unix"
+    ]
     for scheme in _SCHEMES:
         assert any(line.startswith(f"| `{scheme}:") for line in rows), f"docs/cli.md: no {scheme}:// row"
     help_text = " ".join(cli("--help").stdout.split())
-    for backend in ("SQLite", "Redis", "Motia's JSON file", "memory"):
+    for backend in ("SQLite", "PostgreSQL", "Redis", "Motia's JSON file", "memory"):
         assert backend in help_text, backend
     assert "redis://" in " ".join(cli("groups", "--help").stdout.split())
 
@@ -338,7 +340,8 @@ def test_read_commands_never_create_a_store(cli: Run, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("postgres://db/state", "unknown state URL scheme 'postgres'"),
+        ("mysql://db/state", "unknown state URL scheme 'mysql'"),
+        ("postgres://db/state?sslmdoe=require", "unknown parameter 'sslmdoe'"),
         ("sqlite:///x.db?cache=big", "unknown parameter 'cache'"),
         ("sqlite:///x.db?busy_timeout=soon", "busy_timeout"),
         ("sqlite://host/x.db", "no host"),
@@ -571,8 +574,8 @@ def test_db_commands_refuse_what_they_cannot_handle(cli: Run, tmp_path: Path) ->
         raw.execute("INSERT INTO alembic_version VALUES ('9999')")
     _one_line_error(cli("db", "check", "--url", "sqlite:///newer.db"), 1, "revision 9999")
     _one_line_error(cli("db", "upgrade", "--url", "sqlite:///newer.db"), 2, "'9999'", "newer version")
-    _one_line_error(cli("db", "current", "--url", "file:dir"), 2, "not a sqlite:/// URL")
-    _one_line_error(cli("db", "check", "--url", "memory://"), 2, "not a sqlite:/// URL")
+    _one_line_error(cli("db", "current", "--url", "file:dir"), 2, "not a sqlite:/// or postgresql:// URL")
+    _one_line_error(cli("db", "check", "--url", "memory://"), 2, "not a sqlite:/// or postgresql:// URL")
     _one_line_error(cli("db", "upgrade", "--url", "sqlite:///:memory:"), 2, ":memory:")
 
 

@@ -69,7 +69,10 @@ def stores(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     loop = asyncio.new_event_loop()
     folder: Path = tmp_path_factory.mktemp("hostile")
     url = request.getfixturevalue("redis_url")
-    adapters = {name: make_factory(name, folder / name, FakeClock(), url)() for name in MODEL_BACKENDS}
+    pg_url = request.getfixturevalue("postgres_url")
+    adapters = {
+        name: make_factory(name, folder / name, FakeClock(), url, pg_url)() for name in MODEL_BACKENDS
+    }
     yield loop, adapters
     for adapter in adapters.values():
         loop.run_until_complete(adapter.close())

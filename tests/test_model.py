@@ -191,6 +191,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     backend = "memory"
     redis_url = ""
+    postgres_url = ""
     keys = Bundle("keys")
     places = Bundle("places")
 
@@ -199,7 +200,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.folder = Path(tempfile.mkdtemp(prefix="model-"))
         self.clock = FakeClock()
-        self.store: StateAdapter = make_factory(self.backend, self.folder, self.clock, self.redis_url)()
+        self.store: StateAdapter = make_factory(
+            self.backend, self.folder, self.clock, self.redis_url, self.postgres_url
+        )()
         self.model: Model = {}
         self.file = self.backend == "file"
         self.motia = self.backend == "redis-motia"
@@ -575,6 +578,8 @@ def test_backend_agrees_with_dict_model(backend: str, request: pytest.FixtureReq
     machine: Any = MACHINES[backend]
     if backend.startswith("redis-"):
         machine.redis_url = request.getfixturevalue("redis_url")
+    if backend == "postgres":
+        machine.postgres_url = request.getfixturevalue("postgres_url")
     machine.TestCase.settings = settings(
         max_examples=120,
         stateful_step_count=40,

@@ -1,7 +1,8 @@
 """The Node adapter's own tests (``node/test/*.test.js``, Node's built-in runner), run by pytest.
 
 They drive ``SqlStateAdapter`` against this checkout's ``motia_state_sql`` served by this very
-interpreter, over SQLite files and the session's Redis, so ``make test`` runs them too.
+interpreter, over SQLite files, the session's Redis and its PostgreSQL cluster, so ``make test``
+runs them too.
 """
 
 from __future__ import annotations
@@ -16,15 +17,27 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE_PACKAGE = ROOT / "node"
 
 
-def test_node_adapter_contract(redis_url: str) -> None:
+def test_node_adapter_contract(redis_url: str, postgres_url: str) -> None:
+    tests = (NODE_PACKAGE / "test").glob("*.test.js")
+    files = sorted(str(path.relative_to(NODE_PACKAGE)) for path in tests)
+    assert files, "no node/test/*.test.js found"
+    _node_test(files, redis_url, postgres_url, "sqlite,redis")
+
+
+def test_node_adapter_over_postgres(redis_url: str, postgres_url: str) -> None:
+    """``SqlStateAdapter({ url: 'postgresql://...' })``: the whole contract file over PostgreSQL."""
+    _node_test(["test/contract.test.js"], redis_url, postgres_url, "postgres")
+
+
+def _node_test(files: list[str], redis_url: str, postgres_url: str, backends: str) -> None:
     node = shutil.which("node")
     assert node is not None, "node (>= 18) is needed for the Node adapter's tests: install Node.js"
-    files = sorted(str(path.relative_to(NODE_PACKAGE)) for path in (NODE_PACKAGE / "test").glob("*.test.js"))
-    assert files, "no node/test/*.test.js found"
     env = {
         **os.environ,
         "MOTIA_STATE_PYTHON": sys.executable,
         "REDIS_URL": redis_url,
+        "POSTGRES_URL": postgres_url,
+        "MOTIA_NODE_BACKENDS": backends,
         # The Python process the adapter starts serves this checkout, whatever is installed.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }

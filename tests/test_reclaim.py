@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from motia_state_sql import MemoryStateAdapter, SqliteStateAdapter
-from motia_state_sql.sqlite.schema import TABLE
+from motia_state_sql.schema import TABLE
 
 from .conftest import FakeClock
 

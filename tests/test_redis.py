@@ -37,9 +37,9 @@ from motia_state_sql import (
     open_state,
 )
 from motia_state_sql.cli_io import copy_items
+from motia_state_sql.redact import redact
 from motia_state_sql.redis.layouts import NativeLayout
 from motia_state_sql.redis.transport import text
-from motia_state_sql.url import redact
 
 LAYOUTS = ["native", "motia"]
 

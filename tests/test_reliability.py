@@ -26,6 +26,7 @@ import pytest
 from benchmarks.redis_server import RedisServer
 from motia_state_sql import (
     FileStateAdapter,
+    PostgresStateAdapter,
     RedisStateAdapter,
     SchemaError,
     SqliteStateAdapter,
@@ -37,14 +38,16 @@ from motia_state_sql import (
 )
 
 SPAWN = multiprocessing.get_context("spawn")
-PROCESS_BACKENDS = ["sqlite", "redis-native", "redis-motia"]
+PROCESS_BACKENDS = ["sqlite", "redis-native", "redis-motia", "postgres"]
 
 
 def _store(backend: str, where: str) -> StateAdapter:
-    """``where`` is the SQLite path, or ``<redis url>|<key prefix>``."""
+    """``where`` is the SQLite path, or ``<redis url>|<key prefix>``, or ``<postgres url>|<schema>``."""
     if backend == "sqlite":
         return SqliteStateAdapter(where, busy_timeout=60)
     url, prefix = where.split("|")
+    if backend == "postgres":
+        return PostgresStateAdapter(url, schema=prefix, command_timeout=60)
     return RedisStateAdapter(
         url, key_prefix=prefix, layout="native" if backend == "redis-native" else "motia"
     )
@@ -53,6 +56,8 @@ def _store(backend: str, where: str) -> StateAdapter:
 def _where(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "sqlite":
         return str(tmp_path / "state.db")
+    if backend == "postgres":
+        return f"{request.getfixturevalue('postgres_url')}|rel_{uuid.uuid4().hex[:10]}"
     return f"{request.getfixturevalue('redis_url')}|rel:{uuid.uuid4().hex[:10]}:"
 
 

@@ -29,8 +29,8 @@ from motia_state_sql import (
     open_state,
     set_op,
 )
+from motia_state_sql.schema import HEAD_REVISION, TABLE
 from motia_state_sql.sqlite import migrate
-from motia_state_sql.sqlite.schema import HEAD_REVISION, TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 SPAWN = multiprocessing.get_context("spawn")
@@ -93,7 +93,7 @@ async def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> N
     from alembic.migration import MigrationContext
     from sqlalchemy import create_engine
 
-    from motia_state_sql.sqlite.schema import metadata
+    from motia_state_sql.schema import metadata
 
     async with SqliteStateAdapter(tmp_path / "s.db") as store:
         await store.set("g", "k", 1)

@@ -10,6 +10,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+# The same revision on SQLite and PostgreSQL (see motia_state_sql/schema.py); each dialect takes
+# its own options and ignores the other's.
+# Code point order on PostgreSQL too (written out here: a revision never changes with the package).
+_NAME = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -19,8 +24,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "motia_state",
-        sa.Column("group_id", sa.Text(), nullable=False),
-        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("group_id", _NAME, nullable=False),
+        sa.Column("key", _NAME, nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
@@ -34,6 +39,7 @@ def upgrade() -> None:
         "motia_state",
         ["expires_at"],
         sqlite_where=sa.text("expires_at IS NOT NULL"),
+        postgresql_where=sa.text("expires_at IS NOT NULL"),
     )
 
 

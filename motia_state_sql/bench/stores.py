@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ..errors import ConfigError
-from ..url import open_state, redact
+from ..redact import redact
+from ..url import open_state
 from .runner import Bench, Key, Row, Spec
 from .workloads import OPERATIONS, Op, arrivals, fill, operation
 

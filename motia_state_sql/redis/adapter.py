@@ -27,8 +27,8 @@ from .. import codec, options
 from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, in_prefix
 from ..errors import ConfigError, ConflictError, StateError
 from ..ops import Filter
+from ..redact import redact
 from ..rows import Clock, Plan, Row, RowEntry, Write, WriteResult, plan_write
-from ..url import redact
 from .layouts import Layout, MotiaLayout, NativeLayout, Reads
 from .transport import Client, Transport, text
 

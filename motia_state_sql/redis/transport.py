@@ -66,7 +66,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError
-from ..url import redact, secrets_in
+from ..redact import redact, scrub, secrets_in
 
 if TYPE_CHECKING:
     from .adapter import RedisStateAdapter
@@ -514,9 +514,7 @@ class Transport:
         return sha
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(

@@ -146,12 +146,12 @@ def prepare(raw: sqlite3.Connection, where: str, legacy_json: Path | None, now: 
     """
     if current_revision(raw)[0] == HEAD_REVISION:
         return 0
-    with _alembic_quiet():
+    with alembic_quiet():
         return _upgrade(raw, where, legacy_json, now)
 
 
 @contextlib.contextmanager
-def _alembic_quiet() -> Iterator[None]:
+def alembic_quiet() -> Iterator[None]:
     """Keep Alembic's own INFO lines (plugins, context, each step) out of an app's INFO log.
 
     Unless its level was set by the user, or everything is logged at DEBUG, the ``alembic``

@@ -1,4 +1,5 @@
-// Every StateAdapter method and every extra of SqlStateAdapter, over SQLite and Redis (native).
+// Every StateAdapter method and every extra of SqlStateAdapter, over SQLite, Redis (native) and
+// PostgreSQL (when $POSTGRES_URL is set, as tests/test_node_adapter.py does).
 
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'

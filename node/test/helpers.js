@@ -2,7 +2,9 @@
 //
 // Python: $MOTIA_STATE_PYTHON (tests/test_node_adapter.py sets it to pytest's interpreter), else
 // python3. Redis: $REDIS_URL when set, else a redis-server of this test file's own on a free
-// loopback port, keeping nothing on disk, killed when the file's tests end.
+// loopback port, keeping nothing on disk, killed when the file's tests end. PostgreSQL:
+// $POSTGRES_URL (tests/test_node_adapter.py passes the session's throwaway cluster), each store
+// in a schema of its own.
 
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -15,7 +17,9 @@ import { after } from 'node:test'
 import { SqlStateAdapter } from '../index.js'
 
 export const PYTHON = process.env.MOTIA_STATE_PYTHON || 'python3'
-export const BACKENDS = ['sqlite', 'redis']
+// $MOTIA_NODE_BACKENDS (comma separated) picks the stores; tests/test_node_adapter.py runs the
+// contract over postgres in a run of its own, so neither run nears its time limit.
+export const BACKENDS = (process.env.MOTIA_NODE_BACKENDS || 'sqlite,redis').split(',')
 
 const folders = []
 let redis = null // { url, process }
@@ -103,10 +107,16 @@ after(async () => {
   for (const folder of folders) fs.rmSync(folder, { recursive: true, force: true })
 })
 
-/** A store URL no other test uses: a new SQLite file, or Redis (native) under a new key prefix. */
+/** A store URL no other test uses: a new SQLite file, Redis (native) under a new key prefix, or a new PostgreSQL schema. */
 export async function storeUrl(backend, query = {}) {
   if (backend === 'sqlite') {
     const url = new URL(`sqlite:///${path.join(tempDir(), 'state.db')}`)
+    for (const [name, value] of Object.entries(query)) url.searchParams.set(name, String(value))
+    return url.toString()
+  }
+  if (backend === 'postgres') {
+    const url = new URL(process.env.POSTGRES_URL)
+    url.searchParams.set('schema', `node_${randomUUID().replaceAll('-', '')}`)
     for (const [name, value] of Object.entries(query)) url.searchParams.set(name, String(value))
     return url.toString()
   }

@@ -1,0 +1,759 @@
+"""PostgresStateAdapter: durable state shared by many instances, on asyncpg.
+
+The table is the SQLite one (``schema.py``, the same Alembic revisions), in a PostgreSQL schema
+of its own choosing (``schema="public"`` by default). Every call is one short transaction on a
+pooled connection:
+
+* reads: one ``SELECT`` (expired rows are filtered in SQL with the adapter's clock);
+* an unconditional ``set``: one upsert statement that continues a live row's version and
+  creation time and starts afresh over an expired one (as ``rows.plan_write`` decides);
+* a plain ``delete``: one ``DELETE ... RETURNING``;
+* conditional writes and ``update``: ``SELECT ... FOR UPDATE`` (the row lock serialises writers of
+  the key across instances), ``rows.plan_write``, the write, ``COMMIT``; a key that does not exist
+  yet is inserted with ``ON CONFLICT DO NOTHING``, and a concurrent insert makes it start over;
+* ``transaction()``: every row it reads is locked (``FOR UPDATE``) until it ends, so other
+  writers of those rows wait for it, as they wait for a SQLite transaction; the commit writes
+  the overlay. What row locks cannot cover (keys it saw absent, groups it read whole) is checked
+  again at commit under per-group advisory locks; a change there, or a deadlock PostgreSQL
+  breaks, is a ``ConflictError``: nothing of the transaction lands, and ``run_transaction``
+  retries. (``SERIALIZABLE`` was measured first: its predicate locks on index pages made
+  transactions writing different keys of one group fail each other.)
+
+A connection that failed or was cancelled mid-call is closed, never returned to the pool with a
+transaction open. Server outages raise ``StoreUnavailableError`` within ``command_timeout`` (or
+``connect_timeout``); the pool reconnects, so the same adapter works again once the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+try:
+    import asyncpg
+except ImportError as missing:  # pragma: no cover - the dev install has it
+    raise ImportError(
+        "the PostgreSQL backend needs asyncpg: pip install 'motia-state-sql[postgres]'"
+    ) from missing
+
+from .. import codec, options
+from ..base import StateAdapter, TxStore
+from ..errors import ConfigError, ConflictError, StateError, StoreUnavailableError
+from ..ops import Filter
+from ..redact import redact, scrub, secrets_in
+from ..rows import UNCHANGED, Clock, Row, RowEntry, Write, WriteResult, new_version, plan_write
+from ..schema import TABLE
+from . import migrate
+
+__all__ = ["DEFAULT_URL", "PG_URL_PARAMETERS", "PostgresStateAdapter"]
+
+DEFAULT_URL: Final = "postgresql://localhost:5432/postgres"
+T = TypeVar("T")
+
+#: Query parameters of a PostgreSQL URL that asyncpg reads itself (libpq's names).
+PG_URL_PARAMETERS: Final = frozenset(
+    {
+        "host",
+        "port",
+        "dbname",
+        "database",
+        "user",
+        "password",
+        "passfile",
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslcrl",
+        "sslpassword",
+        "sslnegotiation",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+        "service",
+        "application_name",
+    }
+)
+
+_COLUMNS = "value, version, created_at, updated_at, expires_at"
+#: The row is live at the time in parameter ``${}``.
+_LIVE_AT = "(expires_at IS NULL OR expires_at > ${})"
+_PURGE_BATCH = 1000
+#: JSON text holding this escape cannot be read by PostgreSQL's JSON functions: such rows skip
+#: the SQL pre-selection and are checked in Python only.
+_NUL_ESCAPE = "\\u0000"
+
+
+def _discard(conn: Any) -> None:
+    """Close ``conn`` at once (the pool opens a fresh one); harmless when it is already gone."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+def _in_transaction(conn: Any) -> bool:
+    try:
+        return bool(conn.is_in_transaction())
+    except asyncpg.InterfaceError:  # already closed and handed back
+        return False
+
+
+def _row(record: Any) -> Row:
+    return Row(record[0], record[1], record[2], record[3], record[4])
+
+
+class _Sql:
+    """The statements of one table (``schema.motia_state``)."""
+
+    __slots__ = (
+        "delete_group",
+        "delete_row",
+        "groups",
+        "insert_new",
+        "keys",
+        "live_row",
+        "purge",
+        "row_for_update",
+        "rows",
+        "set",
+        "table",
+        "upsert",
+    )
+
+    def __init__(self, schema: str) -> None:
+        table = self.table = f"{migrate.quote(schema)}.{migrate.quote(TABLE)}"
+        one = f"{table} WHERE group_id = $1 AND key = $2"
+        self.live_row = f"SELECT {_COLUMNS} FROM {one} AND {_LIVE_AT.format(3)}"
+        self.row_for_update = f"SELECT {_COLUMNS} FROM {one} FOR UPDATE"
+        self.rows = f"SELECT group_id, key, {_COLUMNS} FROM {table} WHERE {_LIVE_AT.format(1)}"
+        self.keys = f"SELECT key FROM {table} WHERE group_id = $1 AND {_LIVE_AT.format(2)} ORDER BY key"
+        # A loose index scan: one index probe per group, not one row visit per item.
+        self.groups = f"""
+WITH RECURSIVE g(id) AS (
+  SELECT (SELECT min(group_id) FROM {table} WHERE {_LIVE_AT.format(1)})
+  UNION ALL
+  SELECT (SELECT min(group_id) FROM {table} WHERE group_id > g.id AND {_LIVE_AT.format(1)})
+  FROM g WHERE g.id IS NOT NULL
+)
+SELECT id FROM g WHERE id IS NOT NULL"""
+        # An unconditional set in one statement (see the module docstring).
+        live = "s.expires_at IS NULL OR s.expires_at > $5"
+        self.set = f"""
+INSERT INTO {table} AS s (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $5, $6)
+ON CONFLICT (group_id, key) DO UPDATE SET
+  value = excluded.value,
+  version = CASE WHEN {live} THEN s.version + 1 ELSE excluded.version END,
+  created_at = CASE WHEN {live} THEN s.created_at ELSE excluded.created_at END,
+  updated_at = excluded.updated_at,
+  expires_at = excluded.expires_at"""
+        self.upsert = f"""
+INSERT INTO {table} (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (group_id, key) DO UPDATE SET
+  value = excluded.value, version = excluded.version, created_at = excluded.created_at,
+  updated_at = excluded.updated_at, expires_at = excluded.expires_at"""
+        self.insert_new = (
+            f"INSERT INTO {table} (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            "ON CONFLICT (group_id, key) DO NOTHING"
+        )
+        self.delete_row = f"DELETE FROM {one} RETURNING {_COLUMNS}"
+        self.delete_group = f"DELETE FROM {table} WHERE group_id = $1"
+        self.purge = (
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
+            "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2))"
+        )
+
+
+def _filter_sql(filters: list[Filter], first: int) -> tuple[str, list[Any]]:
+    """SQL that pre-selects rows for ``filters``: never drops a row ``ops.matches`` keeps.
+
+    Its parameters are numbered from ``$first``.
+    Strings compare in SQL (``"C"`` collation: code point order, as Python); numbers and booleans
+    only by their JSON type, left to the exact check; ``neq``/``notContains`` are left out.
+    """
+    params: list[Any] = []
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${first + len(params) - 1}"
+
+    parts: list[str] = []
+    for flt in filters:
+        operation = flt["operation"]
+        if operation in ("neq", "notContains") or "\x00" in flt["valueKey"] + flt.get("value", ""):
+            continue  # PostgreSQL text cannot hold NUL: left to the exact check
+        name = param(flt["valueKey"])
+        kind = f"json_typeof(value::json -> {name})"
+        text = f"(value::json ->> {name})"
+        if operation == "isNull":
+            parts.append(f"COALESCE({kind}, 'null') = 'null'")
+            continue
+        if operation == "isNotNull":
+            parts.append(f"COALESCE({kind}, 'null') <> 'null'")
+            continue
+        given = flt["value"]
+        if operation == "startsWith":
+            parts.append(f"({kind} = 'string' AND starts_with({text}, {param(given)}))")
+        elif operation == "endsWith":
+            parts.append(f"({kind} = 'string' AND right({text}, {param(len(given))}) = {param(given)})")
+        elif operation == "contains":
+            parts.append(f"(({kind} = 'string' AND strpos({text}, {param(given)}) > 0) OR {kind} = 'array')")
+        else:
+            sql_op = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[operation]
+            parts.append(
+                f"(({kind} = 'string' AND {text} COLLATE \"C\" {sql_op} {param(given)}) "
+                f"OR {kind} IN ('number', 'boolean'))"
+            )
+    if not parts:
+        return "", []
+    guard = param(_NUL_ESCAPE)
+    return f" AND CASE WHEN strpos(value, {guard}) > 0 THEN true ELSE ({' AND '.join(parts)}) END", params
+
+
+class PostgresStateAdapter(StateAdapter):
+    """State in one PostgreSQL table keyed on ``(group_id, key)``; see the module docstring."""
+
+    __slots__ = (
+        "_last_purge",
+        "_open_lock",
+        "_owns_pool",
+        "_pool",
+        "_purging",
+        "_ready",
+        "_secrets",
+        "_sql",
+        "_url",
+        "command_timeout",
+        "connect_timeout",
+        "max_connections",
+        "purge_interval",
+        "safe_url",
+        "schema",
+    )
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        pool: Any = None,
+        schema: str = "public",
+        max_connections: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 10.0,
+        purge_interval: float = 60.0,
+        read_only: bool = False,
+        max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
+        clock: Clock = time.time,
+    ) -> None:
+        """Describe the store; the pool is created (and the schema migrated) on first use.
+
+        Args:
+            url: ``postgresql://user:password@host:port/database?sslmode=...`` (libpq's query
+                parameters, as asyncpg reads them); ignored when ``pool`` is given.
+            pool: an existing ``asyncpg.Pool`` to use instead; it is never closed by us.
+            schema: the PostgreSQL schema holding the ``motia_state`` table (created if missing).
+            max_connections: the size of the pool we create.
+            connect_timeout: seconds to wait for a connection (new, or free in the pool).
+            command_timeout: seconds a statement may take before ``StoreUnavailableError``.
+            purge_interval: seconds between sweeps that reclaim expired rows (bounded batches).
+            read_only: open an existing store without writing to it (no migration); writes
+                raise ``UnsupportedError``.
+            max_value_bytes: largest encoded value accepted.
+            clock: time source (seconds since the epoch), injectable for tests.
+        """
+        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        self._closed = True  # until every option is checked (see StateAdapter.__del__)
+        if type(url) is not str:
+            raise ConfigError(f"url must be a postgresql:// URL, got {type(url).__name__}")
+        parts = urlsplit(url)
+        if pool is None:
+            if parts.scheme not in ("postgresql", "postgres"):
+                raise ConfigError(f"url must start with postgresql:// or postgres://, got {redact(url)!r}")
+            unknown = sorted({name for name, _ in parse_qsl(parts.query)} - PG_URL_PARAMETERS)
+            if unknown:
+                raise ConfigError(
+                    f"unknown parameter(s) {unknown} in {redact(url)!r}; "
+                    f"accepted: {sorted(PG_URL_PARAMETERS)}"
+                )
+        elif not isinstance(pool, asyncpg.Pool):
+            raise ConfigError(f"pool must be an asyncpg.Pool, got {type(pool).__name__}")
+        if (
+            type(schema) is not str
+            or not schema
+            or "\x00" in schema
+            or len(schema.encode()) > 63
+            or schema.startswith("pg_")
+        ):
+            raise ConfigError(
+                "schema must be a PostgreSQL schema name (1-63 bytes, no NUL, not starting with "
+                f"pg_, which PostgreSQL reserves), got {schema!r}"
+            )
+        self.schema = schema
+        self.max_connections = options.positive_int("max_connections", max_connections, 1000)
+        self.connect_timeout = options.seconds("connect_timeout", connect_timeout, zero=False)
+        self.command_timeout = options.seconds("command_timeout", command_timeout, zero=False)
+        self.purge_interval = options.seconds("purge_interval", purge_interval)
+        self._url = url
+        self.safe_url = "an existing asyncpg pool" if pool is not None else redact(url)
+        self._secrets = secrets_in(url) if pool is None else ()
+        self._pool: Any = pool
+        self._owns_pool = pool is None
+        self._ready = False
+        self._open_lock = asyncio.Lock()
+        self._sql = _Sql(schema)
+        self._last_purge = float("-inf")
+        self._purging: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        mode = ", read_only=True" if self.read_only else ""
+        return f"PostgresStateAdapter(url={self.safe_url!r}, schema={self.schema!r}{mode})"
+
+    def _holds_resources(self) -> bool:
+        return self._owns_pool and self._pool is not None
+
+    def _release_now(self) -> None:
+        if self._owns_pool and self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.terminate()
+            self._pool = None
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _translate(self, exc: BaseException) -> StateError:
+        """Our error for a driver's (passwords scrubbed)."""
+        text = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+        if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
+            return ConflictError(
+                f"a concurrent write conflicted with this transaction ({text}); nothing of it was "
+                "written (run_transaction retries)"
+            )
+        if isinstance(
+            exc,
+            OSError
+            | TimeoutError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | asyncpg.InternalClientError  # a connection the server killed while we used it
+            | asyncpg.CannotConnectNowError
+            | asyncpg.AdminShutdownError
+            | asyncpg.CrashShutdownError
+            | asyncpg.QueryCanceledError,
+        ) or (isinstance(exc, asyncpg.PostgresError) and str(getattr(exc, "sqlstate", "")).startswith("08")):
+            return StoreUnavailableError(
+                f"PostgreSQL at {self.safe_url} is unavailable ({text}); nothing was written unless "
+                "the call's result said so"
+            )
+        if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidCatalogNameError):
+            return ConfigError(f"PostgreSQL at {self.safe_url} refused us: {text}")
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+            return ConfigError(
+                f"PostgreSQL at {self.safe_url}: {text}; grant the user rights on schema "
+                f"{self.schema!r}, or open the store with read_only=True (?mode=ro)"
+            )
+        if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+            return StoreUnavailableError(f"PostgreSQL at {self.safe_url} is read-only now ({text})")
+        return StateError(f"PostgreSQL at {self.safe_url}: {text}")
+
+    async def _open(self) -> Any:
+        """The pool, created and the schema checked (and migrated) on first use."""
+        if self._ready:
+            return self._pool
+        self._check_closed()
+        async with self._open_lock:
+            if self._ready:
+                return self._pool
+            await self._inspect(
+                lambda conn: migrate.prepare(conn, self.schema, self.safe_url, read_only=self.read_only)
+            )
+            self._ready = True
+            return self._pool
+
+    async def _inspect(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work(connection)`` on a pooled connection, creating the pool (not migrating)."""
+        try:
+            async with asyncio.timeout(self.connect_timeout + self.command_timeout):
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._url,
+                        min_size=1,
+                        max_size=self.max_connections,
+                        timeout=self.connect_timeout,
+                        command_timeout=self.command_timeout,
+                        max_inactive_connection_lifetime=60.0,
+                        server_settings={"application_name": "motia_state_sql"},
+                    )
+                async with self._pool.acquire(timeout=self.connect_timeout) as conn:
+                    return await work(conn)
+        except (StateError, asyncio.CancelledError):
+            await self._drop_pool()
+            raise
+        except Exception as exc:
+            await self._drop_pool()
+            raise self._translate(exc) from None
+
+    async def schema_revision(self) -> str | None:
+        """The schema revision stamped in the store (``None``: none yet), without migrating it.
+
+        Raises:
+            SchemaError: the version table is damaged; StoreUnavailableError: no server.
+        """
+        self._check_closed()
+        return (await self._inspect(lambda conn: migrate.current_revision(conn, self.schema)))[0]
+
+    async def schema_differences(self) -> list[str]:
+        """How the store's table differs from the declared schema (empty: it matches)."""
+        self._check_closed()
+        return await self._inspect(lambda conn: migrate.differences(conn, self.schema))
+
+    async def _drop_pool(self) -> None:
+        if self._owns_pool and self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection for one call; closed instead of reused when the call failed mid-way.
+
+        Raises:
+            StoreUnavailableError: no connection within ``connect_timeout``, or the server failed.
+        """
+        pool = await self._open()
+        try:
+            conn = await pool.acquire(timeout=self.connect_timeout)
+        except Exception as exc:
+            raise self._translate(exc) from None
+        try:
+            yield conn
+        except StateError:
+            if _in_transaction(conn):
+                _discard(conn)
+            raise
+        except BaseException as exc:
+            # Cancelled or failed mid-statement: the connection's state is unknown. Close it; the
+            # pool opens a fresh one when needed. (An error the server reported outside a
+            # transaction leaves the connection as good as before.)
+            if not isinstance(exc, asyncpg.PostgresError) or _in_transaction(conn):
+                _discard(conn)
+            if isinstance(exc, Exception):
+                raise self._translate(exc) from None
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def __aenter__(self) -> PostgresStateAdapter:
+        self._check_open()
+        await self._open()
+        return self
+
+    async def _close(self) -> None:
+        if self._purging is not None:
+            with contextlib.suppress(BaseException):
+                await self._purging
+        self._ready = False
+        if self._owns_pool and self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                async with asyncio.timeout(self.command_timeout):
+                    await pool.close()
+            except BaseException:
+                pool.terminate()
+                raise
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        async with self._connection() as conn:
+            found = await conn.fetchrow(self._sql.live_row, group_id, key, now)
+        return None if found is None else _row(found)
+
+    async def _read_rows(self, group_id: str | None, now: float, filters: list[Filter]) -> list[RowEntry]:
+        sql, params = _rows_sql(self._sql, group_id, now, filters)
+        async with self._connection() as conn:
+            records = await conn.fetch(sql, *params)
+        return [(r[0], r[1], Row(r[2], r[3], r[4], r[5], r[6])) for r in records]
+
+    async def _read_keys(self, group_id: str, now: float) -> list[str]:
+        async with self._connection() as conn:
+            return [r[0] for r in await conn.fetch(self._sql.keys, group_id, now)]
+
+    async def _read_groups(self, now: float) -> list[str]:
+        async with self._connection() as conn:
+            return [r[0] for r in await conn.fetch(self._sql.groups, now)]
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def _write(self, write: Write, now: float) -> WriteResult:
+        sql = self._sql
+        if write.kind == "set" and write.if_version is None and not write.if_absent:
+            async with self._connection() as conn:
+                expires_at = write.expires_at(now)
+                await conn.execute(
+                    sql.set, write.group_id, write.key, write.encoded, new_version(None), now, expires_at
+                )
+            self._maybe_purge(now)
+            return None
+        if write.kind == "delete" and write.if_version is None and not write.if_absent:
+            async with self._connection() as conn:
+                found = await conn.fetchrow(sql.delete_row, write.group_id, write.key)
+            current = None if found is None else _row(found)
+            if current is not None and not current.live(now):
+                current = None
+            return (UNCHANGED if current is None else None), current
+        while True:
+            async with self._connection() as conn, conn.transaction():
+                found = await conn.fetchrow(sql.row_for_update, write.group_id, write.key)
+                current = None if found is None else _row(found)
+                if current is not None and not current.live(now):
+                    current = None
+                plan = plan_write(write, current, now)
+                if plan is UNCHANGED:
+                    return plan, current
+                if plan is None:
+                    await conn.execute(sql.delete_row, write.group_id, write.key)
+                elif found is None:
+                    status = await conn.execute(sql.insert_new, write.group_id, write.key, *plan)  # type: ignore[misc]
+                    if status.endswith(" 0"):
+                        continue  # inserted meanwhile by another writer: lock it and plan again
+                else:
+                    await conn.execute(sql.upsert, write.group_id, write.key, *plan)  # type: ignore[misc]
+            self._maybe_purge(now)
+            return plan, current
+
+    async def _clear(self, group_id: str, now: float) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql.delete_group, group_id)
+
+    def _maybe_purge(self, now: float) -> None:
+        """Reclaim expired rows in a bounded batch, at most every ``purge_interval`` (off the call)."""
+        if now - self._last_purge < self.purge_interval or self._purging is not None:
+            return
+        self._last_purge = now
+        self._purging = asyncio.get_running_loop().create_task(self._purge(now))
+
+    async def _purge(self, now: float) -> None:
+        try:
+            async with self._connection() as conn:
+                await conn.execute(self._sql.purge, now, _PURGE_BATCH)
+        except StateError:
+            pass  # the next sweep catches up; a failing server shows in the calls themselves
+        finally:
+            self._purging = None
+
+    # -- transactions -------------------------------------------------------------------------
+
+    async def _begin(self) -> TxStore:
+        pool = await self._open()
+        try:
+            conn = await pool.acquire(timeout=self.connect_timeout)
+        except Exception as exc:
+            raise self._translate(exc) from None
+        transaction = conn.transaction(isolation="read_committed")
+        try:
+            await transaction.start()
+        except BaseException as exc:
+            _discard(conn)
+            await pool.release(conn)
+            if isinstance(exc, Exception):
+                raise self._translate(exc) from None
+            raise
+        return _PostgresTx(self, pool, conn, transaction)
+
+
+def _rows_sql(sql: _Sql, group_id: str | None, now: float, filters: list[Filter]) -> tuple[str, list[Any]]:
+    if group_id is None:
+        where, params = _filter_sql(filters, 2)
+        return f"{sql.rows}{where} ORDER BY group_id, key", [now, *params]
+    where, params = _filter_sql(filters, 3)
+    return f"{sql.rows} AND group_id = $2{where} ORDER BY key", [now, group_id, *params]
+
+
+class _PostgresTx(TxStore):
+    """One transaction on a connection held from start to end (see ``commit`` for how it holds).
+
+    Rows it reads are locked (``FOR UPDATE``) until it ends. What it saw absent, and the
+    membership of the groups it read, are checked again at commit, under an advisory lock per
+    group it read or writes (taken in one order, so commits of transactions never deadlock on
+    them); a change there is a ``ConflictError`` and nothing of the transaction lands.
+    """
+
+    __slots__ = (
+        "_absent",
+        "_adapter",
+        "_all",
+        "_conn",
+        "_groups",
+        "_pool",
+        "_present",
+        "_released",
+        "_transaction",
+    )
+
+    def __init__(self, adapter: PostgresStateAdapter, pool: Any, conn: Any, transaction: Any) -> None:
+        self._adapter = adapter
+        self._pool = pool
+        self._conn = conn
+        self._transaction = transaction
+        self._released = False
+        self._present: set[tuple[str, str]] = set()  # read and locked
+        self._absent: set[tuple[str, str]] = set()  # read as absent (or expired)
+        self._groups: dict[str, set[str]] = {}  # groups read whole: their keys then
+        self._all: set[tuple[str, str]] | None = None  # every row, when all groups were read
+
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[Any]:
+        if self._released:
+            raise StateError("this transaction's connection was lost; nothing of it was written")
+        try:
+            yield self._conn
+        except BaseException as exc:
+            # Failed or cancelled mid-transaction: nothing of it may land, and its connection
+            # must never go back to the pool with the transaction open.
+            await self._discard()
+            if isinstance(exc, Exception) and not isinstance(exc, StateError):
+                raise self._adapter._translate(exc) from None
+            raise
+
+    async def _discard(self) -> None:
+        if not self._released:
+            self._released = True
+            _discard(self._conn)
+            await self._pool.release(self._conn)
+
+    async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
+        async with self._using() as conn:
+            found = await conn.fetchrow(f"{self._adapter._sql.live_row} FOR UPDATE", group_id, key, now)
+        if found is None:
+            self._absent.add((group_id, key))
+            return None
+        self._present.add((group_id, key))
+        return _row(found)
+
+    async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
+        sql, params = _rows_sql(self._adapter._sql, group_id, now, [])
+        async with self._using() as conn:
+            records = await conn.fetch(f"{sql} FOR UPDATE", *params)
+        entries = [(r[0], r[1], Row(r[2], r[3], r[4], r[5], r[6])) for r in records]
+        seen = {(g, k) for g, k, _ in entries}
+        self._present |= seen
+        if group_id is None:
+            self._all = seen
+        else:
+            self._groups[group_id] = {k for _, k in seen}
+        return entries
+
+    def _was_absent(self, group_id: str, key: str) -> bool:
+        """Whether this transaction saw the key absent: then it must still be absent at commit."""
+        if (group_id, key) in self._absent:
+            return True
+        if (group_id, key) in self._present:
+            return False
+        if group_id in self._groups:
+            return True  # not among the group's keys when it was read
+        return self._all is not None
+
+    async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
+        sql = self._adapter._sql
+        now = self._adapter._clock()
+        groups = {g for g, _ in self._absent} | set(self._groups) | {g for g, _ in writes} | cleared
+        async with self._using() as conn:
+            # Every commit holds the store's lock shared, a transaction that read all groups
+            # holds it alone; then the group locks, in one order.
+            store_lock = "pg_advisory_xact_lock" if self._all is not None else "pg_advisory_xact_lock_shared"
+            await conn.execute(f"SELECT {store_lock}($1)", _lock_id(sql.table))
+            if groups:
+                await conn.execute(
+                    "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id",
+                    sorted(_lock_id(f"{sql.table}\n{g}") for g in groups),
+                )
+            await self._validate(conn, now)
+            for group_id in cleared:
+                await conn.execute(sql.delete_group, group_id)
+            deletes = [(g, k) for (g, k), row in writes.items() if row is None]
+            if deletes:
+                await conn.executemany(sql.delete_row, deletes)
+            upserts: list[tuple[Any, ...]] = []
+            inserts: list[tuple[Any, ...]] = []
+            for (g, k), row in writes.items():
+                if row is not None:
+                    fresh = g not in cleared and self._was_absent(g, k)
+                    (inserts if fresh else upserts).append((g, k, *row))
+            if upserts:
+                await conn.executemany(sql.upsert, upserts)
+            for args in inserts:
+                if (await conn.execute(sql.insert_new, *args)).endswith(" 0"):
+                    raise _conflict(f"{args[0]!r}/{args[1]!r} was created by another writer meanwhile")
+            await self._transaction.commit()
+        self._released = True
+        await self._pool.release(self._conn)
+
+    async def _validate(self, conn: Any, now: float) -> None:
+        """What the transaction saw absent is still absent; no group it read gained a key."""
+        sql = self._adapter._sql
+        if self._absent:
+            pairs = sorted(self._absent)
+            found = await conn.fetchrow(
+                f"SELECT group_id, key FROM {sql.table} WHERE (group_id, key) IN "
+                "(SELECT * FROM unnest($1::text[], $2::text[])) AND (expires_at IS NULL OR expires_at > $3) "
+                "LIMIT 1",
+                [g for g, _ in pairs],
+                [k for _, k in pairs],
+                now,
+            )
+            if found is not None:
+                raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
+        for group_id, keys in self._groups.items():
+            found = await conn.fetchrow(
+                f"SELECT key FROM {sql.table} WHERE group_id = $1 AND NOT (key = ANY($2::text[])) "
+                "AND (expires_at IS NULL OR expires_at > $3) LIMIT 1",
+                group_id,
+                sorted(keys),
+                now,
+            )
+            if found is not None:
+                raise _conflict(f"group {group_id!r} gained {found[0]!r} from another writer meanwhile")
+        if self._all is not None:
+            pairs = sorted(self._all)
+            found = await conn.fetchrow(
+                f"SELECT group_id, key FROM {sql.table} WHERE (expires_at IS NULL OR expires_at > $3) "
+                "AND (group_id, key) NOT IN (SELECT * FROM unnest($1::text[], $2::text[])) LIMIT 1",
+                [g for g, _ in pairs],
+                [k for _, k in pairs],
+                now,
+            )
+            if found is not None:
+                raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
+
+    async def rollback(self) -> None:
+        if self._released:
+            return
+        try:
+            async with asyncio.timeout(self._adapter.command_timeout):
+                await self._transaction.rollback()
+        except Exception:
+            # The server or the connection failed: nothing of the transaction landed either way,
+            # and the block's own exception (if any) is the one to see.
+            await self._discard()
+            return
+        except BaseException:
+            await self._discard()
+            raise
+        self._released = True
+        await self._pool.release(self._conn)
+
+
+def _lock_id(name: str) -> int:
+    """A signed 64-bit advisory lock id for ``name``, the same in every process."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _conflict(what: str) -> ConflictError:
+    return ConflictError(
+        f"this transaction read what changed before it could commit: {what}; nothing of it was "
+        "written (run_transaction retries)"
+    )
