@@ -8,32 +8,54 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import JsonEntry, StateAdapter, StateTransaction
-from .errors import (
-    ConfigError,
-    ConflictError,
-    InvalidKeyError,
-    InvalidOperationError,
-    InvalidValueError,
-    SchemaError,
-    StateError,
-    StoreUnavailableError,
-    UnsupportedError,
-)
-from .file import FileStateAdapter
-from .memory import MemoryStateAdapter
-from .ops import decrement, increment, merge, remove, set_op
-from .rows import StateItem, UpdateResult
-from .sqlite import SqliteStateAdapter
-from .url import open_state
-
 if TYPE_CHECKING:
+    from .base import JsonEntry, StateAdapter, StateTransaction
+    from .errors import (
+        ConfigError,
+        ConflictError,
+        InvalidKeyError,
+        InvalidOperationError,
+        InvalidValueError,
+        SchemaError,
+        StateError,
+        StoreUnavailableError,
+        UnsupportedError,
+    )
+    from .file import FileStateAdapter
+    from .memory import MemoryStateAdapter
+    from .ops import decrement, increment, merge, remove, set_op
     from .postgres import PostgresStateAdapter
     from .redis import RedisStateAdapter
+    from .rows import StateItem, UpdateResult
+    from .sqlite import SqliteStateAdapter
+    from .url import open_state
 
-# Backends whose driver costs start-up time are imported when first named, so that
-# ``import motia_state_sql`` loads neither redis-py, asyncpg nor anything it does not use.
-_LAZY = {"PostgresStateAdapter": ".postgres", "RedisStateAdapter": ".redis"}
+# Every name is imported from its module when first used, so that ``import motia_state_sql`` (and
+# ``motia-state --help``) costs next to nothing, and a program loads only the backends it names:
+# neither redis-py, asyncpg, SQLAlchemy nor asyncio until something needs them.
+_ERRORS = (
+    "ConfigError",
+    "ConflictError",
+    "InvalidKeyError",
+    "InvalidOperationError",
+    "InvalidValueError",
+    "SchemaError",
+    "StateError",
+    "StoreUnavailableError",
+    "UnsupportedError",
+)
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("JsonEntry", "StateAdapter", "StateTransaction"), ".base"),
+    **dict.fromkeys(_ERRORS, ".errors"),
+    "FileStateAdapter": ".file",
+    "MemoryStateAdapter": ".memory",
+    **dict.fromkeys(("decrement", "increment", "merge", "remove", "set_op"), ".ops"),
+    "PostgresStateAdapter": ".postgres",
+    "RedisStateAdapter": ".redis",
+    **dict.fromkeys(("StateItem", "UpdateResult"), ".rows"),
+    "SqliteStateAdapter": ".sqlite",
+    "open_state": ".url",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +66,10 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [

@@ -7,23 +7,20 @@ on stderr with a documented exit code (``EXIT_CODES``). Reference: ``docs/cli.md
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import click
 import orjson
 
-from . import __version__, admin
-from .base import IdleGroup, StateAdapter, StoreInfo
+from . import __version__
 from .cli_io import (
     BIG_INTS,
     EXIT_BAD_INPUT,
@@ -51,12 +48,19 @@ from .cli_io import (
     read_import_file,
 )
 from .errors import SchemaError, StateError
-from .file import FILE_NAME
-from .memory import MemoryStateAdapter
+from .options import parse_age
+from .places import DEFAULT_URL, ENV_VAR, FILE_NAME, store_url
 from .redact import redact
-from .rows import StateItem
-from .sqlite import DEFAULT_PATH, SqliteStateAdapter
-from .url import ENV_VAR, open_state
+
+# Only what --help needs is imported up here: click and the package's plain modules. Every
+# command imports the backends, admin and asyncio when it runs, so `motia-state --help` starts
+# in tens of milliseconds (`python -X importtime -m motia_state_sql --help` shows what it loads).
+if TYPE_CHECKING:
+    import sqlite3
+
+    from . import admin
+    from .base import IdleGroup, StateAdapter, StoreInfo
+    from .rows import StateItem
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -72,11 +76,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-_DEFAULT_URL: Final = f"sqlite:///{DEFAULT_PATH}"
 _URL_HELP: Final = (
     f"The store, as a URL open_state accepts (sqlite:///PATH, postgresql://HOST/DB, redis://HOST, "
     "file:///DIR, ...). "
-    f"Default: ${ENV_VAR}, else {_DEFAULT_URL}."
+    f"Default: ${ENV_VAR}, else {DEFAULT_URL}."
 )
 
 
@@ -114,21 +117,29 @@ def _discard_stdout() -> None:
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     return asyncio.run(work)
 
 
 # -- opening stores ---------------------------------------------------------------------------
 
 
-_location = admin.store_file
+def _location(adapter: StateAdapter) -> Path | None:
+    from .admin import store_file
+
+    return store_file(adapter)
 
 
 def _label(url: str | None) -> str:
     """The store a command works on, as it may be printed."""
-    return redact(url or os.environ.get(ENV_VAR) or _DEFAULT_URL)
+    return redact(store_url(url))
 
 
 def _same_store(source: StateAdapter, target: StateAdapter, source_url: str, target_url: str) -> bool:
+    from .memory import MemoryStateAdapter
+    from .sqlite import SqliteStateAdapter
+
     here, there = _location(source), _location(target)
     if here is not None and there is not None:
         return here.resolve() == there.resolve()
@@ -146,6 +157,9 @@ def _adapter(url: str | None, *, only_given: bool = False, read_only: bool = Fal
     ``read_only``: the command only reads: the store is opened read-only (nothing migrated,
     imported or written), so it works on a file the user may only read.
     """
+    from .sqlite import SqliteStateAdapter
+    from .url import open_state
+
     adapter = open_state(url, read_only=True) if read_only else open_state(url)
     if only_given and isinstance(adapter, SqliteStateAdapter) and adapter.import_legacy:
         return open_state(url, import_legacy=False)  # the first one never connected: nothing to close
@@ -676,6 +690,7 @@ def backup(dest: Path, pages: int, url: str | None, as_json: bool) -> None:
     ordinary store (--url sqlite:///DEST). Redis stores: use Redis's own persistence (BGSAVE,
     AOF); see docs/cli.md.
     """
+    from . import admin
 
     async def work() -> admin.BackupResult:
         async with _opened(url, create=False, read_only=True) as state:
@@ -702,6 +717,7 @@ def info(url: str | None, as_json: bool) -> None:
     Read-only and cheap on a large store: SQLite answers from one pass over the table on its
     reader (writers never wait); Redis from the keys' own counts, without reading values.
     """
+    from . import admin
 
     async def work() -> StoreInfo:
         async with _opened(url, create=False, read_only=True) as state:
@@ -753,7 +769,7 @@ def prune(
     held for long. Asks first (showing how many groups) unless --yes or --dry-run; exit 1 when
     the answer is no. Prints the groups removed.
     """
-    age = admin.parse_age(idle)
+    age = parse_age(idle)
 
     async def work() -> list[IdleGroup]:
         async with _opened(url, create=False, read_only=dry_run) as state:
@@ -812,6 +828,8 @@ def ping(read_only: bool, timeout: float, url: str | None, as_json: bool) -> Non
     (deleted at once; a 60 s TTL covers a crash) and reads it back; --read-only only reads.
     Never creates a store: a missing database file is unavailable.
     """
+    from . import admin
+
     seconds = _run(admin.ping(url, read_only=read_only, within=timeout))
     if as_json:
         _echo_json({"ok": True, "url": _label(url), "read_only": read_only, "seconds": seconds})
@@ -908,8 +926,10 @@ def db() -> None:
 
 def _postgres(url: str | None) -> Any:
     """The ``PostgresStateAdapter`` for ``url`` (not connected), or ``None`` for other stores."""
-    if urlsplit(url or os.environ.get(ENV_VAR) or _DEFAULT_URL).scheme not in ("postgresql", "postgres"):
+    if urlsplit(store_url(url)).scheme not in ("postgresql", "postgres"):
         return None
+    from .url import open_state
+
     return open_state(url)
 
 
@@ -925,6 +945,9 @@ async def _pg(store: Any, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def _sqlite_path(url: str | None) -> Path:
+    from .sqlite import SqliteStateAdapter
+    from .url import open_state
+
     adapter = open_state(url)
     if not isinstance(adapter, SqliteStateAdapter):
         raise CliError(
@@ -941,6 +964,8 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection to an existing database (exit 1 when the file is missing)."""
     if not path.exists():
         not_found(f"no database at {path}")
+    import sqlite3
+
     raw = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         yield raw
@@ -950,6 +975,8 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
 
 def _revision(path: Path) -> str | None:
     """The revision stamped in the database at ``path`` (``None`` when unstamped)."""
+    import sqlite3
+
     from .sqlite.migrate import current_revision
 
     with _read_only(path) as raw:
@@ -985,6 +1012,8 @@ def upgrade(url: str | None) -> None:
     path = _sqlite_path(url)
     before = _revision(path) if path.exists() else None
     existed = path.exists()
+
+    from .url import open_state
 
     async def work() -> None:
         async with open_state(url):  # opening migrates, under BEGIN IMMEDIATE
@@ -1157,6 +1186,8 @@ def vacuum(url: str | None, as_json: bool) -> None:
     -wal, -shm) before and after. Holds the write lock while it runs: writers wait (up to their
     busy timeout), readers go on. Needs free disk space about the database's size.
     """
+    from . import admin
+
     path = _sqlite_path(url)
 
     async def work() -> tuple[int, int]:
@@ -1170,6 +1201,18 @@ def vacuum(url: str | None, as_json: bool) -> None:
         click.echo(f"Vacuumed {path}: {_size(before)} before, {_size(after)} after.")
 
 
-from .serve import serve_command  # noqa: E402 - registered last: serve imports nothing from here
+# -- serve: the Node adapter's server ---------------------------------------------------------
 
-main.add_command(serve_command)
+
+@main.command(name="serve")
+@click.option("--stdio", is_flag=True, required=True, help="Speak the JSON-lines RPC on stdin/stdout.")
+@click.option("--url", default=None, metavar="URL", envvar=ENV_VAR, help="The state store URL.")
+def serve_command(stdio: bool, url: str | None) -> None:
+    """Serve a store to the Node adapter (motia-state-sql's SqlStateAdapter) over stdin/stdout.
+
+    One JSON request per line in, one answer per line out, answered as they finish; exits when
+    stdin closes, after closing the store. Started by the Node package; not meant for people.
+    """
+    from .serve import serve_stdio
+
+    raise SystemExit(serve_stdio(url))

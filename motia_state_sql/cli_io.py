@@ -27,14 +27,12 @@ from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 import click
 
 from . import codec
-from .base import JsonEntry
 from .errors import InvalidKeyError, InvalidValueError, StateError, StoreUnavailableError
-from .file import dump_motia_json, read_motia_json, replacing
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from .base import StateAdapter
+    from .base import JsonEntry, StateAdapter
 
 __all__ = [
     "BIG_INTS",
@@ -303,6 +301,8 @@ def atomic_output(path: str | None) -> Iterator[IO[bytes]]:
         yield stream
         stream.flush()
         return
+    from .file import replacing
+
     with replacing(Path(path)) as handle:
         yield handle
 
@@ -433,6 +433,8 @@ def read_import_file(path: Path, fmt: str, big: str = "refuse", data: bytes | No
     """
     if fmt == "jsonl":
         return _read_jsonl(path, big, data)
+    from .file import read_motia_json
+
     adjust = lambda group_id, key, text: big_ints(group_id, key, text, big)  # noqa: E731
     return [(0, entry) for entry in read_motia_json(path, adjust, data)]
 
@@ -527,6 +529,8 @@ async def export_items(
                 raise CliError(str(exc)) from None
             collected.append(entry)
             advance(1)
+        from .file import dump_motia_json
+
         data = dump_motia_json(collected)
         with atomic_output(output) as out:
             out.write(data)

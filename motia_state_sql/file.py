@@ -35,6 +35,7 @@ from .errors import (
     from_os_error,
 )
 from .ops import Filter
+from .places import FILE_NAME
 from .rows import (
     UNCHANGED,
     Clock,
@@ -48,7 +49,6 @@ from .rows import (
 
 __all__ = ["FILE_NAME", "FileStateAdapter", "dump_motia_json", "read_motia_json"]
 
-FILE_NAME = "motia.state.json"
 T = TypeVar("T")
 Entries = dict[str, str]  # "<group>:<key>" -> JSON text, in Motia's (insertion) order
 Adjust = Callable[[str, str, str], str]  # (group_id, key, json_text) -> the text to keep

@@ -32,18 +32,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Final
 
-import click
 import orjson
 
 from . import __version__, codec
 from .base import StateAdapter, StateOperations, StateTransaction
 from .errors import InvalidOperationError, InvalidValueError, StateError
+from .places import store_url
 from .redact import redact
 from .rows import StateItem
-from .sqlite import DEFAULT_PATH
-from .url import ENV_VAR, open_state
+from .url import open_state
 
-__all__ = ["node_json", "serve", "serve_command"]
+__all__ = ["node_json", "serve", "serve_stdio"]
 
 #: The longest request line read (a 16 MiB value escaped by JSON.stringify stays far below).
 MAX_LINE: Final = 1 << 30
@@ -483,7 +482,7 @@ async def serve(url: str | None, stdin: int = 0, stdout: int = 1) -> int:
     out = _Output(stdout)
     await out.open()
 
-    shown = redact(url or os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}")
+    shown = redact(store_url(url))
     try:
         adapter = open_state(url)
         # Open the store now (schema check, connection): a broken store fails the first call.
@@ -509,20 +508,13 @@ async def serve(url: str | None, stdin: int = 0, stdout: int = 1) -> int:
     return 0
 
 
-@click.command(name="serve")
-@click.option("--stdio", is_flag=True, required=True, help="Speak the JSON-lines RPC on stdin/stdout.")
-@click.option("--url", default=None, metavar="URL", envvar="MOTIA_STATE_URL", help="The state store URL.")
-def serve_command(stdio: bool, url: str | None) -> None:
-    """Serve a store to the Node adapter (motia-state-sql's SqlStateAdapter) over stdin/stdout.
-
-    One JSON request per line in, one answer per line out, answered as they finish; exits when
-    stdin closes, after closing the store. Started by the Node package; not meant for people.
-    """
+def serve_stdio(url: str | None) -> int:
+    """Serve ``url`` on stdin/stdout until stdin closes (``motia-state serve --stdio``); the exit code."""
     # Ctrl-C in a terminal reaches the whole process group: the Node side decides when we stop
     # (it closes our stdin), so an interrupt never cuts a write short here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     profile_to = os.environ.get(PROFILE_VAR)
-    raise SystemExit(_profiled(url, profile_to) if profile_to else asyncio.run(serve(url)))
+    return _profiled(url, profile_to) if profile_to else asyncio.run(serve(url))
 
 
 #: Set to a file path, the serve process runs under pyinstrument (a dev dependency) and writes its

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -10,12 +9,10 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, u
 from .base import StateAdapter
 from .errors import ConfigError, InvalidKeyError
 from .options import parse_age
+from .places import ENV_VAR, store_url
 from .redact import redact
 
 __all__ = ["ENV_VAR", "open_state"]
-
-#: The environment variable read when ``open_state`` gets no URL.
-ENV_VAR: Final = "MOTIA_STATE_URL"
 
 
 def _bool(text: str) -> bool:
@@ -146,9 +143,9 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     """
     from .file import FileStateAdapter
     from .memory import MemoryStateAdapter
-    from .sqlite import DEFAULT_PATH, SqliteStateAdapter
+    from .sqlite import SqliteStateAdapter
 
-    url = url or os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_PATH}"
+    url = store_url(url)
     parts = urlsplit(url)
     scheme = _SCHEMES.get(parts.scheme.lower(), "")
     if not scheme:

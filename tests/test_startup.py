@@ -12,13 +12,26 @@ import sys
 from pathlib import Path
 
 HEAVY = ("sqlalchemy", "alembic", "redis")
+#: What ``motia-state --help`` must not load: no backend, no event loop, no driver.
+NOT_FOR_HELP = (
+    *HEAVY,
+    "asyncio",
+    "asyncpg",
+    "motia_state_sql.base",
+    "motia_state_sql.sqlite",
+    "motia_state_sql.file",
+    "motia_state_sql.memory",
+    "motia_state_sql.admin",
+    "motia_state_sql.serve",
+    "motia_state_sql.url",
+)
 
 
-def loaded_after(code: str) -> list[str]:
-    """The heavy top-level packages in ``sys.modules`` after running ``code`` in a new process."""
+def loaded_after(code: str, watched: tuple[str, ...] = HEAVY) -> list[str]:
+    """The ``watched`` modules in ``sys.modules`` (by full name or top package) after ``code`` ran anew."""
     probe = (
         f"{code}\nimport json, sys\n"
-        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+        f"print(json.dumps(sorted(({{m.split('.')[0] for m in sys.modules}} | set(sys.modules)) & {set(watched)!r})))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
@@ -29,6 +42,21 @@ def loaded_after(code: str) -> list[str]:
 
 def test_import_loads_no_heavy_dependency() -> None:
     assert loaded_after("import motia_state_sql") == []
+
+
+def test_help_loads_no_backend() -> None:
+    code = (
+        "import contextlib, io\nfrom motia_state_sql.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])"
+    )
+    assert loaded_after(code, NOT_FOR_HELP) == []
+
+
+def test_every_public_name_resolves() -> None:
+    code = "import motia_state_sql as m\nfor name in m.__all__:\n    getattr(m, name)\nprint(len(m.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert int(out.stdout) > 20
 
 
 def test_store_at_head_opens_without_sqlalchemy(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, acquire_within, 
 from ..codec import INT64_MAX, INT64_MIN
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
 from ..ops import Filter, parse_number
+from ..places import DEFAULT_PATH
 from ..revision import HEAD_REVISION, TABLE
 from ..rows import (
     UNCHANGED,
@@ -51,7 +52,6 @@ from .worker import Worker
 
 __all__ = ["DEFAULT_PATH", "SqliteStateAdapter", "database_files"]
 
-DEFAULT_PATH: Final = ".motia/motia.state.db"
 T = TypeVar("T")
 
 _COLUMNS = "value, version, created_at, updated_at, expires_at"
