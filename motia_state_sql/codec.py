@@ -135,38 +135,58 @@ def check_json(value: Any, label: str) -> bytes:
         raise InvalidValueError(f"{label} at $: {exc}") from None
 
 
+class _NotJson(Exception):
+    """Raised by the walk below: why, and the path to the bad part, built only on the way out."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.steps: list[str] = []  # innermost first
+
+
 def _check_value(value: Any, path: str, depth: int, label: str) -> None:
+    """Raise ``InvalidValueError`` naming ``label`` and where in ``value`` it is not exact JSON."""
+    try:
+        _walk(value, depth)
+    except _NotJson as bad:
+        raise InvalidValueError(f"{label} at {path}{''.join(reversed(bad.steps))}: {bad.reason}") from None
+
+
+def _walk(value: Any, depth: int) -> None:
+    # The hot path of every write: no message, no path string unless something is wrong.
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
-            raise InvalidValueError(
-                f"{label} at {path}: integer {shown_int(value)} is outside signed 64-bit range"
-            )
+            raise _NotJson(f"integer {shown_int(value)} is outside signed 64-bit range")
         return
     if kind is float:
         if not math.isfinite(value):
-            raise InvalidValueError(f"{label} at {path}: {value} is not a JSON number (NaN or infinity)")
+            raise _NotJson(f"{value} is not a JSON number (NaN or infinity)")
         return
     if depth >= MAX_DEPTH:
-        raise InvalidValueError(f"{label} at {path}: nested deeper than {MAX_DEPTH} levels")
+        raise _NotJson(f"nested deeper than {MAX_DEPTH} levels")
     if kind is dict:
         for name, item in value.items():
             if type(name) is not str:
-                raise InvalidValueError(
-                    f"{label} at {path}: dict key {name!r} is "
-                    f"{type(name).__name__}, JSON object keys must be str"
-                )
-            _check_value(item, f"{path}.{name}", depth + 1, label)
+                raise _NotJson(f"dict key {name!r} is {type(name).__name__}, JSON object keys must be str")
+            try:
+                _walk(item, depth + 1)
+            except _NotJson as bad:
+                bad.steps.append(f".{name}")
+                raise
         return
     if kind is list or kind is tuple:
         for index, item in enumerate(value):
-            _check_value(item, f"{path}[{index}]", depth + 1, label)
+            try:
+                _walk(item, depth + 1)
+            except _NotJson as bad:
+                bad.steps.append(f"[{index}]")
+                raise
         return
-    raise InvalidValueError(
-        f"{label} at {path}: {kind.__name__} is not a JSON value "
-        "(use None, bool, int, float, str, list or dict with str keys)"
+    raise _NotJson(
+        f"{kind.__name__} is not a JSON value (use None, bool, int, float, str, list or dict with str keys)"
     )
 
 

@@ -31,7 +31,8 @@ def loaded_after(code: str, watched: tuple[str, ...] = HEAVY) -> list[str]:
     """The ``watched`` modules in ``sys.modules`` (by full name or top package) after ``code`` ran anew."""
     probe = (
         f"{code}\nimport json, sys\n"
-        f"print(json.dumps(sorted(({{m.split('.')[0] for m in sys.modules}} | set(sys.modules)) & {set(watched)!r})))"
+        "names = {m.split('.')[0] for m in sys.modules} | set(sys.modules)\n"
+        f"print(json.dumps(sorted(names & {set(watched)!r})))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
