@@ -118,6 +118,18 @@ def motia_state_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "motia_state_sql"]
 
 
+def _installed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a start-up run: Python may write bytecode caches.
+
+    ``pip install`` leaves every module compiled; with ``PYTHONDONTWRITEBYTECODE`` set (as on the
+    CI machines) an editable install and the venv's packages would instead be compiled from
+    source on every run, and the rows would measure the compiler, not start-up. The discarded
+    warm-up run writes the caches.
+    """
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, **(extra or {})}
+
+
 @dataclass
 class CommandSpec:
     """Runs of a command, one after another: each run is one operation."""
@@ -137,7 +149,7 @@ class CommandSpec:
         for _ in range(count):
             started = time.perf_counter()
             process = await asyncio.create_subprocess_exec(
-                *self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                *self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_installed_env()
             )
             if await process.wait() != 0:
                 raise RuntimeError(f"{' '.join(self.command)} exited with {process.returncode}")
@@ -150,7 +162,7 @@ class CommandSpec:
             *self.command,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+            env=_installed_env({"PYTHONPROFILEIMPORTTIME": "1"}),
         )
         _, err = await process.communicate()
         imports = []

@@ -34,7 +34,7 @@ from .baselines import (
 )
 from .node import MOTIA_FILE, MOTIA_REDIS, NODE_SQLITE, NodeProcess, NodeSpec, motia_file_folder
 from .sizes import Sizes
-from .targets import CLI_HELP, PYTHON_PASS, REDIS_BARE, REDIS_POOL, Judge, Verdict
+from .targets import CLI_HELP, IMPORT_CLICK, PYTHON_PASS, REDIS_BARE, REDIS_POOL, Judge, Verdict
 
 MAIN: Final = (
     *(("set", arrival) for arrival in ("x1", "workers", "gather", "semaphore", "open")),
@@ -379,6 +379,7 @@ async def phase_startup(run: Run) -> None:
         [
             CommandSpec(PYTHON_PASS, [sys.executable, "-c", "pass"], runs),
             CommandSpec(CLI_HELP, [*motia_state_command(), "--help"], runs),
+            CommandSpec(IMPORT_CLICK, [sys.executable, "-c", "import click"], runs),
         ]
     )
 

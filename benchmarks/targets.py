@@ -23,9 +23,11 @@ from .sizes import Sizes
 #: The bare redis-py baselines: one command per call, and the same through a pool under a gather.
 REDIS_BARE: Final = "redis-py bare"
 REDIS_POOL: Final = "redis-py pool"
-#: The start-up rows: ``python -c pass`` and ``motia-state --help``.
+#: The start-up rows: ``python -c pass``, ``motia-state --help``, and the floor of any click
+#: command line (importing click itself), as a reference.
 PYTHON_PASS: Final = "python -c pass"
 CLI_HELP: Final = "motia-state --help"
+IMPORT_CLICK: Final = "python -c 'import click'"
 #: The concurrent arrival patterns of the SQLite targets, with how the lines name them.
 PATTERNS: Final = {
     "workers": "64 worker coroutines",
@@ -194,6 +196,12 @@ def targets(s: Sizes) -> list[Target]:
             (CLI_HELP, "run"),
             (PYTHON_PASS, "run"),
             0.5,
+        ),
+        Target(
+            "import click (the floor of a click command line) vs python -c pass",
+            (IMPORT_CLICK, "run"),
+            (PYTHON_PASS, "run"),
+            None,
         ),
     ]
     for size in s.stored:
