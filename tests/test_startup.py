@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("sqlalchemy", "alembic", "redis")
+from benchmarks.baselines import HEAVY
+
 #: What ``motia-state --help`` must not load: no backend, no event loop, no driver.
 NOT_FOR_HELP = (
     *HEAVY,
