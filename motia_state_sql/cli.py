@@ -164,23 +164,31 @@ def _hint(where: Path, url: str | None) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _entered(adapter: StateAdapter, url: str | None, *, create: bool) -> AsyncIterator[StateAdapter]:
-    """Open ``adapter``; unless ``create``, a store file that does not exist is not found."""
+async def _entered(
+    adapter: StateAdapter, url: str | None, *, create: bool, enter: bool = True
+) -> AsyncIterator[StateAdapter]:
+    """Open ``adapter``; unless ``create``, a store file that does not exist is not found.
+
+    Unless ``enter``, the adapter is not opened first (``async with``), only closed at the end:
+    its first call opens it (``store_info`` reports a schema behind head that opening refuses).
+    """
     try:
         where = _location(adapter)
         if not create and where is not None and not where.exists():
             not_found(f"no state store at {where}{_hint(where, url)}")
-        async with adapter:
-            yield adapter
+        if enter:
+            await adapter.__aenter__()
+        yield adapter
     finally:
         await adapter.close()
 
 
 def _opened(
-    url: str | None, *, create: bool, only_given: bool = False, read_only: bool = False
+    url: str | None, *, create: bool, only_given: bool = False, read_only: bool = False, enter: bool = True
 ) -> contextlib.AbstractAsyncContextManager[StateAdapter]:
     """Open the store at ``url`` (see ``_adapter`` and ``_entered``)."""
-    return _entered(_adapter(url, only_given=only_given, read_only=read_only), url, create=create)
+    adapter = _adapter(url, only_given=only_given, read_only=read_only)
+    return _entered(adapter, url, create=create, enter=enter)
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -704,7 +712,7 @@ def info(url: str | None, as_json: bool) -> None:
     """
 
     async def work() -> StoreInfo:
-        async with _opened(url, create=False, read_only=True) as state:
+        async with _opened(url, create=False, read_only=True, enter=False) as state:
             return await state.store_info()
 
     data = admin.info_json(_run(work()), _label(url))

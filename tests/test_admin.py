@@ -25,6 +25,7 @@ from motia_state_sql import (
     FileStateAdapter,
     InvalidOperationError,
     MemoryStateAdapter,
+    SchemaError,
     SqliteStateAdapter,
     StateAdapter,
     StateTransaction,
@@ -459,6 +460,93 @@ def test_info_json_on_an_empty_and_a_small_store(tmp_path: Path) -> None:
     assert f"{HEAD_REVISION} (head)" in table
 
 
+def _files(folder: Path) -> dict[str, bytes | None]:
+    """The files in ``folder`` and their bytes (a -shm file's: SQLite's readers mark it)."""
+    return {
+        path.name: None if path.name.endswith("-shm") else path.read_bytes() for path in folder.iterdir()
+    }
+
+
+def test_info_on_a_sqlite_database_behind_head_reports_it_and_changes_nothing(tmp_path: Path) -> None:
+    """Behind head: no schema stamp (no tables at all, or a table whose stamp was removed)."""
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    with sqlite3.connect(blank / "state.db") as raw:
+        raw.execute("PRAGMA user_version = 0")  # a database file with no tables
+    unstamped = tmp_path / "unstamped"
+    unstamped.mkdir()
+    url = f"sqlite:///{unstamped / 'state.db'}"
+    for group, key in [("orders", "o1"), ("orders", "o2"), ("users", "u1")]:
+        assert _cli("set", group, key, '{"n": 1}', "--url", url).returncode == 0
+    with sqlite3.connect(unstamped / "state.db") as raw:
+        raw.execute("DROP TABLE alembic_version")
+    for folder, counts in [(blank, (0, 0, 0)), (unstamped, (3, 2, 0))]:
+        before = _files(folder)
+        done = _cli("info", "--json", "--url", f"sqlite:///{folder / 'state.db'}")
+        assert done.returncode == 0, done.stderr
+        info = json.loads(done.stdout)
+        assert (info["schema_revision"], info["schema_head"], info["at_head"]) == (None, HEAD_REVISION, False)
+        assert (info["items"], info["groups"], info["expired_items"]) == counts
+        assert info["bytes_on_disk"] == sum(info["files"].values()) > 0
+        table = _cli("info", "--url", f"sqlite:///{folder / 'state.db'}")
+        assert table.returncode == 0, table.stderr
+        assert f"none (head is {HEAD_REVISION})" in table.stdout
+        assert _files(folder) == before  # no migration, no write, no file left beside it
+    assert _cli("db", "current", "--url", f"sqlite:///{blank / 'state.db'}").stdout.startswith("none")
+
+    async def through_the_api() -> None:
+        store = SqliteStateAdapter(unstamped / "state.db", read_only=True)
+        try:
+            info = await store.store_info()
+            assert (info.items, info.groups, info.schema_revision) == (3, 2, None)
+            with pytest.raises(SchemaError, match="not at schema revision"):  # reads stay refused
+                await store.get("orders", "o1")
+        finally:
+            await store.close()
+
+    asyncio.run(through_the_api())
+
+    with sqlite3.connect(tmp_path / "newer.db") as raw:
+        raw.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        raw.execute("INSERT INTO alembic_version VALUES ('9999')")
+    with sqlite3.connect(tmp_path / "foreign.db") as raw:
+        raw.execute("CREATE TABLE invoices (id INTEGER)")
+    for name, says in [("newer.db", "newer version"), ("foreign.db", "someone else's database")]:
+        refused = _cli("info", "--url", f"sqlite:///{tmp_path / name}")
+        assert refused.returncode == 2, refused.stderr
+        assert says in refused.stderr
+
+
+def test_info_on_a_postgres_schema_behind_head_reports_it_and_changes_nothing(postgres_url: str) -> None:
+    schema = f"info_{os.getpid()}_{time.monotonic_ns()}"
+    url = f"{postgres_url}?schema={schema}"
+    done = _cli("info", "--json", "--url", url)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert (info["backend"], info["schema_revision"], info["at_head"]) == ("postgres", None, False)
+    assert (info["items"], info["groups"], info["expired_items"]) == (0, 0, 0)
+    assert _cli("db", "current", "--json", "--url", url).stdout.count('"revision":null') == 1  # not created
+
+    assert _cli("set", "g", "k", "1", "--url", url).returncode == 0  # now at head
+    at_head = json.loads(_cli("info", "--json", "--url", url).stdout)
+    assert (at_head["schema_revision"], at_head["at_head"], at_head["items"]) == (HEAD_REVISION, True, 1)
+    assert at_head["bytes_on_disk"] == sum(at_head["files"].values()) > 0
+
+    async def stamp_newer() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f'UPDATE "{schema}".motia_state_version SET version_num = \'9999\'')
+        finally:
+            await conn.close()
+
+    asyncio.run(stamp_newer())
+    refused = _cli("info", "--url", url)
+    assert refused.returncode == 2, refused.stderr
+    assert "newer version" in refused.stderr
+
+
 async def test_info_of_every_backend(factory: Factory, backend: str, clock: FakeClock) -> None:
     async with factory() as store:
         empty = await store.store_info()
@@ -476,9 +564,13 @@ async def test_info_of_every_backend(factory: Factory, backend: str, clock: Fake
         if backend in ("redis-native", "redis-motia"):  # a Cluster's is per node: not given
             assert info.memory_bytes is not None
             assert info.memory_bytes > 0
-        if backend == "sqlite-file":
+        if backend in ("sqlite-file", "postgres"):  # PostgreSQL: the table with its indexes
             assert info.bytes_on_disk is not None
             assert info.bytes_on_disk > 0
+        if backend in ("sqlite-file", "sqlite-memory", "postgres"):
+            assert info.schema_revision == info.schema_head == HEAD_REVISION
+        else:
+            assert info.schema_revision is info.schema_head is None
 
 
 def test_info_on_a_million_items_answers_within_seconds(tmp_path: Path) -> None:
