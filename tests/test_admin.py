@@ -704,3 +704,55 @@ async def test_idle_group_ttl_prunes_in_the_background(factory: Factory, clock: 
         clock.advance(5)
         await asyncio.sleep(1.2)
         assert "old" in await store.list_groups()
+
+
+_UNCLOSED = """
+import asyncio, gc, sys, weakref
+from motia_state_sql import open_state
+
+url, how = sys.argv[1], sys.argv[2]
+kept = []
+
+async def use() -> weakref.ref | None:
+    store = open_state(url, idle_group_ttl=3600)
+    await store.set("g", "k", 1)  # starts the background pruner
+    if how == "close":
+        await store.close()
+    if how in ("loop-ends", "run"):  # never closed, still there when the loop ends
+        kept.append(store)
+        return None
+    return weakref.ref(store)
+
+async def main() -> None:
+    gone = await use()
+    gc.collect()
+    if gone is not None:
+        await asyncio.sleep(0.05)
+        assert gone() is None, "the pruner keeps the adapter alive"
+        assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
+    print("done")
+
+if how == "run":
+    asyncio.run(main())
+else:
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    gc.collect()
+"""
+
+
+@pytest.mark.parametrize("how", ["loop-ends", "run", "collect", "close"])
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+def test_background_pruning_ends_cleanly_with_its_loop_or_adapter(tmp_path: Path, url: str, how: str) -> None:
+    """An adapter with idle_group_ttl leaves no pending task behind, closed or not."""
+    url = f"sqlite:///{tmp_path / 'state.db'}" if url == "sqlite" else url
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", _UNCLOSED, url, how],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n"
+    assert "Task was destroyed but it is pending" not in done.stderr
+    assert "never awaited" not in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
