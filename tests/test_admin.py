@@ -25,6 +25,7 @@ from motia_state_sql import (
     FileStateAdapter,
     InvalidOperationError,
     MemoryStateAdapter,
+    RedisStateAdapter,
     SchemaError,
     SqliteStateAdapter,
     StateAdapter,
@@ -598,6 +599,41 @@ def test_info_on_a_million_items_answers_within_seconds(tmp_path: Path) -> None:
     assert info["groups"] == 100_000
     assert info["oldest_updated_at"] == pytest.approx(now - 999_998)
     assert info["newest_updated_at"] == pytest.approx(now)
+
+
+@pytest.mark.parametrize("layout", ["native", "motia"])
+async def test_redis_info_reads_no_values_and_pipelines_its_scripts(layout: Any) -> None:
+    """Names come from SCAN pages of 10 000; native's per-group scripts share round trips."""
+    import redis
+
+    server = RedisServer()  # of its own: its counters count this test alone
+    server.start()
+    try:
+        async with RedisStateAdapter(server.url, layout=layout, key_prefix="big:") as store:
+            for start in range(0, 30_000, 5000):
+                burst = range(start, start + 5000)
+                await asyncio.gather(*(store.set(f"trace-{n % 3000}", f"step-{n}", {"n": n}) for n in burst))
+            await asyncio.gather(*(store.set(f"cache-{n}", "c", n, ttl=0.05) for n in range(100)))
+            await asyncio.sleep(0.1)  # expired: native still holds them, Redis has dropped Motia's
+            with redis.Redis.from_url(server.url) as raw:
+                raw.set("other-app:key", "not ours")
+                raw.config_resetstat()
+                info = await store.store_info()
+                reads = int(raw.info("stats")["total_reads_processed"])
+                calls = {name[8:]: stat["calls"] for name, stat in raw.info("commandstats").items()}
+        assert (info.items, info.groups) == (30_000, 3000)
+        assert calls.get("scan", 0) <= 6  # 3000 groups x 2 keys (native) or 30 000 keys, 10 000 a page
+        assert not {"get", "mget", "hgetall", "hget"} & set(calls)  # no value leaves the server
+        if layout == "native":
+            assert info.expired_items == 100
+            # One small script per group, reading its record headers on the server ...
+            assert calls["hvals"] == 3100
+            assert reads < 300  # ... pipelined: many per round trip
+        else:
+            assert info.expired_items is None
+            assert "evalsha" not in calls  # the key names say it all
+    finally:
+        server.close()
 
 
 # -- vacuum ---------------------------------------------------------------------------------------
