@@ -706,6 +706,24 @@ def test_ping_running_stopped_and_read_only_stores(tmp_path: Path, redis_url: st
         replica.close()
 
 
+def test_ping_a_running_stopped_and_read_only_postgres(postgres_url: str) -> None:
+    from benchmarks.redis_server import free_port
+
+    url = f"{postgres_url}?schema=ping_{os.getpid()}_{time.monotonic_ns()}"
+    ok = _cli("ping", "--json", "--url", url)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    assert _cli("ping", "--read-only", "--url", f"{url}&mode=ro").returncode == 0
+    refused = _cli("ping", "--url", f"{url}&mode=ro")  # may not write: unavailable to writers
+    assert refused.returncode == 3, refused.stderr
+    assert "read-only" in refused.stderr
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
+    started = time.perf_counter()
+    down = _cli("ping", "--timeout", "1", "--url", nobody)
+    assert down.returncode == 3, down.stderr
+    assert time.perf_counter() - started < 10
+
+
 async def test_ping_group_is_left_empty(tmp_path: Path) -> None:
     assert _cli("ping", "--url", f"file://{tmp_path}").returncode == 3
     async with FileStateAdapter(tmp_path) as store:
