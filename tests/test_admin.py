@@ -810,3 +810,32 @@ def test_background_pruning_ends_cleanly_with_its_loop_or_adapter(tmp_path: Path
     assert "Task was destroyed but it is pending" not in done.stderr
     assert "never awaited" not in done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+# -- documentation --------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION_COMMANDS = ["backup", "info", "prune", "ping", "db vacuum"]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    kept = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
+def test_production_commands_are_documented_and_linked_from_the_readme() -> None:
+    reference = (ROOT / "docs" / "cli.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Running in production\n", 1)[1].split("\n## ", 1)[0]
+    headings = {line[4:] for line in reference.splitlines() if line.startswith("### ")}
+    for command in PRODUCTION_COMMANDS:
+        (heading,) = (h for h in headings if h.startswith(f"`motia-state {command} "))
+        entry = reference.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+        assert f"```sh\nmotia-state {command}" in entry, f"docs/cli.md: no example of {command}"
+        assert "Exit codes: 0" in entry, f"docs/cli.md: no exit codes for {command}"
+        assert f"(docs/cli.md#{_anchor(heading)})" in section, f"README does not link {command}"
+    for topic in ("**Backup", "**Old workflow state", "**Health checks", "**Durability settings"):
+        assert topic in section
+    assert "synchronous" in section
+    assert "appendfsync" in section
