@@ -1049,6 +1049,32 @@ def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     assert summary.startswith(b"Copied 11 items in 4 groups")
 
 
+def test_backup_draws_a_progress_bar_on_a_terminal_and_copy_restores_it(tmp_path: Path) -> None:
+    run = _in_process(tmp_path)
+    _motia_file(tmp_path / "in.json")
+    assert run("import", "in.json", "--url", "sqlite:///a.db").code == 0
+    controller, terminal = pty.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "motia_state_sql", "backup", "backup.db", "--pages", "1", "--url", "sqlite:///a.db"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env=_env({"TERM": "xterm"}),
+        )
+        os.close(terminal)
+        drawn = _read_terminal(controller)
+        summary = child.communicate(timeout=60)[0]
+    finally:
+        os.close(controller)
+    assert child.returncode == 0
+    assert b"Backing up" in drawn
+    pages = int(summary.split(b" pages in ")[0].rsplit(b" ", 1)[1])
+    assert f"{pages}/{pages}".encode() in drawn
+    assert run("copy", "sqlite:///backup.db", "sqlite:///restored.db").code == 0  # restored anywhere
+    assert run("export", "--url", "sqlite:///restored.db").stdout == run("export", "--url", "sqlite:///a.db").stdout
+
+
 # -- round trips through a chain of stores ----------------------------------------------------
 
 
