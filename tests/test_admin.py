@@ -424,6 +424,48 @@ async def test_prune_refuses_bad_arguments_before_anything(tmp_path: Path) -> No
         assert await store.get("g", "k") == 1
 
 
+async def test_prune_command_lists_asks_removes_and_prints(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    url = f"sqlite:///{path}"
+    old = time.time() - 8 * 86_400
+    async with SqliteStateAdapter(path, clock=lambda: old) as store:
+        for group, key in [("trace-1", "a"), ("trace-1", "b"), ("trace-2", "a"), ("orders", "o")]:
+            await store.set(group, key, 1)
+    async with SqliteStateAdapter(path) as store:
+        await store.set("trace-3", "a", 1)  # fresh
+
+    def prune(*args: str, answer: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "prune", "--idle", "7d", *args, "--url", url],
+            input=answer, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    before = path.read_bytes()
+    dry = prune("--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    listed = json.loads(dry.stdout)
+    found = [(g["group"], g["items"]) for g in listed["groups"]]
+    assert found == [("orders", 1), ("trace-1", 2), ("trace-2", 1)]
+    assert listed["groups"][0]["newest_write"] == pytest.approx(old)
+    assert (listed["dry_run"], listed["removed_groups"], listed["removed_items"]) == (True, 0, 0)
+    assert path.read_bytes() == before  # the dry run changed nothing
+
+    declined = prune("--group-prefix", "trace-", answer="n\n")
+    assert declined.returncode == 1
+    assert "Remove 2 groups (3 items) idle for over 7d" in declined.stderr
+    assert "nothing was removed" in declined.stderr
+
+    removed = prune("--group-prefix", "trace-", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    rows = [line.split("\t") for line in removed.stdout.splitlines()]  # plain: not a terminal
+    assert [(group, items) for group, items, _ in rows] == [("trace-1", "2"), ("trace-2", "1")]
+    assert f"Removed 2 groups (3 items) idle for over 7d from {url}." in removed.stderr
+    gone = prune("--yes", "--json")
+    assert json.loads(gone.stdout)["removed_groups"] == 1  # orders
+    async with SqliteStateAdapter(path, read_only=True) as store:
+        assert await store.list_groups() == ["trace-3"]
+
+
 # -- info -----------------------------------------------------------------------------------------
 
 INFO_FIELDS = {
