@@ -707,8 +707,10 @@ def backup(dest: Path, pages: int, url: str | None, as_json: bool) -> None:
 def info(url: str | None, as_json: bool) -> None:
     """Show what the store holds: counts, sizes, schema revision, times.
 
-    Read-only and cheap on a large store: SQLite answers from one pass over the table on its
-    reader (writers never wait); Redis from the keys' own counts, without reading values.
+    Read-only and cheap on a large store: SQLite and PostgreSQL answer from one pass over the
+    table (writers never wait); Redis from SCAN pages of key names and, in the native layout,
+    one pipelined script per group, without sending values. A database behind head is reported
+    (at_head false), not migrated.
     """
 
     async def work() -> StoreInfo:

@@ -575,19 +575,22 @@ def test_info_on_a_postgres_schema_behind_head_reports_it_and_changes_nothing(po
     assert (at_head["schema_revision"], at_head["at_head"], at_head["items"]) == (HEAD_REVISION, True, 1)
     assert at_head["bytes_on_disk"] == sum(at_head["files"].values()) > 0
 
-    async def stamp_newer() -> None:
+    async def break_schemas() -> None:
         import asyncpg
 
         conn = await asyncpg.connect(postgres_url)
         try:
             await conn.execute(f'UPDATE "{schema}".motia_state_version SET version_num = \'9999\'')
+            await conn.execute(f'CREATE SCHEMA "{schema}_x"')
+            await conn.execute(f'CREATE TABLE "{schema}_x".motia_state (id int)')  # not ours
         finally:
             await conn.close()
 
-    asyncio.run(stamp_newer())
-    refused = _cli("info", "--url", url)
-    assert refused.returncode == 2, refused.stderr
-    assert "newer version" in refused.stderr
+    asyncio.run(break_schemas())
+    for where, says in [(url, "newer version"), (f"{url}_x", "someone else's table")]:
+        refused = _cli("info", "--url", where)
+        assert refused.returncode == 2, refused.stderr
+        assert says in refused.stderr
 
 
 async def test_info_of_every_backend(factory: Factory, backend: str, clock: FakeClock) -> None:
