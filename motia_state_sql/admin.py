@@ -166,8 +166,10 @@ def _timeouts(url: str | None, timeout: float) -> dict[str, Any]:
         return {"busy_timeout": timeout}
     if isinstance(probe, FileStateAdapter):
         return {"lock_timeout": timeout}
-    if probe.kind == "redis":  # by name: naming the class would import redis-py
+    if probe.kind == "redis":  # by name: naming the class would import redis-py (asyncpg below)
         return {"socket_timeout": timeout, "connect_timeout": timeout}
+    if probe.kind == "postgres":
+        return {"connect_timeout": timeout, "command_timeout": timeout}
     return {}
 
 

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 import warnings
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -636,6 +637,7 @@ class StateAdapter(StateOperations):
     """The abstract base every backend implements; an async context manager."""
 
     __slots__ = (
+        "__weakref__",
         "_active",
         "_clock",
         "_closed",
@@ -668,8 +670,8 @@ class StateAdapter(StateOperations):
         self.idle_group_ttl = (
             None if idle_group_ttl is None else options.idle_age("idle_group_ttl", idle_group_ttl)
         )
-        # The background pruner: None until the first call (with idle_group_ttl), then its task.
-        self._pruner: asyncio.Task[None] | None = None
+        # The background pruner: None until the first call (with idle_group_ttl).
+        self._pruner: _BackgroundPrune | None = None
         # Calls in flight (transactions' calls included): close() waits for them.
         self._active = 0
         self._drained: asyncio.Future[None] | None = None
@@ -698,30 +700,13 @@ class StateAdapter(StateOperations):
 
     def _enter(self) -> None:
         self._active += 1
-        if self._pruner is None and self.idle_group_ttl is not None:
-            self._start_pruner()
-
-    def _start_pruner(self) -> None:
-        """Start pruning idle groups in the background, in the loop of the first call."""
-        if self.read_only:
-            return
-        assert self.idle_group_ttl is not None
-        # A context of its own: one copied from a transaction block would refuse its calls.
-        self._pruner = asyncio.get_running_loop().create_task(
-            self._prune_forever(self.idle_group_ttl), context=contextvars.Context()
-        )
-
-    async def _prune_forever(self, ttl: float) -> None:
-        """Every ``ttl / 2`` seconds (at most an hour), remove the groups idle for ``ttl``."""
-        while True:
-            await asyncio.sleep(min(ttl / 2, _PRUNE_EVERY_MAX))
-            try:
-                removed = await self.prune_idle_groups(ttl)
-            except StateError as exc:  # the store is down, say: the next round tries again
-                log.warning("motia_state_sql: pruning idle groups of %r failed: %s", self, exc)
-                continue
-            if removed:
-                log.info("motia_state_sql: pruned %d idle groups of %r", len(removed), self)
+        if self.idle_group_ttl is not None and not self.read_only:
+            pruner = self._pruner
+            if pruner is None or pruner.loop is not asyncio.get_running_loop():
+                # The first call, or the first in another loop (the old one's timer never fires).
+                if pruner is not None:
+                    pruner.cancel()
+                self._pruner = _BackgroundPrune(self, self.idle_group_ttl)
 
     def _leave(self) -> None:
         self._active -= 1
@@ -736,8 +721,11 @@ class StateAdapter(StateOperations):
     def __del__(self) -> None:
         try:
             leaked = not self._closed and self._holds_resources()
+            pruner = self._pruner
         except AttributeError:  # a half-built adapter
             return
+        if pruner is not None:
+            pruner.cancel()
         if leaked:
             warnings.warn(
                 f"{self!r} was never closed: use `async with` or `await adapter.close()`",
@@ -919,11 +907,8 @@ class StateAdapter(StateOperations):
             return
         grace = options.seconds("grace", grace)
         self._closed = True
-        pruner = self._pruner
-        if pruner is not None and not pruner.done():
-            pruner.cancel()  # each group it removes is atomic: cancelling leaves none half-removed
-            if pruner.get_loop() is asyncio.get_running_loop():
-                await asyncio.wait([pruner])
+        if self._pruner is not None:
+            await self._pruner.stop()
         try:
             loop = asyncio.get_running_loop()
             await self._settle(lambda: not (self._active or self._open_txs), loop.time() + grace)
@@ -968,6 +953,56 @@ class StateAdapter(StateOperations):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class _BackgroundPrune:
+    """Prunes an adapter's idle groups (``idle_group_ttl``) every ``ttl / 2`` s (at most hourly).
+
+    Between rounds only a timer of the event loop is pending, not a task, so a loop that ends
+    with the adapter still open drops it silently; and it holds the adapter by a weak reference,
+    so an adapter nobody closes can still be collected (which cancels the timer).
+    """
+
+    __slots__ = ("_adapter", "_handle", "_task", "_ttl", "loop")
+
+    def __init__(self, adapter: StateAdapter, ttl: float) -> None:
+        self._adapter = weakref.ref(adapter)
+        self._ttl = ttl
+        self._task: asyncio.Task[None] | None = None
+        self.loop = asyncio.get_running_loop()
+        self._handle = self.loop.call_later(min(ttl / 2, _PRUNE_EVERY_MAX), self._start)
+
+    def _start(self) -> None:
+        adapter = self._adapter()
+        if adapter is not None and not adapter._closed:
+            # A context of its own: one copied from a transaction block would refuse its calls.
+            self._task = self.loop.create_task(self._round(adapter), context=contextvars.Context())
+
+    async def _round(self, adapter: StateAdapter) -> None:
+        try:
+            removed = await adapter.prune_idle_groups(self._ttl)
+        except StateError as exc:  # the store is down, say: the next round tries again
+            log.warning("motia_state_sql: pruning idle groups of %r failed: %s", adapter, exc)
+        else:
+            if removed:
+                log.info("motia_state_sql: pruned %d idle groups of %r", len(removed), adapter)
+        finally:
+            self._task = None
+            if not adapter._closed:
+                self._handle = self.loop.call_later(min(self._ttl / 2, _PRUNE_EVERY_MAX), self._start)
+
+    def cancel(self) -> None:
+        """Stop the next rounds (no loop needed: from ``__del__`` too)."""
+        self._handle.cancel()
+
+    async def stop(self) -> None:
+        """Stop, and end a round under way (each group it removes is atomic: none is left half-removed)."""
+        self.cancel()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            if self.loop is asyncio.get_running_loop():
+                await asyncio.wait([task])
 
 
 async def acquire_within(lock: asyncio.Lock, seconds: float, store: str) -> None:

@@ -178,23 +178,31 @@ def _hint(where: Path, url: str | None) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _entered(adapter: StateAdapter, url: str | None, *, create: bool) -> AsyncIterator[StateAdapter]:
-    """Open ``adapter``; unless ``create``, a store file that does not exist is not found."""
+async def _entered(
+    adapter: StateAdapter, url: str | None, *, create: bool, enter: bool = True
+) -> AsyncIterator[StateAdapter]:
+    """Open ``adapter``; unless ``create``, a store file that does not exist is not found.
+
+    Unless ``enter``, the adapter is not opened first (``async with``), only closed at the end:
+    its first call opens it (``store_info`` reports a schema behind head that opening refuses).
+    """
     try:
         where = _location(adapter)
         if not create and where is not None and not where.exists():
             not_found(f"no state store at {where}{_hint(where, url)}")
-        async with adapter:
-            yield adapter
+        if enter:
+            await adapter.__aenter__()
+        yield adapter
     finally:
         await adapter.close()
 
 
 def _opened(
-    url: str | None, *, create: bool, only_given: bool = False, read_only: bool = False
+    url: str | None, *, create: bool, only_given: bool = False, read_only: bool = False, enter: bool = True
 ) -> contextlib.AbstractAsyncContextManager[StateAdapter]:
     """Open the store at ``url`` (see ``_adapter`` and ``_entered``)."""
-    return _entered(_adapter(url, only_given=only_given, read_only=read_only), url, create=create)
+    adapter = _adapter(url, only_given=only_given, read_only=read_only)
+    return _entered(adapter, url, create=create, enter=enter)
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -714,13 +722,15 @@ def backup(dest: Path, pages: int, url: str | None, as_json: bool) -> None:
 def info(url: str | None, as_json: bool) -> None:
     """Show what the store holds: counts, sizes, schema revision, times.
 
-    Read-only and cheap on a large store: SQLite answers from one pass over the table on its
-    reader (writers never wait); Redis from the keys' own counts, without reading values.
+    Read-only and cheap on a large store: SQLite and PostgreSQL answer from one pass over the
+    table (writers never wait); Redis from SCAN pages of key names and, in the native layout,
+    one pipelined script per group, without sending values. A database behind head is reported
+    (at_head false), not migrated.
     """
     from . import admin
 
     async def work() -> StoreInfo:
-        async with _opened(url, create=False, read_only=True) as state:
+        async with _opened(url, create=False, read_only=True, enter=False) as state:
             return await state.store_info()
 
     data = admin.info_json(_run(work()), _label(url))

@@ -25,6 +25,8 @@ from motia_state_sql import (
     FileStateAdapter,
     InvalidOperationError,
     MemoryStateAdapter,
+    RedisStateAdapter,
+    SchemaError,
     SqliteStateAdapter,
     StateAdapter,
     StateTransaction,
@@ -422,6 +424,48 @@ async def test_prune_refuses_bad_arguments_before_anything(tmp_path: Path) -> No
         assert await store.get("g", "k") == 1
 
 
+async def test_prune_command_lists_asks_removes_and_prints(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    url = f"sqlite:///{path}"
+    old = time.time() - 8 * 86_400
+    async with SqliteStateAdapter(path, clock=lambda: old) as store:
+        for group, key in [("trace-1", "a"), ("trace-1", "b"), ("trace-2", "a"), ("orders", "o")]:
+            await store.set(group, key, 1)
+    async with SqliteStateAdapter(path) as store:
+        await store.set("trace-3", "a", 1)  # fresh
+
+    def prune(*args: str, answer: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "prune", "--idle", "7d", *args, "--url", url],
+            input=answer, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    before = path.read_bytes()
+    dry = prune("--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    listed = json.loads(dry.stdout)
+    found = [(g["group"], g["items"]) for g in listed["groups"]]
+    assert found == [("orders", 1), ("trace-1", 2), ("trace-2", 1)]
+    assert listed["groups"][0]["newest_write"] == pytest.approx(old)
+    assert (listed["dry_run"], listed["removed_groups"], listed["removed_items"]) == (True, 0, 0)
+    assert path.read_bytes() == before  # the dry run changed nothing
+
+    declined = prune("--group-prefix", "trace-", answer="n\n")
+    assert declined.returncode == 1
+    assert "Remove 2 groups (3 items) idle for over 7d" in declined.stderr
+    assert "nothing was removed" in declined.stderr
+
+    removed = prune("--group-prefix", "trace-", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    rows = [line.split("\t") for line in removed.stdout.splitlines()]  # plain: not a terminal
+    assert [(group, items) for group, items, _ in rows] == [("trace-1", "2"), ("trace-2", "1")]
+    assert f"Removed 2 groups (3 items) idle for over 7d from {url}." in removed.stderr
+    gone = prune("--yes", "--json")
+    assert json.loads(gone.stdout)["removed_groups"] == 1  # orders
+    async with SqliteStateAdapter(path, read_only=True) as store:
+        assert await store.list_groups() == ["trace-3"]
+
+
 # -- info -----------------------------------------------------------------------------------------
 
 INFO_FIELDS = {
@@ -459,6 +503,96 @@ def test_info_json_on_an_empty_and_a_small_store(tmp_path: Path) -> None:
     assert f"{HEAD_REVISION} (head)" in table
 
 
+def _files(folder: Path) -> dict[str, bytes | None]:
+    """The files in ``folder`` and their bytes (a -shm file's: SQLite's readers mark it)."""
+    return {
+        path.name: None if path.name.endswith("-shm") else path.read_bytes() for path in folder.iterdir()
+    }
+
+
+def test_info_on_a_sqlite_database_behind_head_reports_it_and_changes_nothing(tmp_path: Path) -> None:
+    """Behind head: no schema stamp (no tables at all, or a table whose stamp was removed)."""
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    with sqlite3.connect(blank / "state.db") as raw:
+        raw.execute("PRAGMA user_version = 0")  # a database file with no tables
+    unstamped = tmp_path / "unstamped"
+    unstamped.mkdir()
+    url = f"sqlite:///{unstamped / 'state.db'}"
+    for group, key in [("orders", "o1"), ("orders", "o2"), ("users", "u1")]:
+        assert _cli("set", group, key, '{"n": 1}', "--url", url).returncode == 0
+    with sqlite3.connect(unstamped / "state.db") as raw:
+        raw.execute("DROP TABLE alembic_version")
+    for folder, counts in [(blank, (0, 0, 0)), (unstamped, (3, 2, 0))]:
+        before = _files(folder)
+        done = _cli("info", "--json", "--url", f"sqlite:///{folder / 'state.db'}")
+        assert done.returncode == 0, done.stderr
+        info = json.loads(done.stdout)
+        assert (info["schema_revision"], info["schema_head"], info["at_head"]) == (None, HEAD_REVISION, False)
+        assert (info["items"], info["groups"], info["expired_items"]) == counts
+        assert info["bytes_on_disk"] == sum(info["files"].values()) > 0
+        table = _cli("info", "--url", f"sqlite:///{folder / 'state.db'}")
+        assert table.returncode == 0, table.stderr
+        assert f"none (head is {HEAD_REVISION})" in table.stdout
+        assert _files(folder) == before  # no migration, no write, no file left beside it
+    assert _cli("db", "current", "--url", f"sqlite:///{blank / 'state.db'}").stdout.startswith("none")
+
+    async def through_the_api() -> None:
+        store = SqliteStateAdapter(unstamped / "state.db", read_only=True)
+        try:
+            info = await store.store_info()
+            assert (info.items, info.groups, info.schema_revision) == (3, 2, None)
+            with pytest.raises(SchemaError, match="not at schema revision"):  # reads stay refused
+                await store.get("orders", "o1")
+        finally:
+            await store.close()
+
+    asyncio.run(through_the_api())
+
+    with sqlite3.connect(tmp_path / "newer.db") as raw:
+        raw.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        raw.execute("INSERT INTO alembic_version VALUES ('9999')")
+    with sqlite3.connect(tmp_path / "foreign.db") as raw:
+        raw.execute("CREATE TABLE invoices (id INTEGER)")
+    for name, says in [("newer.db", "newer version"), ("foreign.db", "someone else's database")]:
+        refused = _cli("info", "--url", f"sqlite:///{tmp_path / name}")
+        assert refused.returncode == 2, refused.stderr
+        assert says in refused.stderr
+
+
+def test_info_on_a_postgres_schema_behind_head_reports_it_and_changes_nothing(postgres_url: str) -> None:
+    schema = f"info_{os.getpid()}_{time.monotonic_ns()}"
+    url = f"{postgres_url}?schema={schema}"
+    done = _cli("info", "--json", "--url", url)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert (info["backend"], info["schema_revision"], info["at_head"]) == ("postgres", None, False)
+    assert (info["items"], info["groups"], info["expired_items"]) == (0, 0, 0)
+    assert _cli("db", "current", "--json", "--url", url).stdout.count('"revision":null') == 1  # not created
+
+    assert _cli("set", "g", "k", "1", "--url", url).returncode == 0  # now at head
+    at_head = json.loads(_cli("info", "--json", "--url", url).stdout)
+    assert (at_head["schema_revision"], at_head["at_head"], at_head["items"]) == (HEAD_REVISION, True, 1)
+    assert at_head["bytes_on_disk"] == sum(at_head["files"].values()) > 0
+
+    async def break_schemas() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(f'UPDATE "{schema}".motia_state_version SET version_num = \'9999\'')
+            await conn.execute(f'CREATE SCHEMA "{schema}_x"')
+            await conn.execute(f'CREATE TABLE "{schema}_x".motia_state (id int)')  # not ours
+        finally:
+            await conn.close()
+
+    asyncio.run(break_schemas())
+    for where, says in [(url, "newer version"), (f"{url}_x", "someone else's table")]:
+        refused = _cli("info", "--url", where)
+        assert refused.returncode == 2, refused.stderr
+        assert says in refused.stderr
+
+
 async def test_info_of_every_backend(factory: Factory, backend: str, clock: FakeClock) -> None:
     async with factory() as store:
         empty = await store.store_info()
@@ -476,9 +610,13 @@ async def test_info_of_every_backend(factory: Factory, backend: str, clock: Fake
         if backend in ("redis-native", "redis-motia"):  # a Cluster's is per node: not given
             assert info.memory_bytes is not None
             assert info.memory_bytes > 0
-        if backend == "sqlite-file":
+        if backend in ("sqlite-file", "postgres"):  # PostgreSQL: the table with its indexes
             assert info.bytes_on_disk is not None
             assert info.bytes_on_disk > 0
+        if backend in ("sqlite-file", "sqlite-memory", "postgres"):
+            assert info.schema_revision == info.schema_head == HEAD_REVISION
+        else:
+            assert info.schema_revision is info.schema_head is None
 
 
 def test_info_on_a_million_items_answers_within_seconds(tmp_path: Path) -> None:
@@ -506,6 +644,41 @@ def test_info_on_a_million_items_answers_within_seconds(tmp_path: Path) -> None:
     assert info["groups"] == 100_000
     assert info["oldest_updated_at"] == pytest.approx(now - 999_998)
     assert info["newest_updated_at"] == pytest.approx(now)
+
+
+@pytest.mark.parametrize("layout", ["native", "motia"])
+async def test_redis_info_reads_no_values_and_pipelines_its_scripts(layout: Any) -> None:
+    """Names come from SCAN pages of 10 000; native's per-group scripts share round trips."""
+    import redis
+
+    server = RedisServer()  # of its own: its counters count this test alone
+    server.start()
+    try:
+        async with RedisStateAdapter(server.url, layout=layout, key_prefix="big:") as store:
+            for start in range(0, 30_000, 5000):
+                burst = range(start, start + 5000)
+                await asyncio.gather(*(store.set(f"trace-{n % 3000}", f"step-{n}", {"n": n}) for n in burst))
+            await asyncio.gather(*(store.set(f"cache-{n}", "c", n, ttl=0.05) for n in range(100)))
+            await asyncio.sleep(0.1)  # expired: native still holds them, Redis has dropped Motia's
+            with redis.Redis.from_url(server.url) as raw:
+                raw.set("other-app:key", "not ours")
+                raw.config_resetstat()
+                info = await store.store_info()
+                reads = int(raw.info("stats")["total_reads_processed"])
+                calls = {name[8:]: stat["calls"] for name, stat in raw.info("commandstats").items()}
+        assert (info.items, info.groups) == (30_000, 3000)
+        assert calls.get("scan", 0) <= 6  # 3000 groups x 2 keys (native) or 30 000 keys, 10 000 a page
+        assert not {"get", "mget", "hgetall", "hget"} & set(calls)  # no value leaves the server
+        if layout == "native":
+            assert info.expired_items == 100
+            # One small script per group, reading its record headers on the server ...
+            assert calls["hvals"] == 3100
+            assert reads < 300  # ... pipelined: many per round trip
+        else:
+            assert info.expired_items is None
+            assert "evalsha" not in calls  # the key names say it all
+    finally:
+        server.close()
 
 
 # -- vacuum ---------------------------------------------------------------------------------------
@@ -578,6 +751,24 @@ def test_ping_running_stopped_and_read_only_stores(tmp_path: Path, redis_url: st
         replica.close()
 
 
+def test_ping_a_running_stopped_and_read_only_postgres(postgres_url: str) -> None:
+    from benchmarks.redis_server import free_port
+
+    url = f"{postgres_url}?schema=ping_{os.getpid()}_{time.monotonic_ns()}"
+    ok = _cli("ping", "--json", "--url", url)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    assert _cli("ping", "--read-only", "--url", f"{url}&mode=ro").returncode == 0
+    refused = _cli("ping", "--url", f"{url}&mode=ro")  # may not write: unavailable to writers
+    assert refused.returncode == 3, refused.stderr
+    assert "read-only" in refused.stderr
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
+    started = time.perf_counter()
+    down = _cli("ping", "--timeout", "1", "--url", nobody)
+    assert down.returncode == 3, down.stderr
+    assert time.perf_counter() - started < 10
+
+
 async def test_ping_group_is_left_empty(tmp_path: Path) -> None:
     assert _cli("ping", "--url", f"file://{tmp_path}").returncode == 3
     async with FileStateAdapter(tmp_path) as store:
@@ -612,3 +803,84 @@ async def test_idle_group_ttl_prunes_in_the_background(factory: Factory, clock: 
         clock.advance(5)
         await asyncio.sleep(1.2)
         assert "old" in await store.list_groups()
+
+
+_UNCLOSED = """
+import asyncio, gc, sys, weakref
+from motia_state_sql import open_state
+
+url, how = sys.argv[1], sys.argv[2]
+kept = []
+
+async def use() -> weakref.ref | None:
+    store = open_state(url, idle_group_ttl=3600)
+    await store.set("g", "k", 1)  # starts the background pruner
+    if how == "close":
+        await store.close()
+    if how in ("loop-ends", "run"):  # never closed, still there when the loop ends
+        kept.append(store)
+        return None
+    return weakref.ref(store)
+
+async def main() -> None:
+    gone = await use()
+    gc.collect()
+    if gone is not None:
+        await asyncio.sleep(0.05)
+        assert gone() is None, "the pruner keeps the adapter alive"
+        assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
+    print("done")
+
+if how == "run":
+    asyncio.run(main())
+else:
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    gc.collect()
+"""
+
+
+@pytest.mark.parametrize("how", ["loop-ends", "run", "collect", "close"])
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+def test_background_pruning_ends_cleanly_with_its_loop_or_adapter(tmp_path: Path, url: str, how: str) -> None:
+    """An adapter with idle_group_ttl leaves no pending task behind, closed or not."""
+    url = f"sqlite:///{tmp_path / 'state.db'}" if url == "sqlite" else url
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", _UNCLOSED, url, how],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n"
+    assert "Task was destroyed but it is pending" not in done.stderr
+    assert "never awaited" not in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+# -- documentation --------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION_COMMANDS = ["backup", "info", "prune", "ping", "db vacuum"]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    kept = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
+def test_production_commands_are_documented_and_linked_from_the_readme() -> None:
+    reference = (ROOT / "docs" / "cli.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Running in production\n", 1)[1].split("\n## ", 1)[0]
+    headings = {line[4:] for line in reference.splitlines() if line.startswith("### ")}
+    for command in PRODUCTION_COMMANDS:
+        (heading,) = (h for h in headings if h.startswith(f"`motia-state {command} "))
+        entry = reference.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+        assert f"```sh\nmotia-state {command}" in entry, f"docs/cli.md: no example of {command}"
+        assert "Exit codes: 0" in entry, f"docs/cli.md: no exit codes for {command}"
+        assert f"(docs/cli.md#{_anchor(heading)})" in section, f"README does not link {command}"
+    for topic in ("**Backup", "**Old workflow state", "**Health checks", "**Durability settings"):
+        assert topic in section
+    assert "synchronous" in section
+    assert "appendfsync" in section

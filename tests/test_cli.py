@@ -1025,28 +1025,48 @@ def _read_terminal(controller: int) -> bytes:
     return drawn
 
 
-def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
-    run = _in_process(tmp_path)
-    _motia_file(tmp_path / "in.json")
-    assert run("import", "in.json", "--url", "sqlite:///a.db").code == 0
+def _with_stderr_on_a_terminal(cwd: Path, *args: str) -> tuple[int, bytes, bytes]:
+    """Run ``motia-state ARGS`` with stderr on a pseudo-terminal: exit code, what it drew, stdout."""
     controller, terminal = pty.openpty()
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "motia_state_sql", "copy", "sqlite:///a.db", "sqlite:///b.db"],
-            cwd=tmp_path,
+            [sys.executable, "-m", "motia_state_sql", *args],
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=terminal,
             env=_env({"TERM": "xterm"}),
         )
         os.close(terminal)
         drawn = _read_terminal(controller)
-        summary = child.communicate(timeout=60)[0]
+        out = child.communicate(timeout=60)[0]
     finally:
         os.close(controller)
-    assert child.returncode == 0
+    return child.returncode, drawn, out
+
+
+def test_copy_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    run = _in_process(tmp_path)
+    _motia_file(tmp_path / "in.json")
+    assert run("import", "in.json", "--url", "sqlite:///a.db").code == 0
+    code, drawn, summary = _with_stderr_on_a_terminal(tmp_path, "copy", "sqlite:///a.db", "sqlite:///b.db")
+    assert code == 0
     assert b"Copying" in drawn
     assert b"11/11" in drawn
     assert summary.startswith(b"Copied 11 items in 4 groups")
+
+
+def test_backup_draws_a_progress_bar_on_a_terminal_and_copy_restores_it(tmp_path: Path) -> None:
+    run = _in_process(tmp_path)
+    _motia_file(tmp_path / "in.json")
+    assert run("import", "in.json", "--url", "sqlite:///a.db").code == 0
+    backup = ["backup", "backup.db", "--pages", "1", "--url", "sqlite:///a.db"]
+    code, drawn, summary = _with_stderr_on_a_terminal(tmp_path, *backup)
+    assert code == 0
+    assert b"Backing up" in drawn
+    pages = int(summary.split(b" pages in ")[0].rsplit(b" ", 1)[1])
+    assert f"{pages}/{pages}".encode() in drawn
+    assert run("copy", "sqlite:///backup.db", "sqlite:///restored.db").code == 0  # restored anywhere
+    assert run("export", "--url", "sqlite:///restored.db").stdout == run("export", "--url", "sqlite:///a.db").stdout
 
 
 # -- round trips through a chain of stores ----------------------------------------------------

@@ -42,10 +42,11 @@ except ImportError as missing:  # pragma: no cover - the dev install has it
     ) from missing
 
 from .. import codec, options
-from ..base import StateAdapter, TxStore
+from ..base import StateAdapter, StoreInfo, TxStore
 from ..errors import ConfigError, ConflictError, StateError, StoreUnavailableError
 from ..ops import Filter
 from ..redact import redact, scrub, secrets_in
+from ..revision import HEAD_REVISION
 from ..rows import UNCHANGED, Clock, Row, RowEntry, Write, WriteResult, new_version, plan_write
 from ..schema import TABLE
 from . import migrate
@@ -217,6 +218,8 @@ def _filter_sql(filters: list[Filter], first: int) -> tuple[str, list[Any]]:
 
 class PostgresStateAdapter(StateAdapter):
     """State in one PostgreSQL table keyed on ``(group_id, key)``; see the module docstring."""
+
+    kind = "postgres"
 
     __slots__ = (
         "_last_purge",
@@ -410,6 +413,37 @@ class PostgresStateAdapter(StateAdapter):
         """How the store's table differs from the declared schema (empty: it matches)."""
         self._check_closed()
         return await self._inspect(lambda conn: migrate.differences(conn, self.schema))
+
+    async def _store_info(self, now: float) -> StoreInfo:
+        """One pass over the table for counts and times; the table's size from the catalog.
+
+        A read-only adapter not yet opened looks without opening (which refuses a schema behind
+        head): such a schema is reported with its revision and what it holds, nothing migrated.
+        """
+
+        async def read(conn: Any) -> StoreInfo:
+            revision, has_table = await migrate.current_revision(conn, self.schema)
+            migrate.check(revision, has_table, self.safe_url)
+            if not has_table:
+                return StoreInfo(self.kind, 0, 0, 0, None, None, revision, HEAD_REVISION)
+            live = _LIVE_AT.format(1)
+            items, groups, oldest, newest, expired, size = await conn.fetchrow(
+                f"SELECT count(*) FILTER (WHERE {live}), count(DISTINCT group_id) FILTER (WHERE {live}), "
+                f"min(updated_at) FILTER (WHERE {live}), max(updated_at) FILTER (WHERE {live}), "
+                f"count(*) FILTER (WHERE NOT {live}), pg_total_relation_size($2::regclass) "
+                f"FROM {self._sql.table}",
+                now,
+                self._sql.table,
+            )
+            files = ((f"{self.schema}.{TABLE}", size),)
+            return StoreInfo(
+                self.kind, items, groups, expired, oldest, newest, revision, HEAD_REVISION, files
+            )
+
+        if self._ready or not self.read_only:
+            async with self._connection() as conn:
+                return await read(conn)
+        return await self._inspect(read)
 
     async def _drop_pool(self) -> None:
         if self._owns_pool and self._pool is not None:

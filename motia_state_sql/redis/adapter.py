@@ -268,8 +268,7 @@ class RedisStateAdapter(StateAdapter):
         layout = self._layout
         counts: tuple[int, int, int | None, float | None, float | None]
         if isinstance(layout, MotiaLayout):
-            idle = await layout.idle_times(now)
-            counts = sum(count for count, _ in idle.values()), len(idle), None, None, None
+            counts = *await layout.counts(), None, None, None
         else:
             assert isinstance(layout, NativeLayout)
             counts = await layout.counts(now)

@@ -13,8 +13,10 @@ one function reading a write script's reply (``_outcome``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["Layout", "MotiaLayout", "NativeLayout", "Reads"]
 
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+#: Keys SCAN looks at per page when ``store_info`` lists a whole store's names.
+_INFO_SCAN_PAGE: Final = 10_000
+#: Per-group scripts ``store_info`` sends at once (pipelined; their replies are small).
+_INFO_BURST: Final = 1000
 
 #: The row ``MotiaLayout.group_rows(names_only=True)`` gives every key: its value was not read.
 _UNREAD: Final = Row("null", None, None, None, None)
@@ -290,17 +297,24 @@ class NativeLayout:
     async def counts(self, now: float) -> tuple[int, int, int, float | None, float | None]:
         """Live items, groups, expired items, oldest and newest ``updated_at``.
 
-        One scan of the keyspace a page at a time, then one small script per group (values stay
-        on the server).
+        One scan of the keyspace, ``_INFO_SCAN_PAGE`` keys a page, for the groups' data hashes;
+        then one small script per group over its record headers (no value leaves the server),
+        ``_INFO_BURST`` scripts at a time, which the transport pipelines into a few round trips.
         """
         items = groups = expired = 0
         oldest: float | None = None
         newest: float | None = None
-        names = set(await self._transport.scan(self._data_pattern()))
-        for group in sorted(g for name in names if (g := self._group_of(name))):
-            live, gone, low, high = await self._transport.script(
-                scripts.NATIVE_INFO, [self._data_key(group)], [repr(now)], idempotent=True
+        names = set(await self._transport.scan(self._data_pattern(), count=_INFO_SCAN_PAGE))
+        found = sorted(g for name in names if (g := self._group_of(name)))
+        at = [repr(now)]
+        replies: list[Any] = []
+        for start in range(0, len(found), _INFO_BURST):
+            burst = found[start : start + _INFO_BURST]
+            script = self._transport.script
+            replies += await asyncio.gather(
+                *(script(scripts.NATIVE_INFO, [self._data_key(g)], at, idempotent=True) for g in burst)
             )
+        for live, gone, low, high in replies:
             items += live
             expired += gone
             groups += 1 if live else 0
@@ -570,12 +584,27 @@ class MotiaLayout:
             chunk = names[start : start + 500]
             idle = await self._transport.script(scripts.MOTIA_IDLE, chunk, [int(now * 1000)], idempotent=True)
             for name, seconds in zip(chunk, idle, strict=True):
-                group, colon, key = name[len(self._prefix) :].partition(":")
-                if seconds < 0 or not (group and colon and key):
+                group = self._group_of(name)
+                if seconds < 0 or group is None:
                     continue
                 count, least = found.get(group, (0, seconds))
                 found[group] = (count + 1, min(least, seconds))
         return found
+
+    def _group_of(self, name: str) -> str | None:
+        """The group of the item key ``name`` (under the prefix), or None for a key that is not an item."""
+        group, colon, key = name[len(self._prefix) :].partition(":")
+        return group if group and colon and key else None
+
+    async def counts(self) -> tuple[int, int]:
+        """Live items and groups, from the key names alone.
+
+        One scan of the keys under the prefix, ``_INFO_SCAN_PAGE`` keys a page; no value is read
+        and no key touched (SCAN skips keys past their expiry, as Redis expires them itself).
+        """
+        names = set(await self._transport.scan(self._all_pattern(), count=_INFO_SCAN_PAGE))
+        groups = Counter(g for name in names if (g := self._group_of(name)))
+        return sum(groups.values()), len(groups)
 
     async def prune_group(self, group_id: str, age: float, now: float) -> tuple[int, int] | None:
         """Remove the group if every live item is idle for more than ``age`` seconds, atomically.

@@ -429,10 +429,11 @@ class Transport:
             return self._client_script(source, request, idempotent)
         return self._pipelined(request, idempotent, source)
 
-    async def scan(self, pattern: str) -> list[str]:
+    async def scan(self, pattern: str, *, count: int = 1000) -> list[str]:
         """Every key name matching the glob ``pattern``, on every node; a name may repeat.
 
-        SCAN a page at a time: not atomic, and it does not block the server.
+        SCAN a page (about ``count`` keys looked at) at a time: not atomic, and it does not block
+        the server for longer than one page.
 
         Raises:
             StoreUnavailableError, SchemaError, StateError: as ``command``.
@@ -441,14 +442,14 @@ class Transport:
             client = self._client
 
             async def every_node() -> list[str]:
-                return [text(name) async for name in client.scan_iter(match=pattern, count=1000)]
+                return [text(name) async for name in client.scan_iter(match=pattern, count=count)]
 
             return await self._call(every_node, idempotent=True)
         names: list[str] = []
         cursor: Any = "0"
         while True:
             cursor, found = await self.command(
-                "SCAN", cursor, "MATCH", pattern, "COUNT", 1000, idempotent=True
+                "SCAN", cursor, "MATCH", pattern, "COUNT", count, idempotent=True
             )
             names += (text(name) for name in found)
             if text(cursor) == "0":

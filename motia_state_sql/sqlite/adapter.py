@@ -388,7 +388,7 @@ class SqliteStateAdapter(StateAdapter):
             self._retry_busy(lambda: migrate.check(raw, self.path))
             revision = migrate.current_revision(raw)[0]
             if revision != HEAD_REVISION:
-                raise SchemaError(
+                raise migrate.BehindHeadError(
                     f"{self.path} is not at schema revision {HEAD_REVISION!r} (found "
                     f"{revision!r}); open it once without read_only (?mode=ro) to bring it up to date"
                 )
@@ -639,25 +639,44 @@ class SqliteStateAdapter(StateAdapter):
     # -- operations on the whole store --------------------------------------------------------
 
     async def _store_info(self, now: float) -> StoreInfo:
-        def read(raw: sqlite3.Connection) -> tuple[Any, int, str | None, tuple[tuple[str, int], ...]]:
-            counts = raw.execute(_INFO, (now,)).fetchone()
-            expired = raw.execute(_EXPIRED, (now,)).fetchone()[0]
-            sizes = () if self._memory else database_files(self.path)
-            return counts, expired, migrate.current_revision(raw)[0], sizes
+        def read(raw: sqlite3.Connection) -> StoreInfo:
+            revision, tables = migrate.current_revision(raw)
+            items, groups, oldest, newest, expired = 0, 0, None, None, 0  # no table yet (behind head)
+            if TABLE in tables:
+                items, groups, oldest, newest = raw.execute(_INFO, (now,)).fetchone()
+                (expired,) = raw.execute(_EXPIRED, (now,)).fetchone()
+            files = () if self._memory else database_files(self.path)
+            return StoreInfo(
+                self.kind, items, groups, expired, oldest, newest, revision, HEAD_REVISION, files
+            )
 
         if self._reader is None:
-            await self._connect()
-        assert self._reader is not None
-        if self._memory:
-            await acquire_within(self._lock, self.busy_timeout, self.path)
             try:
-                counts, expired, revision, files = await self._call(self._reader, read)
+                await self._connect()
+            except migrate.BehindHeadError:
+                # Read-only and behind head: report what is there, on a connection of its own
+                # (the adapter's reads stay refused), without migrating or writing anything.
+                return await asyncio.to_thread(self._read_aside, read)
+        assert self._reader is not None
+        if not self._memory:
+            return await self._call(self._reader, read)
+        await acquire_within(self._lock, self.busy_timeout, self.path)
+        try:
+            return await self._call(self._reader, read)
+        finally:
+            self._lock.release()
+
+    def _read_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on a read-only connection of its own, opened and closed here (a thread)."""
+        try:
+            raw = sqlite3.connect(self._target, isolation_level=None, timeout=self.busy_timeout, uri=True)
+            try:
+                raw.execute("PRAGMA query_only = ON")
+                return fn(raw)
             finally:
-                self._lock.release()
-        else:
-            counts, expired, revision, files = await self._call(self._reader, read)
-        items, groups, oldest, newest = counts
-        return StoreInfo(self.kind, items, groups, expired, oldest, newest, revision, HEAD_REVISION, files)
+                raw.close()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
 
     async def backup(
         self,

@@ -22,13 +22,28 @@ from ..revision import HEAD_REVISION, TABLE
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["alembic_config", "check", "current_revision", "is_busy", "known_revisions", "prepare"]
+__all__ = [
+    "BehindHeadError",
+    "alembic_config",
+    "check",
+    "current_revision",
+    "is_busy",
+    "known_revisions",
+    "prepare",
+]
 
 log = logging.getLogger("motia_state_sql")
 
 _OUR_TABLES = {TABLE, "alembic_version"}
 # SQLite primary result codes (the low byte of sqlite_errorcode) for "another connection holds a lock".
 _BUSY, _LOCKED = 5, 6
+
+
+class BehindHeadError(SchemaError):
+    """A read-only adapter found a schema it knows but behind head, which it may not migrate.
+
+    Reads refuse such a store; ``store_info`` still reports it (its revision and what it holds).
+    """
 
 
 #: The packaged Alembic scripts (``migrations/`` of the source tree, installed as this package).
