@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from benchmarks.postgres_server import PostgresServer, throwaway_server
 from motia_state_sql import (
     ConfigError,
     InvalidKeyError,
@@ -32,7 +33,6 @@ from motia_state_sql import (
 from motia_state_sql.schema import HEAD_REVISION, PG_VERSION_TABLE, TABLE, state_table
 
 from .conftest import FakeClock
-from .postgres_server import PostgresServer, throwaway_server, wait_until_up
 from .test_cli import _in_process, _one_line_error
 
 
@@ -283,7 +283,7 @@ async def test_a_stopped_server_fails_fast_and_the_same_adapter_recovers(own_ser
                     await tx.set("g", "k", "never")
         finally:
             await asyncio.to_thread(own_server.start)
-            await asyncio.to_thread(wait_until_up, own_server)
+            await asyncio.to_thread(own_server.wait_until_up)
         for _ in range(2):  # a pooled connection may still be dead: at most one call fails
             with contextlib.suppress(StoreUnavailableError):
                 await store.get("g", "k")

@@ -50,9 +50,11 @@ from ..rows import UNCHANGED, Clock, Row, RowEntry, Write, WriteResult, new_vers
 from ..schema import TABLE
 from . import migrate
 
-__all__ = ["DEFAULT_URL", "PG_URL_PARAMETERS", "PostgresStateAdapter"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_URL", "PG_URL_PARAMETERS", "PostgresStateAdapter"]
 
 DEFAULT_URL: Final = "postgresql://localhost:5432/postgres"
+#: The size of the pool an adapter creates unless told otherwise.
+DEFAULT_MAX_CONNECTIONS: Final = 10
 T = TypeVar("T")
 
 #: Query parameters of a PostgreSQL URL that asyncpg reads itself (libpq's names).
@@ -242,7 +244,7 @@ class PostgresStateAdapter(StateAdapter):
         *,
         pool: Any = None,
         schema: str = "public",
-        max_connections: int = 10,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
         purge_interval: float = 60.0,
