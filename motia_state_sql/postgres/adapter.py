@@ -2,11 +2,16 @@
 
 The table is the SQLite one (``schema.py``, the same Alembic revisions), in a PostgreSQL schema
 of its own choosing (``schema="public"`` by default). Every call is one short transaction on a
-pooled connection:
+pooled connection (or on the one connection the caller gave, one call at a time):
 
 * reads: one ``SELECT`` (expired rows are filtered in SQL with the adapter's clock);
-* an unconditional ``set``: one upsert statement that continues a live row's version and
-  creation time and starts afresh over an expired one (as ``rows.plan_write`` decides);
+* unconditional ``set``s: queued (``sqlite.commit.GroupCommit``, the SQLite adapter's queue), so
+  the sets arriving in the same event-loop turns are written by one upsert statement over
+  ``unnest`` of their arrays; it continues a live row's version and creation time and starts
+  afresh over an expired one (as ``rows.plan_write`` decides). A key set twice in a batch goes
+  into the next statement, so each task's writes of a key land in order; a statement that
+  fails (a deadlock with a transaction, say) is retried write by write, so each set gets its
+  own result; the server failing fails each of the writes not yet written;
 * a plain ``delete``: one ``DELETE ... RETURNING``;
 * conditional writes and ``update``: ``SELECT ... FOR UPDATE`` (the row lock serialises writers of
   the key across instances), ``rows.plan_write``, the write, ``COMMIT``; a key that does not exist
@@ -42,12 +47,13 @@ except ImportError as missing:  # pragma: no cover - the dev install has it
     ) from missing
 
 from .. import codec, options
-from ..base import StateAdapter, TxStore
+from ..base import StateAdapter, TxStore, acquire_within
 from ..errors import ConfigError, ConflictError, StateError, StoreUnavailableError
 from ..ops import Filter
 from ..redact import redact, scrub, secrets_in
 from ..rows import UNCHANGED, Clock, Row, RowEntry, Write, WriteResult, new_version, plan_write
 from ..schema import TABLE
+from ..sqlite.commit import GroupCommit, Job, WriteJob
 from . import migrate
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_URL", "PG_URL_PARAMETERS", "PostgresStateAdapter"]
@@ -88,6 +94,9 @@ _COLUMNS = "value, version, created_at, updated_at, expires_at"
 #: The row is live at the time in parameter ``${}``.
 _LIVE_AT = "(expires_at IS NULL OR expires_at > ${})"
 _PURGE_BATCH = 1000
+#: At most this many sets, or this many bytes of values, go into one batched statement.
+_BATCH_ROWS = 1000
+_BATCH_BYTES = 4 << 20
 #: JSON text holding this escape cannot be read by PostgreSQL's JSON functions: such rows skip
 #: the SQL pre-selection and are checked in Python only.
 _NUL_ESCAPE = "\\u0000"
@@ -97,6 +106,60 @@ def _discard(conn: Any) -> None:
     """Close ``conn`` at once (the pool opens a fresh one); harmless when it is already gone."""
     with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
+
+
+async def _no_reset(conn: Any) -> None:
+    """Our pool's reset: none (asyncpg still rolls back a transaction left open).
+
+    asyncpg's default (``RESET ALL``, ``UNLISTEN *``, ...) costs a round trip per call, and we
+    leave no session state: settings are ``SET LOCAL``, locks are transaction-scoped except the
+    migration's, whose connection is closed if the migration fails.
+    """
+
+
+class _Pooled:
+    """Connections from an asyncpg pool (ours, or one the caller gave)."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    async def acquire(self, seconds: float) -> Any:
+        return await self.pool.acquire(timeout=seconds)
+
+    async def release(self, conn: Any, broken: bool = False) -> None:
+        """Hand ``conn`` back; a ``broken`` one (failed or cancelled mid-way) is closed first."""
+        if broken:
+            _discard(conn)
+        await self.pool.release(conn)
+
+
+class _OneConnection:
+    """The caller's own connection, never closed by us.
+
+    One call or transaction holds it at a time (the others wait up to ``connect_timeout``); a
+    transaction left open on it is rolled back.
+    """
+
+    __slots__ = ("conn", "label", "lock")
+
+    def __init__(self, conn: Any, label: str) -> None:
+        self.conn = conn
+        self.label = label
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, seconds: float) -> Any:
+        await acquire_within(self.lock, seconds, self.label)
+        return self.conn
+
+    async def release(self, conn: Any, broken: bool = False) -> None:
+        try:
+            if _in_transaction(conn):
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+        finally:
+            self.lock.release()
 
 
 def _in_transaction(conn: Any) -> bool:
@@ -144,10 +207,13 @@ WITH RECURSIVE g(id) AS (
   FROM g WHERE g.id IS NOT NULL
 )
 SELECT id FROM g WHERE id IS NOT NULL"""
-        # An unconditional set in one statement (see the module docstring).
-        live = "s.expires_at IS NULL OR s.expires_at > $5"
+        # Unconditional sets, one row per element of the arrays (see the module docstring).
+        live = "s.expires_at IS NULL OR s.expires_at > excluded.updated_at"
         self.set = f"""
-INSERT INTO {table} AS s (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $5, $6)
+INSERT INTO {table} AS s (group_id, key, {_COLUMNS})
+SELECT g, k, v, n, t, t, e
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[], $6::float8[])
+  AS u(g, k, v, n, t, e)
 ON CONFLICT (group_id, key) DO UPDATE SET
   value = excluded.value,
   version = CASE WHEN {live} THEN s.version + 1 ELSE excluded.version END,
@@ -221,6 +287,7 @@ class PostgresStateAdapter(StateAdapter):
     """State in one PostgreSQL table keyed on ``(group_id, key)``; see the module docstring."""
 
     __slots__ = (
+        "_commits",
         "_last_purge",
         "_open_lock",
         "_owns_pool",
@@ -257,7 +324,8 @@ class PostgresStateAdapter(StateAdapter):
         Args:
             url: ``postgresql://user:password@host:port/database?sslmode=...`` (libpq's query
                 parameters, as asyncpg reads them); ignored when ``pool`` is given.
-            pool: an existing ``asyncpg.Pool`` to use instead; it is never closed by us.
+            pool: an existing ``asyncpg.Pool``, or one ``asyncpg.Connection``, to use instead; it
+                is never closed by us. On one connection, calls and transactions take turns.
             schema: the PostgreSQL schema holding the ``motia_state`` table (created if missing).
             max_connections: the size of the pool we create.
             connect_timeout: seconds to wait for a connection (new, or free in the pool).
@@ -282,8 +350,10 @@ class PostgresStateAdapter(StateAdapter):
                     f"unknown parameter(s) {unknown} in {redact(url)!r}; "
                     f"accepted: {sorted(PG_URL_PARAMETERS)}"
                 )
-        elif not isinstance(pool, asyncpg.Pool):
-            raise ConfigError(f"pool must be an asyncpg.Pool, got {type(pool).__name__}")
+        elif not isinstance(pool, asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy):
+            raise ConfigError(
+                f"pool must be an asyncpg.Pool or asyncpg.Connection, got {type(pool).__name__}"
+            )
         if (
             type(schema) is not str
             or not schema
@@ -301,10 +371,21 @@ class PostgresStateAdapter(StateAdapter):
         self.command_timeout = options.seconds("command_timeout", command_timeout, zero=False)
         self.purge_interval = options.seconds("purge_interval", purge_interval)
         self._url = url
-        self.safe_url = "an existing asyncpg pool" if pool is not None else redact(url)
         self._secrets = secrets_in(url) if pool is None else ()
-        self._pool: Any = pool
+        self._pool: _Pooled | _OneConnection | None
+        if pool is None:
+            self.safe_url = redact(url)
+            self._pool = None
+        elif isinstance(pool, asyncpg.Pool):
+            self.safe_url = "an existing asyncpg pool"
+            self._pool = _Pooled(pool)
+        else:
+            self.safe_url = "an existing asyncpg connection"
+            self._pool = _OneConnection(pool, f"PostgreSQL at {self.safe_url}")
         self._owns_pool = pool is None
+        self._commits = GroupCommit(
+            asyncio.Lock(), None, self._commit_sets, self.command_timeout, f"PostgreSQL at {self.safe_url}"
+        )
         self._ready = False
         self._open_lock = asyncio.Lock()
         self._sql = _Sql(schema)
@@ -320,9 +401,9 @@ class PostgresStateAdapter(StateAdapter):
         return self._owns_pool and self._pool is not None
 
     def _release_now(self) -> None:
-        if self._owns_pool and self._pool is not None:
+        if self._owns_pool and isinstance(self._pool, _Pooled):
             with contextlib.suppress(Exception):
-                self._pool.terminate()
+                self._pool.pool.terminate()
             self._pool = None
 
     # -- connections --------------------------------------------------------------------------
@@ -362,18 +443,19 @@ class PostgresStateAdapter(StateAdapter):
             return StoreUnavailableError(f"PostgreSQL at {self.safe_url} is read-only now ({text})")
         return StateError(f"PostgreSQL at {self.safe_url}: {text}")
 
-    async def _open(self) -> Any:
+    async def _open(self) -> _Pooled | _OneConnection:
         """The pool, created and the schema checked (and migrated) on first use."""
-        if self._ready:
+        if self._ready and self._pool is not None:
             return self._pool
         self._check_closed()
         async with self._open_lock:
-            if self._ready:
+            if self._ready and self._pool is not None:
                 return self._pool
             await self._inspect(
                 lambda conn: migrate.prepare(conn, self.schema, self.safe_url, read_only=self.read_only)
             )
             self._ready = True
+            assert self._pool is not None
             return self._pool
 
     async def _inspect(self, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -381,17 +463,27 @@ class PostgresStateAdapter(StateAdapter):
         try:
             async with asyncio.timeout(self.connect_timeout + self.command_timeout):
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._url,
-                        min_size=1,
-                        max_size=self.max_connections,
-                        timeout=self.connect_timeout,
-                        command_timeout=self.command_timeout,
-                        max_inactive_connection_lifetime=60.0,
-                        server_settings={"application_name": "motia_state_sql"},
+                    self._pool = _Pooled(
+                        await asyncpg.create_pool(
+                            self._url,
+                            min_size=1,
+                            max_size=self.max_connections,
+                            timeout=self.connect_timeout,
+                            command_timeout=self.command_timeout,
+                            max_inactive_connection_lifetime=60.0,
+                            server_settings={"application_name": "motia_state_sql"},
+                            reset=_no_reset,
+                        )
                     )
-                async with self._pool.acquire(timeout=self.connect_timeout) as conn:
-                    return await work(conn)
+                pool = self._pool
+                conn = await pool.acquire(self.connect_timeout)
+                broken = True  # a migration cut short may hold its session lock: close it
+                try:
+                    result = await work(conn)
+                    broken = False
+                    return result
+                finally:
+                    await pool.release(conn, broken)
         except (StateError, asyncio.CancelledError):
             await self._drop_pool()
             raise
@@ -414,9 +506,9 @@ class PostgresStateAdapter(StateAdapter):
         return await self._inspect(lambda conn: migrate.differences(conn, self.schema))
 
     async def _drop_pool(self) -> None:
-        if self._owns_pool and self._pool is not None:
+        if self._owns_pool and isinstance(self._pool, _Pooled):
             pool, self._pool = self._pool, None
-            pool.terminate()
+            pool.pool.terminate()
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
@@ -427,26 +519,27 @@ class PostgresStateAdapter(StateAdapter):
         """
         pool = await self._open()
         try:
-            conn = await pool.acquire(timeout=self.connect_timeout)
+            conn = await pool.acquire(self.connect_timeout)
+        except StateError:
+            raise
         except Exception as exc:
             raise self._translate(exc) from None
+        broken = False
         try:
             yield conn
         except StateError:
-            if _in_transaction(conn):
-                _discard(conn)
+            broken = _in_transaction(conn)
             raise
         except BaseException as exc:
             # Cancelled or failed mid-statement: the connection's state is unknown. Close it; the
             # pool opens a fresh one when needed. (An error the server reported outside a
             # transaction leaves the connection as good as before.)
-            if not isinstance(exc, asyncpg.PostgresError) or _in_transaction(conn):
-                _discard(conn)
+            broken = not isinstance(exc, asyncpg.PostgresError) or _in_transaction(conn)
             if isinstance(exc, Exception):
                 raise self._translate(exc) from None
             raise
         finally:
-            await pool.release(conn)
+            await pool.release(conn, broken)
 
     async def __aenter__(self) -> PostgresStateAdapter:
         self._check_open()
@@ -454,12 +547,13 @@ class PostgresStateAdapter(StateAdapter):
         return self
 
     async def _close(self) -> None:
+        await self._commits.drain()
         if self._purging is not None:
             with contextlib.suppress(BaseException):
                 await self._purging
         self._ready = False
-        if self._owns_pool and self._pool is not None:
-            pool, self._pool = self._pool, None
+        if self._owns_pool and isinstance(self._pool, _Pooled):
+            pool, self._pool = self._pool.pool, None
             try:
                 async with asyncio.timeout(self.command_timeout):
                     await pool.close()
@@ -493,11 +587,7 @@ class PostgresStateAdapter(StateAdapter):
     async def _write(self, write: Write, now: float) -> WriteResult:
         sql = self._sql
         if write.kind == "set" and write.if_version is None and not write.if_absent:
-            async with self._connection() as conn:
-                expires_at = write.expires_at(now)
-                await conn.execute(
-                    sql.set, write.group_id, write.key, write.encoded, new_version(None), now, expires_at
-                )
+            await self._commits.write(WriteJob(write, now))
             self._maybe_purge(now)
             return None
         if write.kind == "delete" and write.if_version is None and not write.if_absent:
@@ -527,6 +617,54 @@ class PostgresStateAdapter(StateAdapter):
             self._maybe_purge(now)
             return plan, current
 
+    async def _commit_sets(self, jobs: list[Job]) -> list[Any]:
+        """Write a batch of unconditional sets; each one's result (``None``) or error, in order.
+
+        Each chunk of the batch (no key twice, bounded in rows and bytes) is one statement. A chunk
+        that fails is retried set by set, so only a set that fails alone gets an error; once the
+        server is unavailable, every set not yet written fails with that error.
+        """
+        results: list[Any] = []
+        down: StoreUnavailableError | None = None
+        for chunk in _chunks([job for job in jobs if isinstance(job, WriteJob)]):
+            if down is None:
+                try:
+                    await self._set_rows(chunk)
+                    results += [None] * len(chunk)
+                    continue
+                except StoreUnavailableError as exc:
+                    down = exc
+                except StateError:
+                    for job in chunk:
+                        try:
+                            await self._set_rows([job])
+                            results.append(None)
+                        except StoreUnavailableError as exc:
+                            down = exc
+                            results.append(StoreUnavailableError(*exc.args))
+                        except StateError as exc:
+                            results.append(exc)
+                    continue
+            results += [StoreUnavailableError(*down.args) for _ in chunk]
+        return results
+
+    async def _set_rows(self, jobs: list[WriteJob]) -> None:
+        """One statement writing ``jobs`` (distinct keys), in key order.
+
+        In key order, concurrent batches lock rows in one order and never deadlock each other.
+        """
+        ordered = sorted(jobs, key=lambda job: (job.write.group_id, job.write.key))
+        async with self._connection() as conn:
+            await conn.execute(
+                self._sql.set,
+                [job.write.group_id for job in ordered],
+                [job.write.key for job in ordered],
+                [job.write.encoded for job in ordered],
+                [new_version(None) for _ in ordered],
+                [job.now for job in ordered],
+                [job.write.expires_at(job.now) for job in ordered],
+            )
+
     async def _clear(self, group_id: str, now: float) -> None:
         async with self._connection() as conn:
             await conn.execute(self._sql.delete_group, group_id)
@@ -552,19 +690,42 @@ class PostgresStateAdapter(StateAdapter):
     async def _begin(self) -> TxStore:
         pool = await self._open()
         try:
-            conn = await pool.acquire(timeout=self.connect_timeout)
+            conn = await pool.acquire(self.connect_timeout)
+        except StateError:
+            raise
         except Exception as exc:
             raise self._translate(exc) from None
         transaction = conn.transaction(isolation="read_committed")
         try:
             await transaction.start()
         except BaseException as exc:
-            _discard(conn)
-            await pool.release(conn)
+            await pool.release(conn, True)
             if isinstance(exc, Exception):
                 raise self._translate(exc) from None
             raise
         return _PostgresTx(self, pool, conn, transaction)
+
+
+def _chunks(jobs: list[WriteJob]) -> list[list[WriteJob]]:
+    """``jobs`` cut, in order, into statements of distinct keys.
+
+    A key already in a chunk starts the next one (a statement cannot write a row twice), as do
+    ``_BATCH_ROWS`` rows or ``_BATCH_BYTES`` of values.
+    """
+    chunks: list[list[WriteJob]] = []
+    keys: set[tuple[str, str]] = set()
+    size = 0
+    for job in jobs:
+        key = (job.write.group_id, job.write.key)
+        length = len(job.write.encoded or "")
+        if not chunks or key in keys or len(chunks[-1]) >= _BATCH_ROWS or size + length > _BATCH_BYTES:
+            chunks.append([])
+            keys.clear()
+            size = 0
+        chunks[-1].append(job)
+        keys.add(key)
+        size += length
+    return chunks
 
 
 def _rows_sql(sql: _Sql, group_id: str | None, now: float, filters: list[Filter]) -> tuple[str, list[Any]]:
@@ -596,7 +757,9 @@ class _PostgresTx(TxStore):
         "_transaction",
     )
 
-    def __init__(self, adapter: PostgresStateAdapter, pool: Any, conn: Any, transaction: Any) -> None:
+    def __init__(
+        self, adapter: PostgresStateAdapter, pool: _Pooled | _OneConnection, conn: Any, transaction: Any
+    ) -> None:
         self._adapter = adapter
         self._pool = pool
         self._conn = conn
@@ -624,8 +787,13 @@ class _PostgresTx(TxStore):
     async def _discard(self) -> None:
         if not self._released:
             self._released = True
-            _discard(self._conn)
-            await self._pool.release(self._conn)
+            if isinstance(self._pool, _OneConnection):
+                # The caller's connection stays open: roll back through asyncpg's transaction, so
+                # the connection knows no transaction of ours is open any more.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self._adapter.command_timeout):
+                        await self._transaction.rollback()
+            await self._pool.release(self._conn, True)
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
         async with self._using() as conn:
