@@ -5,8 +5,9 @@ of its own choosing (``schema="public"`` by default). Every call is one short tr
 pooled connection (or on the one connection the caller gave, one call at a time):
 
 * reads: one ``SELECT`` (expired rows are filtered in SQL with the adapter's clock);
-* unconditional ``set``s: queued (``sqlite.commit.GroupCommit``, the SQLite adapter's queue), so
-  the sets arriving in the same event-loop turns are written by one upsert statement over
+* unconditional ``set``s: a set with no other in flight is written at once; sets arriving
+  beside others are queued (``sqlite.commit.GroupCommit``, the SQLite adapter's queue), so the
+  sets arriving in the same event-loop turns are written by one upsert statement over
   ``unnest`` of their arrays; it continues a live row's version and creation time and starts
   afresh over an expired one (as ``rows.plan_write`` decides). A key set twice in a batch goes
   into the next statement, so each task's writes of a key land in order; a statement that
@@ -118,21 +119,57 @@ async def _no_reset(conn: Any) -> None:
 
 
 class _Pooled:
-    """Connections from an asyncpg pool (ours, or one the caller gave)."""
+    """Connections from an asyncpg pool (ours, or one the caller gave).
 
-    __slots__ = ("pool",)
+    From our own pool one connection is kept out (``hold``) for calls that find it free: a call
+    at a time, the common case, then skips the pool's acquire and release (a task and a few loop
+    turns each). Concurrent calls take the pool's other connections.
+    """
 
-    def __init__(self, pool: Any) -> None:
+    __slots__ = ("held", "hold", "lock", "pool")
+
+    def __init__(self, pool: Any, hold: bool) -> None:
         self.pool = pool
+        self.hold = hold
+        self.held: Any = None
+        self.lock = asyncio.Lock()  # held by the call using ``held``
 
     async def acquire(self, seconds: float) -> Any:
-        return await self.pool.acquire(timeout=seconds)
+        if self.hold and not self.lock.locked():
+            await self.lock.acquire()  # free: returns at once
+            if self.held is not None:
+                return self.held
+            try:
+                async with asyncio.timeout(seconds):
+                    self.held = await self.pool.acquire()
+            except BaseException:
+                self.lock.release()
+                raise
+            return self.held
+        # asyncio.timeout, not acquire(timeout=): asyncpg wraps that in wait_for, a task per call.
+        async with asyncio.timeout(seconds):
+            return await self.pool.acquire()
 
     async def release(self, conn: Any, broken: bool = False) -> None:
         """Hand ``conn`` back; a ``broken`` one (failed or cancelled mid-way) is closed first."""
+        if conn is self.held:
+            try:
+                if broken or _in_transaction(conn):
+                    await self.unhold(broken)
+            finally:
+                self.lock.release()
+            return
         if broken:
             _discard(conn)
         await self.pool.release(conn)
+
+    async def unhold(self, broken: bool = False) -> None:
+        """Give the held connection back to the pool (closed first when ``broken``)."""
+        conn, self.held = self.held, None
+        if conn is not None:
+            if broken:
+                _discard(conn)
+            await self.pool.release(conn)
 
 
 class _OneConnection:
@@ -295,6 +332,7 @@ class PostgresStateAdapter(StateAdapter):
         "_purging",
         "_ready",
         "_secrets",
+        "_setting",
         "_sql",
         "_url",
         "command_timeout",
@@ -378,11 +416,12 @@ class PostgresStateAdapter(StateAdapter):
             self._pool = None
         elif isinstance(pool, asyncpg.Pool):
             self.safe_url = "an existing asyncpg pool"
-            self._pool = _Pooled(pool)
+            self._pool = _Pooled(pool, hold=False)  # all of the caller's connections stay shared
         else:
             self.safe_url = "an existing asyncpg connection"
             self._pool = _OneConnection(pool, f"PostgreSQL at {self.safe_url}")
         self._owns_pool = pool is None
+        self._setting = 0  # unconditional sets in flight
         self._commits = GroupCommit(
             asyncio.Lock(), None, self._commit_sets, self.command_timeout, f"PostgreSQL at {self.safe_url}"
         )
@@ -473,7 +512,8 @@ class PostgresStateAdapter(StateAdapter):
                             max_inactive_connection_lifetime=60.0,
                             server_settings={"application_name": "motia_state_sql"},
                             reset=_no_reset,
-                        )
+                        ),
+                        hold=True,
                     )
                 pool = self._pool
                 conn = await pool.acquire(self.connect_timeout)
@@ -553,8 +593,10 @@ class PostgresStateAdapter(StateAdapter):
                 await self._purging
         self._ready = False
         if self._owns_pool and isinstance(self._pool, _Pooled):
-            pool, self._pool = self._pool.pool, None
+            held = self._pool
+            pool, self._pool = held.pool, None
             try:
+                await held.unhold()
                 async with asyncio.timeout(self.command_timeout):
                     await pool.close()
             except BaseException:
@@ -587,7 +629,14 @@ class PostgresStateAdapter(StateAdapter):
     async def _write(self, write: Write, now: float) -> WriteResult:
         sql = self._sql
         if write.kind == "set" and write.if_version is None and not write.if_absent:
-            await self._commits.write(WriteJob(write, now))
+            job = WriteJob(write, now)
+            # A set with no other in flight is written at once; sets arriving beside others queue
+            # and go out together.
+            self._setting += 1
+            try:
+                await (self._set_rows([job]) if self._setting == 1 else self._commits.write(job))
+            finally:
+                self._setting -= 1
             self._maybe_purge(now)
             return None
         if write.kind == "delete" and write.if_version is None and not write.if_absent:
