@@ -11,8 +11,8 @@ pooled connection (or on the one connection the caller gave, one call at a time)
   ``unnest`` of their arrays; it continues a live row's version and creation time and starts
   afresh over an expired one (as ``rows.plan_write`` decides). A key set twice in a batch goes
   into the next statement, so each task's writes of a key land in order; a statement that
-  fails (a deadlock with a transaction, say) is retried write by write, so each set gets its
-  own result; the server failing fails each of the writes not yet written;
+  fails (a deadlock with a transaction, say) is retried in halves until each failing set
+  stands alone, so each set gets its own result; the server failing fails each of the writes not yet written;
 * a plain ``delete``: one ``DELETE ... RETURNING``;
 * conditional writes and ``update``: ``SELECT ... FOR UPDATE`` (the row lock serialises writers of
   the key across instances), ``rows.plan_write``, the write, ``COMMIT``; a key that does not exist
@@ -175,15 +175,17 @@ class _Pooled:
 class _OneConnection:
     """The caller's own connection, never closed by us.
 
-    One call or transaction holds it at a time (the others wait up to ``connect_timeout``); a
-    transaction left open on it is rolled back.
+    One call or transaction holds it at a time (the others wait up to ``connect_timeout``). After
+    a call failed or was cancelled mid-way, it is reset (``Connection.reset()``: the transaction
+    rolled back, and session settings and advisory locks reset too), as a pool resets its own.
     """
 
-    __slots__ = ("conn", "label", "lock")
+    __slots__ = ("conn", "label", "lock", "timeout")
 
-    def __init__(self, conn: Any, label: str) -> None:
+    def __init__(self, conn: Any, label: str, timeout: float) -> None:
         self.conn = conn
         self.label = label
+        self.timeout = timeout
         self.lock = asyncio.Lock()
 
     async def acquire(self, seconds: float) -> Any:
@@ -192,9 +194,10 @@ class _OneConnection:
 
     async def release(self, conn: Any, broken: bool = False) -> None:
         try:
-            if _in_transaction(conn):
+            if broken or _in_transaction(conn):
+                # A dead connection stays dead: the next call's error says so.
                 with contextlib.suppress(Exception):
-                    await conn.execute("ROLLBACK")
+                    await conn.reset(timeout=self.timeout)
         finally:
             self.lock.release()
 
@@ -419,7 +422,7 @@ class PostgresStateAdapter(StateAdapter):
             self._pool = _Pooled(pool, hold=False)  # all of the caller's connections stay shared
         else:
             self.safe_url = "an existing asyncpg connection"
-            self._pool = _OneConnection(pool, f"PostgreSQL at {self.safe_url}")
+            self._pool = _OneConnection(pool, f"PostgreSQL at {self.safe_url}", self.command_timeout)
         self._owns_pool = pool is None
         self._setting = 0  # unconditional sets in flight
         self._commits = GroupCommit(
@@ -550,6 +553,16 @@ class PostgresStateAdapter(StateAdapter):
             pool, self._pool = self._pool, None
             pool.pool.terminate()
 
+    async def _acquire(self) -> tuple[_Pooled | _OneConnection, Any]:
+        """The pool (opened) and a connection from it, within ``connect_timeout``."""
+        pool = await self._open()
+        try:
+            return pool, await pool.acquire(self.connect_timeout)
+        except StateError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from None
+
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
         """A pooled connection for one call; closed instead of reused when the call failed mid-way.
@@ -557,13 +570,7 @@ class PostgresStateAdapter(StateAdapter):
         Raises:
             StoreUnavailableError: no connection within ``connect_timeout``, or the server failed.
         """
-        pool = await self._open()
-        try:
-            conn = await pool.acquire(self.connect_timeout)
-        except StateError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc) from None
+        pool, conn = await self._acquire()
         broken = False
         try:
             yield conn
@@ -670,32 +677,33 @@ class PostgresStateAdapter(StateAdapter):
         """Write a batch of unconditional sets; each one's result (``None``) or error, in order.
 
         Each chunk of the batch (no key twice, bounded in rows and bytes) is one statement. A chunk
-        that fails is retried set by set, so only a set that fails alone gets an error; once the
+        that fails is split in halves, and those retried, until each failing set stands alone (a
+        few statements, not one per set): only a set that fails alone gets an error. Once the
         server is unavailable, every set not yet written fails with that error.
         """
         results: list[Any] = []
-        down: StoreUnavailableError | None = None
+        down: list[StoreUnavailableError] = []
         for chunk in _chunks([job for job in jobs if isinstance(job, WriteJob)]):
-            if down is None:
-                try:
-                    await self._set_rows(chunk)
-                    results += [None] * len(chunk)
-                    continue
-                except StoreUnavailableError as exc:
-                    down = exc
-                except StateError:
-                    for job in chunk:
-                        try:
-                            await self._set_rows([job])
-                            results.append(None)
-                        except StoreUnavailableError as exc:
-                            down = exc
-                            results.append(StoreUnavailableError(*exc.args))
-                        except StateError as exc:
-                            results.append(exc)
-                    continue
-            results += [StoreUnavailableError(*down.args) for _ in chunk]
+            results += await self._set_or_split(chunk, down)
         return results
+
+    async def _set_or_split(self, jobs: list[WriteJob], down: list[StoreUnavailableError]) -> list[Any]:
+        if down:
+            return [StoreUnavailableError(*down[0].args) for _ in jobs]
+        try:
+            await self._set_rows(jobs)
+        except StoreUnavailableError as exc:
+            down.append(exc)
+            return [StoreUnavailableError(*exc.args) for _ in jobs]
+        except StateError as exc:
+            if len(jobs) == 1:
+                return [exc]
+            half = len(jobs) // 2
+            return [
+                *await self._set_or_split(jobs[:half], down),
+                *await self._set_or_split(jobs[half:], down),
+            ]
+        return [None] * len(jobs)
 
     async def _set_rows(self, jobs: list[WriteJob]) -> None:
         """One statement writing ``jobs`` (distinct keys), in key order.
@@ -737,13 +745,7 @@ class PostgresStateAdapter(StateAdapter):
     # -- transactions -------------------------------------------------------------------------
 
     async def _begin(self) -> TxStore:
-        pool = await self._open()
-        try:
-            conn = await pool.acquire(self.connect_timeout)
-        except StateError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc) from None
+        pool, conn = await self._acquire()
         transaction = conn.transaction(isolation="read_committed")
         try:
             await transaction.start()
@@ -836,12 +838,6 @@ class _PostgresTx(TxStore):
     async def _discard(self) -> None:
         if not self._released:
             self._released = True
-            if isinstance(self._pool, _OneConnection):
-                # The caller's connection stays open: roll back through asyncpg's transaction, so
-                # the connection knows no transaction of ours is open any more.
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._adapter.command_timeout):
-                        await self._transaction.rollback()
             await self._pool.release(self._conn, True)
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
@@ -915,17 +911,7 @@ class _PostgresTx(TxStore):
         """What the transaction saw absent is still absent; no group it read gained a key."""
         sql = self._adapter._sql
         if self._absent:
-            pairs = sorted(self._absent)
-            found = await conn.fetchrow(
-                f"SELECT group_id, key FROM {sql.table} WHERE (group_id, key) IN "
-                "(SELECT * FROM unnest($1::text[], $2::text[])) AND (expires_at IS NULL OR expires_at > $3) "
-                "LIMIT 1",
-                [g for g, _ in pairs],
-                [k for _, k in pairs],
-                now,
-            )
-            if found is not None:
-                raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
+            await self._none_created(conn, "IN", self._absent, now)
         for group_id, keys in self._groups.items():
             found = await conn.fetchrow(
                 f"SELECT key FROM {sql.table} WHERE group_id = $1 AND NOT (key = ANY($2::text[])) "
@@ -937,16 +923,20 @@ class _PostgresTx(TxStore):
             if found is not None:
                 raise _conflict(f"group {group_id!r} gained {found[0]!r} from another writer meanwhile")
         if self._all is not None:
-            pairs = sorted(self._all)
-            found = await conn.fetchrow(
-                f"SELECT group_id, key FROM {sql.table} WHERE (expires_at IS NULL OR expires_at > $3) "
-                "AND (group_id, key) NOT IN (SELECT * FROM unnest($1::text[], $2::text[])) LIMIT 1",
-                [g for g, _ in pairs],
-                [k for _, k in pairs],
-                now,
-            )
-            if found is not None:
-                raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
+            await self._none_created(conn, "NOT IN", self._all, now)
+
+    async def _none_created(self, conn: Any, how: str, pairs: set[tuple[str, str]], now: float) -> None:
+        """No live row is (``how="IN"``) or is not (``"NOT IN"``) among ``pairs``, else a conflict."""
+        ordered = sorted(pairs)
+        found = await conn.fetchrow(
+            f"SELECT group_id, key FROM {self._adapter._sql.table} WHERE {_LIVE_AT.format(3)} "
+            f"AND (group_id, key) {how} (SELECT * FROM unnest($1::text[], $2::text[])) LIMIT 1",
+            [g for g, _ in ordered],
+            [k for _, k in ordered],
+            now,
+        )
+        if found is not None:
+            raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
 
     async def rollback(self) -> None:
         if self._released:
