@@ -48,7 +48,7 @@ except ImportError as missing:  # pragma: no cover - the dev install has it
     ) from missing
 
 from .. import codec, options
-from ..base import StateAdapter, TxStore, acquire_within
+from ..base import IdleGroup, StateAdapter, TxStore, acquire_within
 from ..errors import ConfigError, ConflictError, StateError, StoreUnavailableError
 from ..ops import Filter
 from ..redact import redact, scrub, secrets_in
@@ -220,9 +220,12 @@ class _Sql:
         "delete_group",
         "delete_row",
         "groups",
+        "idle_groups",
         "insert_new",
         "keys",
         "live_row",
+        "lock_groups",
+        "prune_groups",
         "purge",
         "row_for_update",
         "rows",
@@ -271,6 +274,22 @@ ON CONFLICT (group_id, key) DO UPDATE SET
         )
         self.delete_row = f"DELETE FROM {one} RETURNING {_COLUMNS}"
         self.delete_group = f"DELETE FROM {table} WHERE group_id = $1"
+        # Pruning (see _prune_groups): the idle groups after $2 (NULL: from the start) with the
+        # prefix $3 (NULL: any); the batch's rows locked; its groups still idle deleted, returning
+        # each live row's updated_at.
+        self.idle_groups = f"""
+SELECT group_id, count(*), max(updated_at) FROM {table}
+WHERE {_LIVE_AT.format(1)} AND ($2::text IS NULL OR group_id > $2)
+  AND ($3::text IS NULL OR (group_id >= $3 AND starts_with(group_id, $3)))
+GROUP BY group_id HAVING max(updated_at) < $4 ORDER BY group_id LIMIT $5"""
+        self.lock_groups = (
+            f"SELECT 1 FROM {table} WHERE group_id = ANY($1::text[]) ORDER BY group_id, key FOR UPDATE"
+        )
+        self.prune_groups = f"""
+DELETE FROM {table} AS t WHERE group_id = ANY($1::text[]) AND NOT EXISTS (
+  SELECT 1 FROM {table} AS live WHERE live.group_id = t.group_id AND live.updated_at >= $2
+    AND (live.expires_at IS NULL OR live.expires_at > $3))
+RETURNING group_id, CASE WHEN {_LIVE_AT.format(3)} THEN updated_at END"""
         self.purge = (
             f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
             "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2))"
@@ -357,6 +376,7 @@ class PostgresStateAdapter(StateAdapter):
         command_timeout: float = 10.0,
         purge_interval: float = 60.0,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -374,10 +394,15 @@ class PostgresStateAdapter(StateAdapter):
             purge_interval: seconds between sweeps that reclaim expired rows (bounded batches).
             read_only: open an existing store without writing to it (no migration); writes
                 raise ``UnsupportedError``.
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch), injectable for tests.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         self._closed = True  # until every option is checked (see StateAdapter.__del__)
         if type(url) is not str:
             raise ConfigError(f"url must be a postgresql:// URL, got {type(url).__name__}")
@@ -726,6 +751,37 @@ class PostgresStateAdapter(StateAdapter):
         async with self._connection() as conn:
             await conn.execute(self._sql.delete_group, group_id)
 
+    # -- pruning idle groups ------------------------------------------------------------------
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        """One ``GROUP BY`` over the primary key: the groups whose newest live row predates ``cutoff``."""
+        async with self._connection() as conn:
+            records = await conn.fetch(self._sql.idle_groups, now, after, prefix, cutoff, limit)
+        return [IdleGroup(r[0], r[1], r[2]) for r in records]
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """The whole batch in one transaction and one ``DELETE``, each group only if still idle.
+
+        The group's rows are locked first (``FOR UPDATE``: writers of them committed before, or
+        wait), so the ``DELETE``, whose ``NOT EXISTS`` sees what was committed when it starts,
+        finds every write that landed before it; a row inserted after it recreates its group with
+        only the new item. The commit's advisory group locks are taken too.
+        """
+        if not groups:
+            return []
+        sql = self._sql
+        async with self._connection() as conn, conn.transaction(isolation="read_committed"):
+            await _lock_groups(conn, sql.table, set(groups))
+            await conn.execute(sql.lock_groups, groups)
+            records = await conn.fetch(sql.prune_groups, groups, cutoff, now)
+        live: dict[str, list[float]] = {}
+        for group_id, updated_at in records:
+            if updated_at is not None:  # an expired row goes with its group, uncounted
+                live.setdefault(group_id, []).append(updated_at)
+        return [IdleGroup(g, len(times), max(times)) for g, times in sorted(live.items())]
+
     def _maybe_purge(self, now: float) -> None:
         """Reclaim expired rows in a bounded batch, at most every ``purge_interval`` (off the call)."""
         if now - self._last_purge < self.purge_interval or self._purging is not None:
@@ -879,13 +935,7 @@ class _PostgresTx(TxStore):
         async with self._using() as conn:
             # Every commit holds the store's lock shared, a transaction that read all groups
             # holds it alone; then the group locks, in one order.
-            store_lock = "pg_advisory_xact_lock" if self._all is not None else "pg_advisory_xact_lock_shared"
-            await conn.execute(f"SELECT {store_lock}($1)", _lock_id(sql.table))
-            if groups:
-                await conn.execute(
-                    "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id",
-                    sorted(_lock_id(f"{sql.table}\n{g}") for g in groups),
-                )
+            await _lock_groups(conn, sql.table, groups, alone=self._all is not None)
             await self._validate(conn, now)
             for group_id in cleared:
                 await conn.execute(sql.delete_group, group_id)
@@ -954,6 +1004,21 @@ class _PostgresTx(TxStore):
             raise
         self._released = True
         await self._pool.release(self._conn)
+
+
+async def _lock_groups(conn: Any, table: str, groups: set[str], alone: bool = False) -> None:
+    """Take the store's advisory lock (shared, or ``alone``), then each group's, in one order.
+
+    Held to the end of the transaction by every commit and prune, so the checks a commit makes
+    under them see no group change meanwhile, and two of them never deadlock on these locks.
+    """
+    store_lock = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+    await conn.execute(f"SELECT {store_lock}($1)", _lock_id(table))
+    if groups:
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id",
+            sorted(_lock_id(f"{table}\n{g}") for g in groups),
+        )
 
 
 def _lock_id(name: str) -> int:
