@@ -150,11 +150,16 @@ class _Pooled:
         async with asyncio.timeout(seconds):
             return await self.pool.acquire()
 
-    async def release(self, conn: Any, broken: bool = False) -> None:
-        """Hand ``conn`` back; a ``broken`` one (failed or cancelled mid-way) is closed first."""
+    async def release(self, conn: Any, broken: bool = False, dirty: bool = False) -> None:
+        """Hand ``conn`` back.
+
+        A ``broken`` one (its connection failed) is closed first; a ``dirty`` one (its call was
+        cancelled or failed mid-way) goes back to the pool, whose release waits for the
+        cancellation and rolls back what is left open, as a pool does for any caller.
+        """
         if conn is self.held:
             try:
-                if broken or _in_transaction(conn):
+                if broken or dirty or _in_transaction(conn):
                     await self.unhold(broken)
             finally:
                 self.lock.release()
@@ -192,9 +197,9 @@ class _OneConnection:
         await acquire_within(self.lock, seconds, self.label)
         return self.conn
 
-    async def release(self, conn: Any, broken: bool = False) -> None:
+    async def release(self, conn: Any, broken: bool = False, dirty: bool = False) -> None:
         try:
-            if broken or _in_transaction(conn):
+            if broken or dirty or _in_transaction(conn):
                 # A dead connection stays dead: the next call's error says so.
                 with contextlib.suppress(Exception):
                     await conn.reset(timeout=self.timeout)
@@ -596,22 +601,25 @@ class PostgresStateAdapter(StateAdapter):
             StoreUnavailableError: no connection within ``connect_timeout``, or the server failed.
         """
         pool, conn = await self._acquire()
-        broken = False
+        broken = dirty = False
         try:
             yield conn
         except StateError:
-            broken = _in_transaction(conn)
+            dirty = True
             raise
         except BaseException as exc:
-            # Cancelled or failed mid-statement: the connection's state is unknown. Close it; the
-            # pool opens a fresh one when needed. (An error the server reported outside a
-            # transaction leaves the connection as good as before.)
-            broken = not isinstance(exc, asyncpg.PostgresError) or _in_transaction(conn)
+            # Cancelled, or failed mid-statement. An error the server reported, or a cancellation
+            # (asyncpg cancels the statement and waits for that before the connection's next
+            # use), leaves the connection usable once what is left open is rolled back; any
+            # other failure closes it (the pool opens a fresh one when needed). Closing on every
+            # cancellation would make a caller that cancels often reconnect on every call.
+            dirty = True
+            broken = not isinstance(exc, asyncpg.PostgresError | asyncio.CancelledError)
             if isinstance(exc, Exception):
                 raise self._translate(exc) from None
             raise
         finally:
-            await pool.release(conn, broken)
+            await pool.release(conn, broken, dirty)
 
     async def __aenter__(self) -> PostgresStateAdapter:
         self._check_open()
