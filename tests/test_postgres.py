@@ -426,6 +426,45 @@ async def test_a_stopped_server_fails_fast_and_the_same_adapter_recovers(own_ser
         assert await store.get("g", "k") == "after"
 
 
+async def test_a_restart_mid_load_leaves_no_half_written_group(own_server: PostgresServer) -> None:
+    async with PostgresStateAdapter(
+        own_server.url, schema=_schema(), connect_timeout=2, command_timeout=2
+    ) as store:
+        outcomes: dict[int, str] = {}
+        stop, restarted, recovered = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def load(worker: int) -> None:
+            n = worker
+            while not stop.is_set():
+                try:
+                    async with store.transaction() as tx:
+                        for k in range(5):
+                            await tx.set(f"t{n}", f"k{k}", n)
+                    outcomes[n] = "done"
+                    if restarted.is_set():
+                        recovered.set()
+                except StoreUnavailableError:
+                    outcomes[n] = "unavailable"
+                    await asyncio.sleep(0.01)
+                n += 8
+
+        workers = [asyncio.create_task(load(w)) for w in range(8)]
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(own_server.stop, "fast")  # rolls back the sessions in flight
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(own_server.start)
+        await asyncio.to_thread(own_server.wait_until_up)
+        restarted.set()
+        await asyncio.wait_for(recovered.wait(), 20)  # the same adapter commits again
+        stop.set()
+        await asyncio.gather(*workers)
+        assert "unavailable" in outcomes.values()
+        for group in await store.list_groups():
+            assert await store.get_group(group) == [int(group[1:])] * 5, group  # all or nothing
+        done = {f"t{n}" for n, what in outcomes.items() if what == "done"}
+        assert done <= set(await store.list_groups())
+
+
 async def test_killed_connections_leave_no_half_written_transaction(postgres_url: str) -> None:
     schema = _schema()
     async with (
