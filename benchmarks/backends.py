@@ -1,8 +1,9 @@
 """The backends the harness measures: one entry each, a URL built for a role.
 
 Each backend is reached through ``open_state(url)``, as a user would. A backend that needs a
-server names it (``server``); ``SERVERS`` starts each kind once per run. Adding a backend (say
-``postgres``) is one ``Backend`` entry here, and its server's entry in ``SERVERS``.
+server names it (``server``); ``SERVERS`` starts each kind once per run. Adding a backend is one
+``Backend`` entry here, and its server's entry in ``SERVERS``. PostgreSQL stores live in schemas
+named after the run's prefix and the role, all dropped at the end of the run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlencode
 
+from benchmarks.postgres_server import postgres_url_or_throwaway
 from benchmarks.redis_server import redis_url_or_throwaway
 
 
@@ -57,6 +59,7 @@ BACKENDS: Final = {
             lambda w, role: w.server("redis", key_prefix=f"{w.prefix}{role}:m:", layout="motia"),
             "redis",
         ),
+        Backend("postgres", lambda w, role: w.server("postgres", schema=f"{w.prefix}{role}"), "postgres"),
         Backend("file", lambda w, role: f"file://{w.folder / f'file-{role}'}?durable=false", slow=True),
     )
 }
@@ -65,9 +68,11 @@ NAMES: Final = tuple(BACKENDS)
 #: Measured against the size of the store.
 SIZED: Final = tuple(name for name, backend in BACKENDS.items() if not backend.slow)
 
-#: How each kind of server is reached: ``$REDIS_URL``, else a throwaway server for the run.
+#: How each kind of server is reached: ``$REDIS_URL`` / ``$POSTGRES_URL``, else a throwaway server
+#: for the run (PostgreSQL's with fsync on, as a server holding real state runs).
 SERVERS: Final[dict[str, Callable[[], contextlib.AbstractContextManager[str]]]] = {
     "redis": redis_url_or_throwaway,
+    "postgres": lambda: postgres_url_or_throwaway(durable=True),
 }
 
 

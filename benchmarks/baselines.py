@@ -1,4 +1,5 @@
-"""The Python baselines: raw sqlite3, bare redis-py, diskcache, the JSON file stand-in, start-up.
+"""The Python baselines: raw sqlite3, bare redis-py, bare asyncpg, diskcache, the JSON file
+stand-in, start-up.
 
 Each is the floor or the alternative a backend is compared with; it runs through the same arrival
 patterns (``sync_op`` wraps the synchronous ones) and the same runner. Motia's own Node adapters
@@ -18,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import diskcache
 import redis.asyncio as aioredis
 
 from motia_state_sql.bench.workloads import ENCODED, VALUE, Timing
+from motia_state_sql.postgres.adapter import DEFAULT_MAX_CONNECTIONS
+from motia_state_sql.postgres.migrate import quote
 
 #: A connection pool of the size RedisStateAdapter uses by default.
 POOL_SIZE: Final = 64
@@ -96,6 +100,44 @@ async def fill_redis(client: aioredis.Redis, prefix: str, count: int) -> None:
             for i in range(at, min(count, at + 500)):
                 pipe.set(f"{prefix}k{i}", ENCODED)
             await pipe.execute()
+
+
+class BarePostgres:
+    """asyncpg with nothing of ours, in a schema of its own: a table of the same shape, one
+    ``INSERT ... ON CONFLICT`` or ``SELECT`` per call, on one connection or through a pool of the
+    size PostgresStateAdapter uses by default (each call autocommits, as ours do)."""
+
+    def __init__(self, conn: asyncpg.Connection, pool: asyncpg.Pool, table: str) -> None:
+        self.conn = conn
+        self.pool = pool
+        self.upsert = (
+            f"INSERT INTO {table} (g, k, v) VALUES ($1, $2, $3) "
+            "ON CONFLICT (g, k) DO UPDATE SET v = excluded.v"
+        )
+        self.select = f"SELECT v FROM {table} WHERE g = $1 AND k = $2"
+
+    @classmethod
+    async def open(cls, url: str, schema: str) -> BarePostgres:
+        table = f"{quote(schema)}.t"
+        conn = await asyncpg.connect(url)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS {table} (g text COLLATE "C", k text COLLATE "C", v text, '
+            "PRIMARY KEY (g, k))"
+        )
+        pool = await asyncpg.create_pool(
+            url, min_size=DEFAULT_MAX_CONNECTIONS, max_size=DEFAULT_MAX_CONNECTIONS
+        )
+        return cls(conn, pool, table)
+
+    async def fill(self, group: str, count: int) -> None:
+        """``k0`` .. ``k<count - 1>`` in ``group``, one transaction."""
+        async with self.conn.transaction():
+            await self.conn.executemany(self.upsert, [(group, f"k{i}", ENCODED) for i in range(count)])
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.conn.close()
 
 
 # -- start-up -----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The phases of a run: each opens its stores, offers their specs to the targets' ``Judge``.
 
-``main``: every backend under every arrival pattern against raw sqlite3, diskcache, bare redis-py
-and Motia's Node RedisStateAdapter; ``file``: against Motia's Node FileStateAdapter holding the
+``main``: every backend under every arrival pattern against raw sqlite3, diskcache, bare redis-py,
+bare asyncpg and Motia's Node RedisStateAdapter; ``file``: against Motia's Node FileStateAdapter holding the
 same items; ``stored``: cost against store size; ``startup``: the import and ``--help``.
 """
 
@@ -23,6 +23,7 @@ from motia_state_sql.bench.workloads import ENCODED, VALUE, Op, fill, one, opera
 from .backends import BACKENDS, NAMES, SIZED, Where
 from .baselines import (
     HEAVY,
+    BarePostgres,
     CommandSpec,
     JsonFileStore,
     RawSqlite,
@@ -34,7 +35,17 @@ from .baselines import (
 )
 from .node import MOTIA_FILE, MOTIA_REDIS, NODE_SQLITE, NodeProcess, NodeSpec, motia_file_folder
 from .sizes import Sizes
-from .targets import CLI_HELP, IMPORT_CLICK, PYTHON_PASS, REDIS_BARE, REDIS_POOL, Judge, Verdict
+from .targets import (
+    CLI_HELP,
+    IMPORT_CLICK,
+    PG_BARE,
+    PG_POOL,
+    PYTHON_PASS,
+    REDIS_BARE,
+    REDIS_POOL,
+    Judge,
+    Verdict,
+)
 
 MAIN: Final = (
     *(("set", arrival) for arrival in ("x1", "workers", "gather", "semaphore", "open")),
@@ -91,8 +102,8 @@ def _maker(op: str, store: StateAdapter, stored: int) -> Callable[[int], Op]:
 
 
 async def phase_main(run: Run) -> None:
-    """Every backend under every arrival pattern, against raw sqlite3, diskcache, bare redis-py
-    and Motia's Node RedisStateAdapter; get_group of several sizes."""
+    """Every backend under every arrival pattern, against raw sqlite3, diskcache, bare redis-py,
+    bare asyncpg and Motia's Node RedisStateAdapter; get_group of several sizes."""
     sizes, count, folder = run.sizes, run.sizes.ops, run.where.folder
     raw = {level: RawSqlite(folder / f"raw-{level}.db", level.upper()) for level in ("normal", "full")}
     raw["normal"].fill("g", 0, count)
@@ -100,8 +111,10 @@ async def phase_main(run: Run) -> None:
     fill_cache(cache, "g", 0, count)
     bare, pooled = bare_redis(run.where.servers["redis"], False), bare_redis(run.where.servers["redis"], True)
     prefix = f"{run.where.prefix}bare:"
+    postgres = await BarePostgres.open(run.where.servers["postgres"], f"{run.where.prefix}bare")
     try:
         await fill_redis(bare, prefix, count)
+        await postgres.fill("g", count)
         baselines: list[Measurable] = []
         for level, base in raw.items():
             for arrival in ("x1", "workers", "gather", "semaphore", "open"):
@@ -138,6 +151,15 @@ async def phase_main(run: Run) -> None:
                 run.spec(backend, "set", arrival, _bare_set(client, prefix), count),
                 run.spec(backend, "get", arrival, _bare_get(client, prefix, count), count),
             ]
+        conn, pool = postgres.conn, postgres.pool
+        baselines += [
+            run.spec(PG_BARE, "set", "x1", _bare_pg_set(conn.execute, postgres.upsert), count),
+            run.spec(PG_BARE, "get", "x1", _bare_pg_get(conn.fetchval, postgres.select, count), count),
+            *(
+                run.spec(PG_POOL, "set", arrival, _bare_pg_set(pool.execute, postgres.upsert), count)
+                for arrival in ("workers", "gather")
+            ),
+        ]
         for backend in (MOTIA_REDIS, NODE_SQLITE):
             if await run.node_store(backend, "main", count):
                 for op, arrival in (("set", "x1"), ("get", "x1"), ("set", "all"), ("get", "all")):
@@ -174,6 +196,7 @@ async def phase_main(run: Run) -> None:
         cache.close()
         await bare.aclose()
         await pooled.aclose()
+        await postgres.close()
 
 
 def _bare_set(client: aioredis.Redis, prefix: str) -> Callable[[int], Op]:
@@ -190,6 +213,24 @@ def _bare_get(client: aioredis.Redis, prefix: str, count: int) -> Callable[[int]
     def make(tag: int) -> Op:
         async def op(i: int) -> Any:
             value = await client.get(f"{prefix}k{i % count}")
+            return json.loads(value) if value else None
+
+        return op
+
+    return make
+
+
+def _bare_pg_set(execute: Callable[..., Awaitable[Any]], upsert: str) -> Callable[[int], Op]:
+    def make(tag: int) -> Op:
+        return lambda i: execute(upsert, "g", f"s{tag}-{i}", ENCODED)
+
+    return make
+
+
+def _bare_pg_get(fetchval: Callable[..., Awaitable[Any]], select: str, count: int) -> Callable[[int], Op]:
+    def make(tag: int) -> Op:
+        async def op(i: int) -> Any:
+            value = await fetchval(select, "g", f"k{i % count}")
             return json.loads(value) if value else None
 
         return op

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,17 @@ def free_port(cluster: bool = False) -> int:
         if _bindable(port) and (not cluster or _bindable(port + 10000)):
             return port
     raise RuntimeError("no free loopback port found")
+
+
+def wait_until(ready: Callable[[], bool], seconds: float, gone: Callable[[], bool] = lambda: False) -> bool:
+    """Poll ``ready()`` every 50 ms: True once it holds, False when ``gone()`` holds (the server
+    process exited) or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if gone() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 class RedisServer:
@@ -77,25 +88,24 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                # No retries: redis-py would back off for seconds on the expected AuthenticationError.
-                options: dict[str, Any] = {"socket_timeout": 0.5, "retry": Retry(NoBackoff(), 0)}
-                if tls_ca:
-                    options |= {"ssl": True, "ssl_ca_certs": tls_ca}
-                with redis.Redis(host="127.0.0.1", port=self.port, **options) as client:
-                    if client.ping():
-                        return
-            except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):
-                return  # it answered: up, and asking for a password
-            except redis.exceptions.ConnectionError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                log = self.log()
-                self.stop()
-                raise RuntimeError(f"redis-server on port {self.port} did not start: {log}")
-            time.sleep(0.05)
+        process = self.process
+        if not wait_until(lambda: self._answers(tls_ca), 10, lambda: process.poll() is not None):
+            log = self.log()
+            self.stop()
+            raise RuntimeError(f"redis-server on port {self.port} did not start: {log}")
+
+    def _answers(self, tls_ca: str | None) -> bool:
+        try:
+            # No retries: redis-py would back off for seconds on the expected AuthenticationError.
+            options: dict[str, Any] = {"socket_timeout": 0.5, "retry": Retry(NoBackoff(), 0)}
+            if tls_ca:
+                options |= {"ssl": True, "ssl_ca_certs": tls_ca}
+            with redis.Redis(host="127.0.0.1", port=self.port, **options) as client:
+                return bool(client.ping())
+        except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):
+            return True  # it answered: up, and asking for a password
+        except redis.exceptions.ConnectionError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -151,19 +161,17 @@ class RedisCluster:
             capture_output=True,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            states = []
-            for node in self.nodes:
-                with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1) as client:
-                    info = client.execute_command("CLUSTER", "INFO")
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    states.append("cluster_state:ok" in text)
-            if all(states):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Redis cluster did not become ready")
-            time.sleep(0.1)
+        if not wait_until(self._ready, 30):
+            raise RuntimeError("the Redis cluster did not become ready")
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1) as client:
+                info = client.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" not in text:
+                    return False
+        return True
 
     def close(self) -> None:
         for node in self.nodes:

@@ -14,7 +14,7 @@ from . import memory
 from .backends import NAMES
 from .node import MOTIA_FILE, MOTIA_REDIS, NODE_SQLITE
 from .phases import MAIN, Run
-from .targets import CLI_HELP, PYTHON_PASS, REDIS_BARE, REDIS_POOL, Verdict, baseline_of
+from .targets import CLI_HELP, PG_BARE, PG_POOL, PYTHON_PASS, REDIS_BARE, REDIS_POOL, Verdict, baseline_of
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DOC: Final = ROOT / "docs" / "benchmarks.md"
@@ -24,6 +24,8 @@ ORDER: Final = (
     "diskcache",
     REDIS_BARE,
     REDIS_POOL,
+    PG_BARE,
+    PG_POOL,
     "json-file-store",
     PYTHON_PASS,
     CLI_HELP,

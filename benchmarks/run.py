@@ -6,7 +6,7 @@ target is a ratio against a baseline from the same run (``benchmarks/targets.py`
 alternated rounds, never an absolute number; a target that misses is profiled at once.
 
 The modules: ``sizes`` (the counts), ``backends`` (one entry per backend), ``baselines`` (raw
-sqlite3, bare redis-py, diskcache, the JSON file stand-in, start-up), ``node`` (Motia's own Node
+sqlite3, bare redis-py, bare asyncpg, diskcache, the JSON file stand-in, start-up), ``node`` (Motia's own Node
 adapters, in a Node process the harness alternates with its own stores), ``targets`` (the table
 of targets and their verdicts), ``phases`` (what each phase opens and measures), ``memory`` (peak
 memory, a process per backend), ``results`` (stdout, JSON, plot, docs); the runner, the arrival
@@ -18,7 +18,9 @@ peak memory, PASS/FAIL target lines and the profiles of the misses on stdout;
 ``<out>/<mode>.json`` and ``<out>/<mode>.png`` (``--out``, default ``benchmarks/results``); the full
 run also rewrites the results part of ``docs/benchmarks.md``, ``docs/benchmarks.png`` and
 ``docs/benchmarks.json``. With ``$REDIS_URL`` set the Redis rows use that server, and every key
-the run wrote there (all under one ``bench:<time>:`` prefix) is deleted at the end.
+the run wrote there (all under one ``bench:<time>:`` prefix) is deleted at the end; with
+``$POSTGRES_URL``, likewise every schema the run created there (named ``bench:<time>:...``) is
+dropped.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+import asyncpg
 import redis.asyncio as aioredis
 
 from motia_state_sql.bench.runner import Bench
+from motia_state_sql.postgres.migrate import quote
 
 from . import memory
 from .backends import BACKENDS, NAMES, Where, servers
@@ -64,6 +68,23 @@ async def delete_keys(redis_url: str, prefix: str) -> int:
     finally:
         await client.aclose()
     return deleted
+
+
+async def drop_schemas(postgres_url: str, prefix: str) -> int:
+    """Drop every schema named ``prefix...`` (this run's stores and baselines); returns how many."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        names = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", prefix
+            )
+        ]
+        for name in names:
+            await conn.execute(f"DROP SCHEMA {quote(name)} CASCADE")
+    finally:
+        await conn.close()
+    return len(names)
 
 
 async def run_phases(
@@ -103,6 +124,7 @@ async def run_phases(
                 if run.node is not None:
                     await run.node.close()
                 run.info["redis keys deleted"] = await delete_keys(urls["redis"], prefix)
+                run.info["postgres schemas dropped"] = await drop_schemas(urls["postgres"], prefix)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return run, memory_runs

@@ -23,6 +23,10 @@ from .sizes import Sizes
 #: The bare redis-py baselines: one command per call, and the same through a pool under a gather.
 REDIS_BARE: Final = "redis-py bare"
 REDIS_POOL: Final = "redis-py pool"
+#: The bare asyncpg baselines: one statement per call on one connection, and through a pool of
+#: PostgresStateAdapter's default size under workers and a gather.
+PG_BARE: Final = "asyncpg bare"
+PG_POOL: Final = "asyncpg pool"
 #: The start-up rows: ``python -c pass``, ``motia-state --help``, and the floor of any click
 #: command line (importing click itself), as a reference.
 PYTHON_PASS: Final = "python -c pass"
@@ -123,6 +127,30 @@ def targets(s: Sizes) -> list[Target]:
                     1.0 if layout == "native" else None,
                 ),
             ]
+    table += [
+        Target(
+            "PostgreSQL set from one coroutine vs a bare asyncpg INSERT ... ON CONFLICT per call",
+            ("postgres", w("set", "x1")),
+            (PG_BARE, w("set", "x1")),
+            0.8,
+        ),
+        *(
+            Target(
+                f"PostgreSQL set under {PATTERNS[arrival].format(ops=s.ops)} vs bare asyncpg through a pool "
+                "of the same size under the same",
+                ("postgres", w("set", arrival)),
+                (PG_POOL, w("set", arrival)),
+                1.5,
+            )
+            for arrival in ("workers", "gather")
+        ),
+        Target(
+            "PostgreSQL get from one coroutine vs a bare asyncpg SELECT",
+            ("postgres", w("get", "x1")),
+            (PG_BARE, w("get", "x1")),
+            0.8,
+        ),
+    ]
     for items in s.motia_file_items:
         workload = f"set x1 @{items}"
         for name in ("sqlite-normal", "memory", "redis-native", "sqlite-full", "redis-motia", "file"):

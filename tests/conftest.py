@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from benchmarks.postgres_server import postgres_url_or_throwaway
 from benchmarks.redis_server import RedisCluster, redis_url_or_throwaway
 from motia_state_sql import (
     FileStateAdapter,
@@ -19,8 +20,6 @@ from motia_state_sql import (
     SqliteStateAdapter,
     StateAdapter,
 )
-
-from .postgres_server import postgres_url_or_throwaway
 
 # CI runs the same examples every time (a red CI must be reproducible); local runs explore anew.
 settings.register_profile("ci", derandomize=True, print_blob=True)

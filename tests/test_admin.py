@@ -184,7 +184,15 @@ async def test_backup_replaces_only_once_complete_and_refuses_what_would_hurt(tm
 
 # -- prune ----------------------------------------------------------------------------------------
 
-PRUNE_BACKENDS = ["memory", "sqlite-file", "sqlite-memory", "redis-native", "redis-motia", "redis-cluster"]
+PRUNE_BACKENDS = [
+    "memory",
+    "sqlite-file",
+    "sqlite-memory",
+    "redis-native",
+    "redis-motia",
+    "redis-cluster",
+    "postgres",
+]
 
 
 async def _let_time_pass(store: StateAdapter, clock: FakeClock, seconds: float) -> None:
@@ -284,7 +292,7 @@ async def test_a_group_written_after_it_was_found_idle_survives_whole(
             assert removed == ["idle-a", "idle-c"]
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite-file", "redis-native", "redis-motia"])
+@pytest.mark.parametrize("backend", ["memory", "sqlite-file", "redis-native", "redis-motia", "postgres"])
 async def test_a_group_written_during_the_prune_survives(factory: Factory, clock: FakeClock) -> None:
     async with factory() as store:
         groups = [f"trace-{n:03d}" for n in range(120)]
@@ -779,7 +787,7 @@ async def test_ping_group_is_left_empty(tmp_path: Path) -> None:
         assert await store.keys(PING_GROUP) == []
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite-file", "redis-native", "file"])
+@pytest.mark.parametrize("backend", ["memory", "sqlite-file", "redis-native", "file", "postgres"])
 async def test_idle_group_ttl_prunes_in_the_background(factory: Factory, clock: FakeClock) -> None:
     on_file = factory().kind == "file"
     if on_file:

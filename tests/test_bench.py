@@ -1,8 +1,9 @@
 """The benchmark harness (quick mode, into a temporary folder) and ``motia-state bench``.
 
 The harness: its table, every target line of its table of targets, JSON results and a plot,
-nothing written to ``benchmarks/results`` or ``docs``, and every key it wrote to a Redis server
-given as ``$REDIS_URL`` deleted. ``motia-state bench``: quick counts on SQLite, Memory and a
+nothing written to ``benchmarks/results`` or ``docs``, every key it wrote to a Redis server
+given as ``$REDIS_URL`` deleted and every schema it made on a PostgreSQL server given as
+``$POSTGRES_URL`` dropped. ``motia-state bench``: quick counts on SQLite, Memory and a
 throwaway Redis, the refusal of a store that holds items, the cleanup, ``--json`` and ``--plot``.
 """
 
@@ -25,6 +26,7 @@ from click.testing import CliRunner, Result
 
 from benchmarks.backends import NAMES
 from benchmarks.node import MOTIA_FILE, MOTIA_REDIS, NODE_SQLITE
+from benchmarks.postgres_server import throwaway_server
 from benchmarks.redis_server import RedisServer, free_port
 from benchmarks.results import ORDER
 from benchmarks.run import RESULTS
@@ -42,24 +44,27 @@ def _snapshot(folder: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in folder.rglob("*")} if folder.exists() else {}
 
 
-def test_quick_benchmark_runs_into_its_folder_and_cleans_up_redis(tmp_path: Path) -> None:
+def test_quick_benchmark_runs_into_its_folder_and_cleans_up_the_servers(tmp_path: Path) -> None:
     untouched = {folder: _snapshot(folder) for folder in (RESULTS, ROOT / "docs")}
     server = RedisServer()
     server.start()
     try:
-        with redis.Redis.from_url(server.url) as client:
+        with redis.Redis.from_url(server.url) as client, throwaway_server() as postgres:
             client.set("not-ours", "kept")
-        run = subprocess.run(
-            [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "REDIS_URL": server.url},
-            timeout=170,
-        )
-        with redis.Redis.from_url(server.url) as client:
+            postgres.psql('CREATE SCHEMA "bench-not-ours"')
+            schemas = "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace"
+            before = postgres.psql(schemas)
+            run = subprocess.run(
+                [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "REDIS_URL": server.url, "POSTGRES_URL": postgres.url},
+                timeout=240,
+            )
             assert client.keys("*") == [b"not-ours"]  # every bench:* key is gone, nothing else
+            assert postgres.psql(schemas) == before  # every bench:* schema is gone, nothing else
     finally:
         server.close()
     assert {folder: _snapshot(folder) for folder in untouched} == untouched
@@ -94,6 +99,7 @@ def test_quick_benchmark_runs_into_its_folder_and_cleans_up_redis(tmp_path: Path
     results = json.loads((tmp_path / "quick.json").read_text())
     assert results["quick"] is True
     assert results["run"]["redis keys deleted"] > 0
+    assert results["run"]["postgres schemas dropped"] > 0
     assert all(r["ops_per_s"] > 0 and r["p99_us"] >= r["p50_us"] for r in results["results"])
     assert len(results["targets"]) == len(verdicts)
     failed = [t["line"] for t in results["targets"] if t["pass"] is False]

@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from benchmarks.postgres_server import PostgresServer, throwaway_server
 from motia_state_sql import (
     ConfigError,
     InvalidKeyError,
@@ -32,7 +33,6 @@ from motia_state_sql import (
 from motia_state_sql.schema import HEAD_REVISION, PG_VERSION_TABLE, TABLE, state_table
 
 from .conftest import FakeClock
-from .postgres_server import PostgresServer, throwaway_server, wait_until_up
 from .test_cli import _in_process, _one_line_error
 
 
@@ -109,32 +109,56 @@ async def test_instances_opening_at_once_migrate_once(postgres_url: str) -> None
         await asyncio.gather(*(store.close() for store in stores))
 
 
-async def test_a_newer_revision_is_refused_untouched(postgres_url: str) -> None:
-    schema = _schema()
-    async with PostgresStateAdapter(postgres_url, schema=schema) as store:
+async def _newer_revision(url: str, schema: str) -> None:
+    async with PostgresStateAdapter(url, schema=schema) as store:
         await store.set("g", "k", "kept")
-    async with _raw(postgres_url) as conn:
+    async with _raw(url) as conn:
         await conn.execute(f'UPDATE "{schema}".{PG_VERSION_TABLE} SET version_num = $1', "zz_future")
-    with pytest.raises(SchemaError, match=r"zz_future.*newer version"):
-        async with PostgresStateAdapter(postgres_url, schema=schema):
-            pass
-    async with _raw(postgres_url) as conn:
-        assert await conn.fetchval(f'SELECT version_num FROM "{schema}".{PG_VERSION_TABLE}') == "zz_future"
-        assert await conn.fetchval(f'SELECT value FROM "{schema}".{TABLE}') == '"kept"'
 
 
-async def test_someone_elses_table_is_refused_untouched(postgres_url: str) -> None:
-    schema = _schema()
-    async with _raw(postgres_url) as conn:
+async def _someone_elses_table(url: str, schema: str) -> None:
+    async with _raw(url) as conn:
         await conn.execute(f'CREATE SCHEMA "{schema}"')
         await conn.execute(f'CREATE TABLE "{schema}".{TABLE} (id int PRIMARY KEY, name text)')
         await conn.execute(f"INSERT INTO \"{schema}\".{TABLE} VALUES (1, 'theirs')")
-    with pytest.raises(SchemaError, match="someone else's table"):
+
+
+@pytest.mark.parametrize(
+    ("make", "match", "kept"),
+    [
+        (
+            _newer_revision,
+            r"zz_future.*newer version",
+            [
+                (f"SELECT version_num FROM {{schema}}.{PG_VERSION_TABLE}", [("zz_future",)]),
+                (f"SELECT value FROM {{schema}}.{TABLE}", [('"kept"',)]),
+            ],
+        ),
+        (
+            _someone_elses_table,
+            "someone else's table",
+            [
+                (f"SELECT * FROM {{schema}}.{TABLE}", [(1, "theirs")]),
+                (f"SELECT to_regclass('{{schema}}.{PG_VERSION_TABLE}')", [(None,)]),
+            ],
+        ),
+    ],
+    ids=["newer revision", "someone else's table"],
+)
+async def test_a_schema_not_ours_is_refused_untouched(
+    postgres_url: str,
+    make: Callable[[str, str], Awaitable[None]],
+    match: str,
+    kept: list[tuple[str, list[tuple[Any, ...]]]],
+) -> None:
+    schema = _schema()
+    await make(postgres_url, schema)
+    with pytest.raises(SchemaError, match=match):
         async with PostgresStateAdapter(postgres_url, schema=schema):
             pass
     async with _raw(postgres_url) as conn:
-        assert await conn.fetch(f'SELECT * FROM "{schema}".{TABLE}') == [(1, "theirs")]
-        assert await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".{PG_VERSION_TABLE}') is None
+        for query, rows in kept:
+            assert [tuple(r) for r in await conn.fetch(query.format(schema=f'"{schema}"'))] == rows
 
 
 async def test_the_applications_own_alembic_history_is_left_alone(postgres_url: str) -> None:
@@ -236,8 +260,118 @@ async def test_an_existing_pool_is_used_and_never_closed(postgres_url: str) -> N
         assert await pool.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
-    with pytest.raises(ConfigError, match=r"asyncpg\.Pool"):
+    with pytest.raises(ConfigError, match=r"asyncpg\.Pool or asyncpg\.Connection"):
         PostgresStateAdapter(pool="not a pool")
+
+
+async def test_one_connection_serves_calls_and_transactions_in_turn(postgres_url: str) -> None:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        store = PostgresStateAdapter(pool=conn, schema=_schema(), connect_timeout=0.3)
+        async with store:
+            assert "an existing asyncpg connection" in repr(store)
+
+            async def add(n: int) -> None:
+                async def work(tx: Any) -> None:
+                    await tx.set("acct", "total", (await tx.get("acct", "total") or 0) + n)
+                    await tx.set("log", f"k{n}", n)
+
+                await store.run_transaction(work)
+
+            # Transactions, updates, sets and reads all at once on the one connection.
+            await store.set("acct", "total", 0)
+            await asyncio.gather(
+                *(add(n) for n in range(1, 21)),
+                *(store.update("acct", "hits", [increment("n", 1)]) for _ in range(20)),
+                *(store.set("many", f"k{n}", n) for n in range(200)),
+                *(store.get("acct", "total") for _ in range(20)),
+            )
+            assert await store.get("acct", "total") == sum(range(1, 21))
+            assert await store.get("acct", "hits") == {"n": 20}
+            assert await store.keys("log") == sorted(f"k{n}" for n in range(1, 21))
+            assert await store.get_group("many") == [n for _, n in sorted((f"k{n}", n) for n in range(200))]
+
+            async def fail_in_block() -> None:
+                async with store.transaction() as tx:
+                    await tx.set("rolled", "back", 1)
+                    raise RuntimeError("block failed")
+
+            with pytest.raises(RuntimeError):
+                await fail_in_block()
+            assert await store.get("rolled", "back") is None
+            # A call behind a transaction waits at most connect_timeout for the connection.
+            entered, done = asyncio.Event(), asyncio.Event()
+
+            async def hold() -> None:
+                async with store.transaction() as tx:
+                    await tx.set("held", "k", 1)
+                    entered.set()
+                    await done.wait()
+
+            holder = asyncio.create_task(hold())
+            await entered.wait()
+            with pytest.raises(StoreUnavailableError, match="stayed locked"):
+                await store.get("held", "k")
+            done.set()
+            await holder
+            assert await store.get("held", "k") == 1
+            # A call cancelled mid-statement leaves the connection usable.
+            slow = asyncio.create_task(store.update("held", "k", [increment("n", 1)]))
+            await asyncio.sleep(0)
+            slow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slow
+            await store.set("after", "k", "fine")
+            assert await store.get("after", "k") == "fine"
+        assert not conn.is_closed()
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_sets_share_statements_and_keep_their_own_results(postgres_url: str) -> None:
+    schema = _schema()
+    async with PostgresStateAdapter(postgres_url, schema=schema) as store:
+        await store.set("g", "warm", 0)
+        # Count the statements that reach the table (a statement-level trigger), and refuse one
+        # key (a CHECK constraint) so that one set of a batch fails alone.
+        async with _raw(postgres_url) as conn:
+            await conn.execute(
+                f"""
+                CREATE TABLE "{schema}".statements (n bigint NOT NULL);
+                INSERT INTO "{schema}".statements VALUES (0);
+                CREATE FUNCTION "{schema}".count_statement() RETURNS trigger LANGUAGE plpgsql AS
+                  $$ BEGIN UPDATE "{schema}".statements SET n = n + 1; RETURN NULL; END $$;
+                CREATE TRIGGER count_statement AFTER INSERT ON "{schema}".{TABLE}
+                  FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".count_statement();
+                ALTER TABLE "{schema}".{TABLE} ADD CONSTRAINT not_this_key CHECK (key <> 'refused')
+                """
+            )
+
+            async def writer(task: int) -> None:
+                for n in range(5):  # one task's writes of one key land in its order
+                    await store.set("order", f"t{task}", n)
+
+            keys = [f"k{n}" for n in range(2000)]
+            results = await asyncio.gather(
+                *(store.set("g", key, {"key": key}) for key in keys),
+                store.set("g", "refused", 1),
+                *(store.set("g", "twice", n) for n in range(3)),  # one key, one batch
+                *(writer(task) for task in range(20)),
+                return_exceptions=True,
+            )
+            statements = await conn.fetchval(f'SELECT n FROM "{schema}".statements')
+        assert [r for r in results if isinstance(r, BaseException)] == [results[len(keys)]]
+        assert isinstance(results[len(keys)], StateError)
+        assert "not_this_key" in str(results[len(keys)])
+        assert results[: len(keys)] == [{"key": key} for key in keys]
+        assert await store.keys("g") == sorted([*keys, "twice", "warm"])
+        assert await store.get("g", "refused") is None
+        assert await store.get("g", "twice") in (0, 1, 2)
+        assert await store.get_group("order") == [4] * 20
+        # 2 104 sets: far fewer statements (the refused set's batch is retried in halves).
+        assert statements < 200, statements
 
 
 async def test_expired_rows_are_reclaimed_in_bounded_sweeps(postgres_url: str) -> None:
@@ -283,7 +417,7 @@ async def test_a_stopped_server_fails_fast_and_the_same_adapter_recovers(own_ser
                     await tx.set("g", "k", "never")
         finally:
             await asyncio.to_thread(own_server.start)
-            await asyncio.to_thread(wait_until_up, own_server)
+            await asyncio.to_thread(own_server.wait_until_up)
         for _ in range(2):  # a pooled connection may still be dead: at most one call fails
             with contextlib.suppress(StoreUnavailableError):
                 await store.get("g", "k")
@@ -292,11 +426,51 @@ async def test_a_stopped_server_fails_fast_and_the_same_adapter_recovers(own_ser
         assert await store.get("g", "k") == "after"
 
 
+async def test_a_restart_mid_load_leaves_no_half_written_group(own_server: PostgresServer) -> None:
+    async with PostgresStateAdapter(
+        own_server.url, schema=_schema(), connect_timeout=2, command_timeout=2
+    ) as store:
+        outcomes: dict[int, str] = {}
+        stop, restarted, recovered = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def load(worker: int) -> None:
+            n = worker
+            while not stop.is_set():
+                try:
+                    async with store.transaction() as tx:
+                        for k in range(5):
+                            await tx.set(f"t{n}", f"k{k}", n)
+                    outcomes[n] = "done"
+                    if restarted.is_set():
+                        recovered.set()
+                except StoreUnavailableError:
+                    outcomes[n] = "unavailable"
+                    await asyncio.sleep(0.01)
+                n += 8
+
+        workers = [asyncio.create_task(load(w)) for w in range(8)]
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(own_server.stop, "fast")  # rolls back the sessions in flight
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(own_server.start)
+        await asyncio.to_thread(own_server.wait_until_up)
+        restarted.set()
+        await asyncio.wait_for(recovered.wait(), 20)  # the same adapter commits again
+        stop.set()
+        await asyncio.gather(*workers)
+        assert "unavailable" in outcomes.values()
+        for group in await store.list_groups():
+            assert await store.get_group(group) == [int(group[1:])] * 5, group  # all or nothing
+        done = {f"t{n}" for n, what in outcomes.items() if what == "done"}
+        assert done <= set(await store.list_groups())
+
+
 async def test_killed_connections_leave_no_half_written_transaction(postgres_url: str) -> None:
     schema = _schema()
-    async with PostgresStateAdapter(postgres_url, schema=schema, max_connections=4) as store, _raw(
-        postgres_url
-    ) as admin:
+    async with (
+        PostgresStateAdapter(postgres_url, schema=schema, max_connections=4) as store,
+        _raw(postgres_url) as admin,
+    ):
         outcomes: dict[int, str] = {}
 
         async def transfer(n: int) -> None:
@@ -342,9 +516,10 @@ async def test_killed_connections_leave_no_half_written_transaction(postgres_url
 
 
 async def test_cancelled_calls_never_leave_a_transaction_open(postgres_url: str) -> None:
-    async with PostgresStateAdapter(postgres_url, schema=_schema(), max_connections=3) as store, _raw(
-        postgres_url
-    ) as admin:
+    async with (
+        PostgresStateAdapter(postgres_url, schema=_schema(), max_connections=3) as store,
+        _raw(postgres_url) as admin,
+    ):
 
         async def transaction(n: int) -> None:
             async with store.transaction() as tx:
@@ -365,8 +540,11 @@ async def test_cancelled_calls_never_leave_a_transaction_open(postgres_url: str)
             await asyncio.sleep([0, 0.0005, 0.001, 0.002][n % 4])
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            assert not task.done() or task.cancelled() or task.exception() is None or isinstance(
-                task.exception(), StateError
+            assert (
+                not task.done()
+                or task.cancelled()
+                or task.exception() is None
+                or isinstance(task.exception(), StateError)
             )
         await asyncio.sleep(0.1)
         stuck = await admin.fetchval(

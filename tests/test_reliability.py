@@ -144,9 +144,9 @@ async def test_transfers_between_processes_keep_the_total(
 # -- 2. crashes --------------------------------------------------------------------------------
 
 
-def _writer_until_killed(path: str, pipe: Connection, start: int, transactions: bool) -> None:
+def _writer_until_killed(backend: str, where: str, pipe: Connection, start: int, transactions: bool) -> None:
     async def main() -> None:
-        async with SqliteStateAdapter(path) as store:
+        async with _store(backend, where) as store:
             n = start
             while True:
                 if transactions:
@@ -161,9 +161,11 @@ def _writer_until_killed(path: str, pipe: Connection, start: int, transactions: 
     asyncio.run(main())
 
 
-def _kill_at_random(path: str, start: int, transactions: bool, rng: random.Random) -> tuple[list[int], int]:
+def _kill_at_random(
+    path: str, start: int, transactions: bool, rng: random.Random, backend: str = "sqlite"
+) -> tuple[list[int], int]:
     parent, child = SPAWN.Pipe(duplex=False)
-    proc = SPAWN.Process(target=_writer_until_killed, args=(path, child, start, transactions))
+    proc = SPAWN.Process(target=_writer_until_killed, args=(backend, path, child, start, transactions))
     proc.start()
     child.close()
     acked: list[int] = []
@@ -207,18 +209,24 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert acked_total <= stored, sorted(acked_total - stored)[:10]
 
 
-def test_sigkill_mid_transaction_is_all_or_nothing(tmp_path: Path) -> None:
-    path = str(tmp_path / "crash.db")
+async def _group_sizes(backend: str, where: str) -> dict[str, int]:
+    async with _store(backend, where) as store:
+        return {group: len(await store.keys(group)) for group in await store.list_groups()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sigkill_mid_transaction_is_all_or_nothing(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    where = _where(backend, tmp_path, request)
     rng = random.Random(7)
     start = 0
     for _ in range(10):
-        acked, _ = _kill_at_random(path, start, True, rng)
+        acked, _ = _kill_at_random(where, start, True, rng, backend)
         assert acked
-        assert _integrity(path) == "ok"
-        with sqlite3.connect(path) as raw:
-            counts = dict(
-                raw.execute("SELECT group_id, count(*) FROM motia_state GROUP BY group_id").fetchall()
-            )
+        if backend == "sqlite":
+            assert _integrity(where) == "ok"
+        counts = asyncio.run(_group_sizes(backend, where))
         assert set(counts.values()) == {10}, counts  # every transaction landed whole or not at all
         assert {f"t{n}" for n in acked} <= set(counts)
         start = max(acked) + 1_000

@@ -2,11 +2,17 @@
 
 The table is the SQLite one (``schema.py``, the same Alembic revisions), in a PostgreSQL schema
 of its own choosing (``schema="public"`` by default). Every call is one short transaction on a
-pooled connection:
+pooled connection (or on the one connection the caller gave, one call at a time):
 
 * reads: one ``SELECT`` (expired rows are filtered in SQL with the adapter's clock);
-* an unconditional ``set``: one upsert statement that continues a live row's version and
-  creation time and starts afresh over an expired one (as ``rows.plan_write`` decides);
+* unconditional ``set``s: a set with no other in flight is written at once; sets arriving
+  beside others are queued (``sqlite.commit.GroupCommit``, the SQLite adapter's queue), so the
+  sets arriving in the same event-loop turns are written by one upsert statement over
+  ``unnest`` of their arrays; it continues a live row's version and creation time and starts
+  afresh over an expired one (as ``rows.plan_write`` decides). A key set twice in a batch goes
+  into the next statement, so each task's writes of a key land in order; a statement that
+  fails (a deadlock with a transaction, say) is retried in halves until each failing set
+  stands alone, so each set gets its own result; the server failing fails each of the writes not yet written;
 * a plain ``delete``: one ``DELETE ... RETURNING``;
 * conditional writes and ``update``: ``SELECT ... FOR UPDATE`` (the row lock serialises writers of
   the key across instances), ``rows.plan_write``, the write, ``COMMIT``; a key that does not exist
@@ -19,8 +25,9 @@ pooled connection:
   retries. (``SERIALIZABLE`` was measured first: its predicate locks on index pages made
   transactions writing different keys of one group fail each other.)
 
-A connection that failed or was cancelled mid-call is closed, never returned to the pool with a
-transaction open. Server outages raise ``StoreUnavailableError`` within ``command_timeout`` (or
+A connection whose call was cancelled goes back to the pool only after asyncpg has waited for
+the cancellation and rolled back what was left open (one whose connection failed, or that held a
+transaction of ours, is closed), so none returns to the pool with a transaction open. Server outages raise ``StoreUnavailableError`` within ``command_timeout`` (or
 ``connect_timeout``); the pool reconnects, so the same adapter works again once the server is back.
 """
 
@@ -42,18 +49,21 @@ except ImportError as missing:  # pragma: no cover - the dev install has it
     ) from missing
 
 from .. import codec, options
-from ..base import StateAdapter, StoreInfo, TxStore
+from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, acquire_within
 from ..errors import ConfigError, ConflictError, StateError, StoreUnavailableError
 from ..ops import Filter
 from ..redact import redact, scrub, secrets_in
 from ..revision import HEAD_REVISION
 from ..rows import UNCHANGED, Clock, Row, RowEntry, Write, WriteResult, new_version, plan_write
 from ..schema import TABLE
+from ..sqlite.commit import GroupCommit, Job, WriteJob
 from . import migrate
 
-__all__ = ["DEFAULT_URL", "PG_URL_PARAMETERS", "PostgresStateAdapter"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_URL", "PG_URL_PARAMETERS", "PostgresStateAdapter"]
 
 DEFAULT_URL: Final = "postgresql://localhost:5432/postgres"
+#: The size of the pool an adapter creates unless told otherwise.
+DEFAULT_MAX_CONNECTIONS: Final = 10
 T = TypeVar("T")
 
 #: Query parameters of a PostgreSQL URL that asyncpg reads itself (libpq's names).
@@ -87,6 +97,9 @@ _COLUMNS = "value, version, created_at, updated_at, expires_at"
 #: The row is live at the time in parameter ``${}``.
 _LIVE_AT = "(expires_at IS NULL OR expires_at > ${})"
 _PURGE_BATCH = 1000
+#: At most this many sets, or this many bytes of values, go into one batched statement.
+_BATCH_ROWS = 1000
+_BATCH_BYTES = 4 << 20
 #: JSON text holding this escape cannot be read by PostgreSQL's JSON functions: such rows skip
 #: the SQL pre-selection and are checked in Python only.
 _NUL_ESCAPE = "\\u0000"
@@ -96,6 +109,104 @@ def _discard(conn: Any) -> None:
     """Close ``conn`` at once (the pool opens a fresh one); harmless when it is already gone."""
     with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
+
+
+async def _no_reset(conn: Any) -> None:
+    """Our pool's reset: none (asyncpg still rolls back a transaction left open).
+
+    asyncpg's default (``RESET ALL``, ``UNLISTEN *``, ...) costs a round trip per call, and we
+    leave no session state: settings are ``SET LOCAL``, locks are transaction-scoped except the
+    migration's, whose connection is closed if the migration fails.
+    """
+
+
+class _Pooled:
+    """Connections from an asyncpg pool (ours, or one the caller gave).
+
+    From our own pool one connection is kept out (``hold``) for calls that find it free: a call
+    at a time, the common case, then skips the pool's acquire and release (a task and a few loop
+    turns each). Concurrent calls take the pool's other connections.
+    """
+
+    __slots__ = ("held", "hold", "lock", "pool")
+
+    def __init__(self, pool: Any, hold: bool) -> None:
+        self.pool = pool
+        self.hold = hold
+        self.held: Any = None
+        self.lock = asyncio.Lock()  # held by the call using ``held``
+
+    async def acquire(self, seconds: float) -> Any:
+        if self.hold and not self.lock.locked():
+            await self.lock.acquire()  # free: returns at once
+            if self.held is not None:
+                return self.held
+            try:
+                async with asyncio.timeout(seconds):
+                    self.held = await self.pool.acquire()
+            except BaseException:
+                self.lock.release()
+                raise
+            return self.held
+        # asyncio.timeout, not acquire(timeout=): asyncpg wraps that in wait_for, a task per call.
+        async with asyncio.timeout(seconds):
+            return await self.pool.acquire()
+
+    async def release(self, conn: Any, broken: bool = False, dirty: bool = False) -> None:
+        """Hand ``conn`` back.
+
+        A ``broken`` one (its connection failed) is closed first; a ``dirty`` one (its call was
+        cancelled or failed mid-way) goes back to the pool, whose release waits for the
+        cancellation and rolls back what is left open, as a pool does for any caller.
+        """
+        if conn is self.held:
+            try:
+                if broken or dirty or _in_transaction(conn):
+                    await self.unhold(broken)
+            finally:
+                self.lock.release()
+            return
+        if broken:
+            _discard(conn)
+        await self.pool.release(conn)
+
+    async def unhold(self, broken: bool = False) -> None:
+        """Give the held connection back to the pool (closed first when ``broken``)."""
+        conn, self.held = self.held, None
+        if conn is not None:
+            if broken:
+                _discard(conn)
+            await self.pool.release(conn)
+
+
+class _OneConnection:
+    """The caller's own connection, never closed by us.
+
+    One call or transaction holds it at a time (the others wait up to ``connect_timeout``). After
+    a call failed or was cancelled mid-way, it is reset (``Connection.reset()``: the transaction
+    rolled back, and session settings and advisory locks reset too), as a pool resets its own.
+    """
+
+    __slots__ = ("conn", "label", "lock", "timeout")
+
+    def __init__(self, conn: Any, label: str, timeout: float) -> None:
+        self.conn = conn
+        self.label = label
+        self.timeout = timeout
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, seconds: float) -> Any:
+        await acquire_within(self.lock, seconds, self.label)
+        return self.conn
+
+    async def release(self, conn: Any, broken: bool = False, dirty: bool = False) -> None:
+        try:
+            if broken or dirty or _in_transaction(conn):
+                # A dead connection stays dead: the next call's error says so.
+                with contextlib.suppress(Exception):
+                    await conn.reset(timeout=self.timeout)
+        finally:
+            self.lock.release()
 
 
 def _in_transaction(conn: Any) -> bool:
@@ -116,9 +227,12 @@ class _Sql:
         "delete_group",
         "delete_row",
         "groups",
+        "idle_groups",
         "insert_new",
         "keys",
         "live_row",
+        "lock_groups",
+        "prune_groups",
         "purge",
         "row_for_update",
         "rows",
@@ -143,10 +257,13 @@ WITH RECURSIVE g(id) AS (
   FROM g WHERE g.id IS NOT NULL
 )
 SELECT id FROM g WHERE id IS NOT NULL"""
-        # An unconditional set in one statement (see the module docstring).
-        live = "s.expires_at IS NULL OR s.expires_at > $5"
+        # Unconditional sets, one row per element of the arrays (see the module docstring).
+        live = "s.expires_at IS NULL OR s.expires_at > excluded.updated_at"
         self.set = f"""
-INSERT INTO {table} AS s (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $5, $6)
+INSERT INTO {table} AS s (group_id, key, {_COLUMNS})
+SELECT g, k, v, n, t, t, e
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[], $6::float8[])
+  AS u(g, k, v, n, t, e)
 ON CONFLICT (group_id, key) DO UPDATE SET
   value = excluded.value,
   version = CASE WHEN {live} THEN s.version + 1 ELSE excluded.version END,
@@ -164,6 +281,22 @@ ON CONFLICT (group_id, key) DO UPDATE SET
         )
         self.delete_row = f"DELETE FROM {one} RETURNING {_COLUMNS}"
         self.delete_group = f"DELETE FROM {table} WHERE group_id = $1"
+        # Pruning (see _prune_groups): the idle groups after $2 (NULL: from the start) with the
+        # prefix $3 (NULL: any); the batch's rows locked; its groups still idle deleted, returning
+        # each live row's updated_at.
+        self.idle_groups = f"""
+SELECT group_id, count(*), max(updated_at) FROM {table}
+WHERE {_LIVE_AT.format(1)} AND ($2::text IS NULL OR group_id > $2)
+  AND ($3::text IS NULL OR (group_id >= $3 AND starts_with(group_id, $3)))
+GROUP BY group_id HAVING max(updated_at) < $4 ORDER BY group_id LIMIT $5"""
+        self.lock_groups = (
+            f"SELECT 1 FROM {table} WHERE group_id = ANY($1::text[]) ORDER BY group_id, key FOR UPDATE"
+        )
+        self.prune_groups = f"""
+DELETE FROM {table} AS t WHERE group_id = ANY($1::text[]) AND NOT EXISTS (
+  SELECT 1 FROM {table} AS live WHERE live.group_id = t.group_id AND live.updated_at >= $2
+    AND (live.expires_at IS NULL OR live.expires_at > $3))
+RETURNING group_id, CASE WHEN {_LIVE_AT.format(3)} THEN updated_at END"""
         self.purge = (
             f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
             "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2))"
@@ -222,6 +355,7 @@ class PostgresStateAdapter(StateAdapter):
     kind = "postgres"
 
     __slots__ = (
+        "_commits",
         "_last_purge",
         "_open_lock",
         "_owns_pool",
@@ -229,6 +363,7 @@ class PostgresStateAdapter(StateAdapter):
         "_purging",
         "_ready",
         "_secrets",
+        "_setting",
         "_sql",
         "_url",
         "command_timeout",
@@ -245,11 +380,12 @@ class PostgresStateAdapter(StateAdapter):
         *,
         pool: Any = None,
         schema: str = "public",
-        max_connections: int = 10,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
         purge_interval: float = 60.0,
         read_only: bool = False,
+        idle_group_ttl: float | None = None,
         max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Clock = time.time,
     ) -> None:
@@ -258,7 +394,8 @@ class PostgresStateAdapter(StateAdapter):
         Args:
             url: ``postgresql://user:password@host:port/database?sslmode=...`` (libpq's query
                 parameters, as asyncpg reads them); ignored when ``pool`` is given.
-            pool: an existing ``asyncpg.Pool`` to use instead; it is never closed by us.
+            pool: an existing ``asyncpg.Pool``, or one ``asyncpg.Connection``, to use instead; it
+                is never closed by us. On one connection, calls and transactions take turns.
             schema: the PostgreSQL schema holding the ``motia_state`` table (created if missing).
             max_connections: the size of the pool we create.
             connect_timeout: seconds to wait for a connection (new, or free in the pool).
@@ -266,10 +403,15 @@ class PostgresStateAdapter(StateAdapter):
             purge_interval: seconds between sweeps that reclaim expired rows (bounded batches).
             read_only: open an existing store without writing to it (no migration); writes
                 raise ``UnsupportedError``.
+            idle_group_ttl: seconds after which a group nobody wrote to is removed, whole, by a
+                background prune (``prune_idle_groups``, run every ``idle_group_ttl / 2`` seconds,
+                at most hourly); ``None`` (default): never.
             max_value_bytes: largest encoded value accepted.
             clock: time source (seconds since the epoch), injectable for tests.
         """
-        super().__init__(max_value_bytes=max_value_bytes, clock=clock, read_only=read_only)
+        super().__init__(
+            max_value_bytes=max_value_bytes, clock=clock, read_only=read_only, idle_group_ttl=idle_group_ttl
+        )
         self._closed = True  # until every option is checked (see StateAdapter.__del__)
         if type(url) is not str:
             raise ConfigError(f"url must be a postgresql:// URL, got {type(url).__name__}")
@@ -283,8 +425,10 @@ class PostgresStateAdapter(StateAdapter):
                     f"unknown parameter(s) {unknown} in {redact(url)!r}; "
                     f"accepted: {sorted(PG_URL_PARAMETERS)}"
                 )
-        elif not isinstance(pool, asyncpg.Pool):
-            raise ConfigError(f"pool must be an asyncpg.Pool, got {type(pool).__name__}")
+        elif not isinstance(pool, asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy):
+            raise ConfigError(
+                f"pool must be an asyncpg.Pool or asyncpg.Connection, got {type(pool).__name__}"
+            )
         if (
             type(schema) is not str
             or not schema
@@ -302,10 +446,22 @@ class PostgresStateAdapter(StateAdapter):
         self.command_timeout = options.seconds("command_timeout", command_timeout, zero=False)
         self.purge_interval = options.seconds("purge_interval", purge_interval)
         self._url = url
-        self.safe_url = "an existing asyncpg pool" if pool is not None else redact(url)
         self._secrets = secrets_in(url) if pool is None else ()
-        self._pool: Any = pool
+        self._pool: _Pooled | _OneConnection | None
+        if pool is None:
+            self.safe_url = redact(url)
+            self._pool = None
+        elif isinstance(pool, asyncpg.Pool):
+            self.safe_url = "an existing asyncpg pool"
+            self._pool = _Pooled(pool, hold=False)  # all of the caller's connections stay shared
+        else:
+            self.safe_url = "an existing asyncpg connection"
+            self._pool = _OneConnection(pool, f"PostgreSQL at {self.safe_url}", self.command_timeout)
         self._owns_pool = pool is None
+        self._setting = 0  # unconditional sets in flight
+        self._commits = GroupCommit(
+            asyncio.Lock(), None, self._commit_sets, self.command_timeout, f"PostgreSQL at {self.safe_url}"
+        )
         self._ready = False
         self._open_lock = asyncio.Lock()
         self._sql = _Sql(schema)
@@ -321,9 +477,9 @@ class PostgresStateAdapter(StateAdapter):
         return self._owns_pool and self._pool is not None
 
     def _release_now(self) -> None:
-        if self._owns_pool and self._pool is not None:
+        if self._owns_pool and isinstance(self._pool, _Pooled):
             with contextlib.suppress(Exception):
-                self._pool.terminate()
+                self._pool.pool.terminate()
             self._pool = None
 
     # -- connections --------------------------------------------------------------------------
@@ -363,18 +519,19 @@ class PostgresStateAdapter(StateAdapter):
             return StoreUnavailableError(f"PostgreSQL at {self.safe_url} is read-only now ({text})")
         return StateError(f"PostgreSQL at {self.safe_url}: {text}")
 
-    async def _open(self) -> Any:
+    async def _open(self) -> _Pooled | _OneConnection:
         """The pool, created and the schema checked (and migrated) on first use."""
-        if self._ready:
+        if self._ready and self._pool is not None:
             return self._pool
         self._check_closed()
         async with self._open_lock:
-            if self._ready:
+            if self._ready and self._pool is not None:
                 return self._pool
             await self._inspect(
                 lambda conn: migrate.prepare(conn, self.schema, self.safe_url, read_only=self.read_only)
             )
             self._ready = True
+            assert self._pool is not None
             return self._pool
 
     async def _inspect(self, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -382,17 +539,28 @@ class PostgresStateAdapter(StateAdapter):
         try:
             async with asyncio.timeout(self.connect_timeout + self.command_timeout):
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._url,
-                        min_size=1,
-                        max_size=self.max_connections,
-                        timeout=self.connect_timeout,
-                        command_timeout=self.command_timeout,
-                        max_inactive_connection_lifetime=60.0,
-                        server_settings={"application_name": "motia_state_sql"},
+                    self._pool = _Pooled(
+                        await asyncpg.create_pool(
+                            self._url,
+                            min_size=1,
+                            max_size=self.max_connections,
+                            timeout=self.connect_timeout,
+                            command_timeout=self.command_timeout,
+                            max_inactive_connection_lifetime=60.0,
+                            server_settings={"application_name": "motia_state_sql"},
+                            reset=_no_reset,
+                        ),
+                        hold=True,
                     )
-                async with self._pool.acquire(timeout=self.connect_timeout) as conn:
-                    return await work(conn)
+                pool = self._pool
+                conn = await pool.acquire(self.connect_timeout)
+                broken = True  # a migration cut short may hold its session lock: close it
+                try:
+                    result = await work(conn)
+                    broken = False
+                    return result
+                finally:
+                    await pool.release(conn, broken)
         except (StateError, asyncio.CancelledError):
             await self._drop_pool()
             raise
@@ -446,9 +614,19 @@ class PostgresStateAdapter(StateAdapter):
         return await self._inspect(read)
 
     async def _drop_pool(self) -> None:
-        if self._owns_pool and self._pool is not None:
+        if self._owns_pool and isinstance(self._pool, _Pooled):
             pool, self._pool = self._pool, None
-            pool.terminate()
+            pool.pool.terminate()
+
+    async def _acquire(self) -> tuple[_Pooled | _OneConnection, Any]:
+        """The pool (opened) and a connection from it, within ``connect_timeout``."""
+        pool = await self._open()
+        try:
+            return pool, await pool.acquire(self.connect_timeout)
+        except StateError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from None
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
@@ -457,28 +635,26 @@ class PostgresStateAdapter(StateAdapter):
         Raises:
             StoreUnavailableError: no connection within ``connect_timeout``, or the server failed.
         """
-        pool = await self._open()
-        try:
-            conn = await pool.acquire(timeout=self.connect_timeout)
-        except Exception as exc:
-            raise self._translate(exc) from None
+        pool, conn = await self._acquire()
+        broken = dirty = False
         try:
             yield conn
         except StateError:
-            if _in_transaction(conn):
-                _discard(conn)
+            dirty = True
             raise
         except BaseException as exc:
-            # Cancelled or failed mid-statement: the connection's state is unknown. Close it; the
-            # pool opens a fresh one when needed. (An error the server reported outside a
-            # transaction leaves the connection as good as before.)
-            if not isinstance(exc, asyncpg.PostgresError) or _in_transaction(conn):
-                _discard(conn)
+            # Cancelled, or failed mid-statement. An error the server reported, or a cancellation
+            # (asyncpg cancels the statement and waits for that before the connection's next
+            # use), leaves the connection usable once what is left open is rolled back; any
+            # other failure closes it (the pool opens a fresh one when needed). Closing on every
+            # cancellation would make a caller that cancels often reconnect on every call.
+            dirty = True
+            broken = not isinstance(exc, asyncpg.PostgresError | asyncio.CancelledError)
             if isinstance(exc, Exception):
                 raise self._translate(exc) from None
             raise
         finally:
-            await pool.release(conn)
+            await pool.release(conn, broken, dirty)
 
     async def __aenter__(self) -> PostgresStateAdapter:
         self._check_open()
@@ -486,13 +662,16 @@ class PostgresStateAdapter(StateAdapter):
         return self
 
     async def _close(self) -> None:
+        await self._commits.drain()
         if self._purging is not None:
             with contextlib.suppress(BaseException):
                 await self._purging
         self._ready = False
-        if self._owns_pool and self._pool is not None:
-            pool, self._pool = self._pool, None
+        if self._owns_pool and isinstance(self._pool, _Pooled):
+            held = self._pool
+            pool, self._pool = held.pool, None
             try:
+                await held.unhold()
                 async with asyncio.timeout(self.command_timeout):
                     await pool.close()
             except BaseException:
@@ -525,11 +704,14 @@ class PostgresStateAdapter(StateAdapter):
     async def _write(self, write: Write, now: float) -> WriteResult:
         sql = self._sql
         if write.kind == "set" and write.if_version is None and not write.if_absent:
-            async with self._connection() as conn:
-                expires_at = write.expires_at(now)
-                await conn.execute(
-                    sql.set, write.group_id, write.key, write.encoded, new_version(None), now, expires_at
-                )
+            job = WriteJob(write, now)
+            # A set with no other in flight is written at once; sets arriving beside others queue
+            # and go out together.
+            self._setting += 1
+            try:
+                await (self._set_rows([job]) if self._setting == 1 else self._commits.write(job))
+            finally:
+                self._setting -= 1
             self._maybe_purge(now)
             return None
         if write.kind == "delete" and write.if_version is None and not write.if_absent:
@@ -559,9 +741,89 @@ class PostgresStateAdapter(StateAdapter):
             self._maybe_purge(now)
             return plan, current
 
+    async def _commit_sets(self, jobs: list[Job]) -> list[Any]:
+        """Write a batch of unconditional sets; each one's result (``None``) or error, in order.
+
+        Each chunk of the batch (no key twice, bounded in rows and bytes) is one statement. A chunk
+        that fails is split in halves, and those retried, until each failing set stands alone (a
+        few statements, not one per set): only a set that fails alone gets an error. Once the
+        server is unavailable, every set not yet written fails with that error.
+        """
+        results: list[Any] = []
+        down: list[StoreUnavailableError] = []
+        for chunk in _chunks([job for job in jobs if isinstance(job, WriteJob)]):
+            results += await self._set_or_split(chunk, down)
+        return results
+
+    async def _set_or_split(self, jobs: list[WriteJob], down: list[StoreUnavailableError]) -> list[Any]:
+        if down:
+            return [StoreUnavailableError(*down[0].args) for _ in jobs]
+        try:
+            await self._set_rows(jobs)
+        except StoreUnavailableError as exc:
+            down.append(exc)
+            return [StoreUnavailableError(*exc.args) for _ in jobs]
+        except StateError as exc:
+            if len(jobs) == 1:
+                return [exc]
+            half = len(jobs) // 2
+            return [
+                *await self._set_or_split(jobs[:half], down),
+                *await self._set_or_split(jobs[half:], down),
+            ]
+        return [None] * len(jobs)
+
+    async def _set_rows(self, jobs: list[WriteJob]) -> None:
+        """One statement writing ``jobs`` (distinct keys), in key order.
+
+        In key order, concurrent batches lock rows in one order and never deadlock each other.
+        """
+        ordered = sorted(jobs, key=lambda job: (job.write.group_id, job.write.key))
+        async with self._connection() as conn:
+            await conn.execute(
+                self._sql.set,
+                [job.write.group_id for job in ordered],
+                [job.write.key for job in ordered],
+                [job.write.encoded for job in ordered],
+                [new_version(None) for _ in ordered],
+                [job.now for job in ordered],
+                [job.write.expires_at(job.now) for job in ordered],
+            )
+
     async def _clear(self, group_id: str, now: float) -> None:
         async with self._connection() as conn:
             await conn.execute(self._sql.delete_group, group_id)
+
+    # -- pruning idle groups ------------------------------------------------------------------
+
+    async def _idle_groups(
+        self, cutoff: float, prefix: str | None, after: str | None, limit: int, now: float
+    ) -> list[IdleGroup]:
+        """One ``GROUP BY`` over the primary key: the groups whose newest live row predates ``cutoff``."""
+        async with self._connection() as conn:
+            records = await conn.fetch(self._sql.idle_groups, now, after, prefix, cutoff, limit)
+        return [IdleGroup(r[0], r[1], r[2]) for r in records]
+
+    async def _prune_groups(self, groups: list[str], cutoff: float, now: float) -> list[IdleGroup]:
+        """The whole batch in one transaction and one ``DELETE``, each group only if still idle.
+
+        The group's rows are locked first (``FOR UPDATE``: writers of them committed before, or
+        wait), so the ``DELETE``, whose ``NOT EXISTS`` sees what was committed when it starts,
+        finds every write that landed before it; a row inserted after it recreates its group with
+        only the new item. The commit's advisory group locks are taken too.
+        """
+        if not groups:
+            return []
+        sql = self._sql
+        async with self._connection() as conn, conn.transaction(isolation="read_committed"):
+            await _lock_groups(conn, sql.table, set(groups))
+            await conn.execute(sql.lock_groups, groups)
+            records = await conn.fetch(sql.prune_groups, groups, cutoff, now)
+        live: dict[str, list[float]] = {}
+        for group_id, updated_at in records:
+            if updated_at is not None:  # an expired row goes with its group, uncounted
+                live.setdefault(group_id, []).append(updated_at)
+        return [IdleGroup(g, len(times), max(times)) for g, times in sorted(live.items())]
 
     def _maybe_purge(self, now: float) -> None:
         """Reclaim expired rows in a bounded batch, at most every ``purge_interval`` (off the call)."""
@@ -582,21 +844,38 @@ class PostgresStateAdapter(StateAdapter):
     # -- transactions -------------------------------------------------------------------------
 
     async def _begin(self) -> TxStore:
-        pool = await self._open()
-        try:
-            conn = await pool.acquire(timeout=self.connect_timeout)
-        except Exception as exc:
-            raise self._translate(exc) from None
+        pool, conn = await self._acquire()
         transaction = conn.transaction(isolation="read_committed")
         try:
             await transaction.start()
         except BaseException as exc:
-            _discard(conn)
-            await pool.release(conn)
+            await pool.release(conn, True)
             if isinstance(exc, Exception):
                 raise self._translate(exc) from None
             raise
         return _PostgresTx(self, pool, conn, transaction)
+
+
+def _chunks(jobs: list[WriteJob]) -> list[list[WriteJob]]:
+    """``jobs`` cut, in order, into statements of distinct keys.
+
+    A key already in a chunk starts the next one (a statement cannot write a row twice), as do
+    ``_BATCH_ROWS`` rows or ``_BATCH_BYTES`` of values.
+    """
+    chunks: list[list[WriteJob]] = []
+    keys: set[tuple[str, str]] = set()
+    size = 0
+    for job in jobs:
+        key = (job.write.group_id, job.write.key)
+        length = len(job.write.encoded or "")
+        if not chunks or key in keys or len(chunks[-1]) >= _BATCH_ROWS or size + length > _BATCH_BYTES:
+            chunks.append([])
+            keys.clear()
+            size = 0
+        chunks[-1].append(job)
+        keys.add(key)
+        size += length
+    return chunks
 
 
 def _rows_sql(sql: _Sql, group_id: str | None, now: float, filters: list[Filter]) -> tuple[str, list[Any]]:
@@ -628,7 +907,9 @@ class _PostgresTx(TxStore):
         "_transaction",
     )
 
-    def __init__(self, adapter: PostgresStateAdapter, pool: Any, conn: Any, transaction: Any) -> None:
+    def __init__(
+        self, adapter: PostgresStateAdapter, pool: _Pooled | _OneConnection, conn: Any, transaction: Any
+    ) -> None:
         self._adapter = adapter
         self._pool = pool
         self._conn = conn
@@ -656,8 +937,7 @@ class _PostgresTx(TxStore):
     async def _discard(self) -> None:
         if not self._released:
             self._released = True
-            _discard(self._conn)
-            await self._pool.release(self._conn)
+            await self._pool.release(self._conn, True)
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
         async with self._using() as conn:
@@ -698,13 +978,7 @@ class _PostgresTx(TxStore):
         async with self._using() as conn:
             # Every commit holds the store's lock shared, a transaction that read all groups
             # holds it alone; then the group locks, in one order.
-            store_lock = "pg_advisory_xact_lock" if self._all is not None else "pg_advisory_xact_lock_shared"
-            await conn.execute(f"SELECT {store_lock}($1)", _lock_id(sql.table))
-            if groups:
-                await conn.execute(
-                    "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id",
-                    sorted(_lock_id(f"{sql.table}\n{g}") for g in groups),
-                )
+            await _lock_groups(conn, sql.table, groups, alone=self._all is not None)
             await self._validate(conn, now)
             for group_id in cleared:
                 await conn.execute(sql.delete_group, group_id)
@@ -730,17 +1004,7 @@ class _PostgresTx(TxStore):
         """What the transaction saw absent is still absent; no group it read gained a key."""
         sql = self._adapter._sql
         if self._absent:
-            pairs = sorted(self._absent)
-            found = await conn.fetchrow(
-                f"SELECT group_id, key FROM {sql.table} WHERE (group_id, key) IN "
-                "(SELECT * FROM unnest($1::text[], $2::text[])) AND (expires_at IS NULL OR expires_at > $3) "
-                "LIMIT 1",
-                [g for g, _ in pairs],
-                [k for _, k in pairs],
-                now,
-            )
-            if found is not None:
-                raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
+            await self._none_created(conn, "IN", self._absent, now)
         for group_id, keys in self._groups.items():
             found = await conn.fetchrow(
                 f"SELECT key FROM {sql.table} WHERE group_id = $1 AND NOT (key = ANY($2::text[])) "
@@ -752,16 +1016,20 @@ class _PostgresTx(TxStore):
             if found is not None:
                 raise _conflict(f"group {group_id!r} gained {found[0]!r} from another writer meanwhile")
         if self._all is not None:
-            pairs = sorted(self._all)
-            found = await conn.fetchrow(
-                f"SELECT group_id, key FROM {sql.table} WHERE (expires_at IS NULL OR expires_at > $3) "
-                "AND (group_id, key) NOT IN (SELECT * FROM unnest($1::text[], $2::text[])) LIMIT 1",
-                [g for g, _ in pairs],
-                [k for _, k in pairs],
-                now,
-            )
-            if found is not None:
-                raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
+            await self._none_created(conn, "NOT IN", self._all, now)
+
+    async def _none_created(self, conn: Any, how: str, pairs: set[tuple[str, str]], now: float) -> None:
+        """No live row is (``how="IN"``) or is not (``"NOT IN"``) among ``pairs``, else a conflict."""
+        ordered = sorted(pairs)
+        found = await conn.fetchrow(
+            f"SELECT group_id, key FROM {self._adapter._sql.table} WHERE {_LIVE_AT.format(3)} "
+            f"AND (group_id, key) {how} (SELECT * FROM unnest($1::text[], $2::text[])) LIMIT 1",
+            [g for g, _ in ordered],
+            [k for _, k in ordered],
+            now,
+        )
+        if found is not None:
+            raise _conflict(f"{found[0]!r}/{found[1]!r} was created by another writer meanwhile")
 
     async def rollback(self) -> None:
         if self._released:
@@ -779,6 +1047,21 @@ class _PostgresTx(TxStore):
             raise
         self._released = True
         await self._pool.release(self._conn)
+
+
+async def _lock_groups(conn: Any, table: str, groups: set[str], alone: bool = False) -> None:
+    """Take the store's advisory lock (shared, or ``alone``), then each group's, in one order.
+
+    Held to the end of the transaction by every commit and prune, so the checks a commit makes
+    under them see no group change meanwhile, and two of them never deadlock on these locks.
+    """
+    store_lock = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+    await conn.execute(f"SELECT {store_lock}($1)", _lock_id(table))
+    if groups:
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS id",
+            sorted(_lock_id(f"{table}\n{g}") for g in groups),
+        )
 
 
 def _lock_id(name: str) -> int:

@@ -1,9 +1,12 @@
-"""A throwaway PostgreSQL cluster (``initdb`` + ``pg_ctl``) on a free loopback port, for tests.
+"""A throwaway PostgreSQL cluster (``initdb`` + ``pg_ctl``) on a free loopback port, for tests and
+the benchmark harness.
 
 Runs as the ``postgres`` OS user when we are root (PostgreSQL refuses to run as root), in a temp
-folder that also holds the unix socket, with ``fsync=off`` (nothing here must survive a power
-loss). Tests may stop, kill and restart it. ``$POSTGRES_URL`` points the suite at an external
-server instead; the machine's own server on 5432 is never used by default.
+folder that also holds the unix socket. The tests' cluster runs with ``fsync=off`` (nothing there
+must survive a power loss); the harness's keeps PostgreSQL's defaults (``durable=True``: fsync on),
+so its figures are those of a durable server. Tests may stop, kill and restart it.
+``$POSTGRES_URL`` points the suite (and the harness) at an external server instead; the
+machine's own server on 5432 is never used by default.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.redis_server import free_port
+from benchmarks.redis_server import free_port, wait_until
 
 PASSWORD_USER = "motia"
 
@@ -47,8 +49,9 @@ class PostgresServer:
     """One PostgreSQL cluster bound to 127.0.0.1; superuser ``postgres`` (trust), user ``motia``
     (password, scram-sha-256) for the tests of passwords."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
         self.bin = bindir()
+        self.durable = durable
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix=f"pg-{self.port}-"))
         self.data = self.folder / "data"
@@ -97,9 +100,11 @@ class PostgresServer:
     def start(self) -> None:
         """Start the cluster (``init`` first, once) and wait until it accepts connections."""
         settings = (
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB"
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=200 -c shared_buffers=32MB"
         )
+        if not self.durable:
+            settings += " -c fsync=off -c full_page_writes=off"
         try:
             self._run(
                 str(self.bin / "pg_ctl"),
@@ -154,11 +159,27 @@ class PostgresServer:
         self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def wait_until_up(self, seconds: float = 30) -> None:
+        """Wait until the (re)started cluster answers a query.
+
+        Raises:
+            RuntimeError: it did not within ``seconds``.
+        """
+        if not wait_until(self._answers, seconds):
+            raise RuntimeError(f"postgres on port {self.port} did not come back: {self.log()}")
+
+    def _answers(self) -> bool:
+        try:
+            self.psql("SELECT 1")
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
 
 @contextlib.contextmanager
-def throwaway_server() -> Iterator[PostgresServer]:
+def throwaway_server(durable: bool = False) -> Iterator[PostgresServer]:
     """A started cluster, stopped and deleted afterwards."""
-    server = PostgresServer()
+    server = PostgresServer(durable)
     try:
         server.init()
         server.start()
@@ -169,24 +190,11 @@ def throwaway_server() -> Iterator[PostgresServer]:
 
 
 @contextlib.contextmanager
-def postgres_url_or_throwaway() -> Iterator[str]:
+def postgres_url_or_throwaway(durable: bool = False) -> Iterator[str]:
     """``$POSTGRES_URL`` when set, else the URL of a throwaway cluster, stopped afterwards."""
     external = os.environ.get("POSTGRES_URL")
     if external:
         yield external
         return
-    with throwaway_server() as server:
+    with throwaway_server(durable) as server:
         yield server.url
-
-
-def wait_until_up(server: PostgresServer, seconds: float = 30) -> None:
-    """Wait until the restarted cluster answers a query."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            server.psql("SELECT 1")
-            return
-        except subprocess.CalledProcessError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
