@@ -27,8 +27,9 @@ pooled connection (or on the one connection the caller gave, one call at a time)
 
 A connection whose call was cancelled goes back to the pool only after asyncpg has waited for
 the cancellation and rolled back what was left open (one whose connection failed, or that held a
-transaction of ours, is closed), so none returns to the pool with a transaction open. Server outages raise ``StoreUnavailableError`` within ``command_timeout`` (or
-``connect_timeout``); the pool reconnects, so the same adapter works again once the server is back.
+transaction of ours, is closed), so none returns to the pool with a transaction open. Server
+outages raise ``StoreUnavailableError`` within ``command_timeout`` (or ``connect_timeout``); the
+pool reconnects, so the same adapter works again once the server is back.
 """
 
 from __future__ import annotations
