@@ -271,13 +271,14 @@ ON CONFLICT (group_id, key) DO UPDATE SET
   updated_at = excluded.updated_at,
   expires_at = excluded.expires_at"""
         self.upsert = f"""
-INSERT INTO {table} (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO {table} AS s (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (group_id, key) DO UPDATE SET
   value = excluded.value, version = excluded.version, created_at = excluded.created_at,
   updated_at = excluded.updated_at, expires_at = excluded.expires_at"""
+        # A key seen absent: inserted, or written over a row that expired by the write's time;
+        # a live row there (another writer's) is left alone ("INSERT 0 0": a conflict).
         self.insert_new = (
-            f"INSERT INTO {table} (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-            "ON CONFLICT (group_id, key) DO NOTHING"
+            f"{self.upsert}\nWHERE s.expires_at IS NOT NULL AND s.expires_at <= excluded.updated_at"
         )
         self.delete_row = f"DELETE FROM {one} RETURNING {_COLUMNS}"
         self.delete_group = f"DELETE FROM {table} WHERE group_id = $1"
