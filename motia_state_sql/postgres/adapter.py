@@ -27,8 +27,9 @@ pooled connection (or on the one connection the caller gave, one call at a time)
 
 A connection whose call was cancelled goes back to the pool only after asyncpg has waited for
 the cancellation and rolled back what was left open (one whose connection failed, or that held a
-transaction of ours, is closed), so none returns to the pool with a transaction open. Server outages raise ``StoreUnavailableError`` within ``command_timeout`` (or
-``connect_timeout``); the pool reconnects, so the same adapter works again once the server is back.
+transaction of ours, is closed), so none returns to the pool with a transaction open. Server
+outages raise ``StoreUnavailableError`` within ``command_timeout`` (or ``connect_timeout``); the
+pool reconnects, so the same adapter works again once the server is back.
 """
 
 from __future__ import annotations
@@ -237,6 +238,7 @@ class _Sql:
         "row_for_update",
         "rows",
         "set",
+        "set_one",
         "table",
         "upsert",
     )
@@ -257,27 +259,31 @@ WITH RECURSIVE g(id) AS (
   FROM g WHERE g.id IS NOT NULL
 )
 SELECT id FROM g WHERE id IS NOT NULL"""
-        # Unconditional sets, one row per element of the arrays (see the module docstring).
+        # Unconditional sets (see the module docstring): one row (``set_one``), or one row per
+        # element of the arrays (``set``, a batch; unnest costs a lone set about 50 us more).
         live = "s.expires_at IS NULL OR s.expires_at > excluded.updated_at"
+        rows = """SELECT g, k, v, n, t, t, e
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[], $6::float8[])
+  AS u(g, k, v, n, t, e)"""
         self.set = f"""
 INSERT INTO {table} AS s (group_id, key, {_COLUMNS})
-SELECT g, k, v, n, t, t, e
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::float8[], $6::float8[])
-  AS u(g, k, v, n, t, e)
+{rows}
 ON CONFLICT (group_id, key) DO UPDATE SET
   value = excluded.value,
   version = CASE WHEN {live} THEN s.version + 1 ELSE excluded.version END,
   created_at = CASE WHEN {live} THEN s.created_at ELSE excluded.created_at END,
   updated_at = excluded.updated_at,
   expires_at = excluded.expires_at"""
+        self.set_one = self.set.replace(rows, "VALUES ($1, $2, $3, $4, $5, $5, $6)")
         self.upsert = f"""
-INSERT INTO {table} (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO {table} AS s (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (group_id, key) DO UPDATE SET
   value = excluded.value, version = excluded.version, created_at = excluded.created_at,
   updated_at = excluded.updated_at, expires_at = excluded.expires_at"""
+        # A key seen absent: inserted, or written over a row that expired by the write's time;
+        # a live row there (another writer's) is left alone ("INSERT 0 0": a conflict).
         self.insert_new = (
-            f"INSERT INTO {table} (group_id, key, {_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-            "ON CONFLICT (group_id, key) DO NOTHING"
+            f"{self.upsert}\nWHERE s.expires_at IS NOT NULL AND s.expires_at <= excluded.updated_at"
         )
         self.delete_row = f"DELETE FROM {one} RETURNING {_COLUMNS}"
         self.delete_group = f"DELETE FROM {table} WHERE group_id = $1"
@@ -779,6 +785,19 @@ class PostgresStateAdapter(StateAdapter):
         In key order, concurrent batches lock rows in one order and never deadlock each other.
         """
         ordered = sorted(jobs, key=lambda job: (job.write.group_id, job.write.key))
+        if len(ordered) == 1:
+            write, now = ordered[0]
+            async with self._connection() as conn:
+                await conn.execute(
+                    self._sql.set_one,
+                    write.group_id,
+                    write.key,
+                    write.encoded,
+                    new_version(None),
+                    now,
+                    write.expires_at(now),
+                )
+            return
         async with self._connection() as conn:
             await conn.execute(
                 self._sql.set,
