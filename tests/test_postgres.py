@@ -267,7 +267,7 @@ async def test_an_existing_pool_is_used_and_never_closed(postgres_url: str) -> N
 async def test_one_connection_serves_calls_and_transactions_in_turn(postgres_url: str) -> None:
     conn = await asyncpg.connect(postgres_url)
     try:
-        store = PostgresStateAdapter(pool=conn, schema=_schema(), connect_timeout=0.3)
+        store = PostgresStateAdapter(pool=conn, schema=_schema(), connect_timeout=3.0)
         async with store:
             assert "an existing asyncpg connection" in repr(store)
 
@@ -299,7 +299,8 @@ async def test_one_connection_serves_calls_and_transactions_in_turn(postgres_url
             with pytest.raises(RuntimeError):
                 await fail_in_block()
             assert await store.get("rolled", "back") is None
-            # A call behind a transaction waits at most connect_timeout for the connection.
+            # A call behind a transaction waits at most connect_timeout (3 s here: calls of the gather
+            # above wait their turn as long on a busy machine) for the connection.
             entered, done = asyncio.Event(), asyncio.Event()
 
             async def hold() -> None:
