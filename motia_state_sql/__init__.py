@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The errors cost nothing to import (their module needs only errno): imported here.
+from .errors import (
+    ConfigError,
+    ConflictError,
+    InvalidKeyError,
+    InvalidOperationError,
+    InvalidValueError,
+    SchemaError,
+    StateError,
+    StoreUnavailableError,
+    UnsupportedError,
+)
+
 if TYPE_CHECKING:
     from .base import JsonEntry, StateAdapter, StateTransaction
-    from .errors import (
-        ConfigError,
-        ConflictError,
-        InvalidKeyError,
-        InvalidOperationError,
-        InvalidValueError,
-        SchemaError,
-        StateError,
-        StoreUnavailableError,
-        UnsupportedError,
-    )
     from .file import FileStateAdapter
     from .memory import MemoryStateAdapter
     from .ops import decrement, increment, merge, remove, set_op
@@ -33,20 +35,8 @@ if TYPE_CHECKING:
 # Every name is imported from its module when first used, so that ``import motia_state_sql`` (and
 # ``motia-state --help``) costs next to nothing, and a program loads only the backends it names:
 # neither redis-py, asyncpg, SQLAlchemy nor asyncio until something needs them.
-_ERRORS = (
-    "ConfigError",
-    "ConflictError",
-    "InvalidKeyError",
-    "InvalidOperationError",
-    "InvalidValueError",
-    "SchemaError",
-    "StateError",
-    "StoreUnavailableError",
-    "UnsupportedError",
-)
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("JsonEntry", "StateAdapter", "StateTransaction"), ".base"),
-    **dict.fromkeys(_ERRORS, ".errors"),
     "FileStateAdapter": ".file",
     "MemoryStateAdapter": ".memory",
     **dict.fromkeys(("decrement", "increment", "merge", "remove", "set_op"), ".ops"),
