@@ -306,11 +306,10 @@ class NativeLayout:
         newest: float | None = None
         names = set(await self._transport.scan(self._data_pattern(), count=_INFO_SCAN_PAGE))
         found = sorted(g for name in names if (g := self._group_of(name)))
-        at = [repr(now)]
+        at, script = [repr(now)], self._transport.script
         replies: list[Any] = []
         for start in range(0, len(found), _INFO_BURST):
             burst = found[start : start + _INFO_BURST]
-            script = self._transport.script
             replies += await asyncio.gather(
                 *(script(scripts.NATIVE_INFO, [self._data_key(g)], at, idempotent=True) for g in burst)
             )
