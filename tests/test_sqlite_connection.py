@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
@@ -158,14 +159,25 @@ def _hold_exclusive(path: str, ready: EventType, release: EventType) -> None:
     raw.close()
 
 
-async def test_busy_open_gives_up_within_busy_timeout(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
+@contextlib.contextmanager
+def _locked_by_another_process(path: Path) -> Iterator[EventType]:
+    """A new, empty database file that another process holds exclusively until the event is set."""
     path.touch()
     ready, release = SPAWN.Event(), SPAWN.Event()
     holder = SPAWN.Process(target=_hold_exclusive, args=(str(path), ready, release))
     holder.start()
     try:
         assert ready.wait(60)
+        yield release
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
+
+
+async def test_busy_open_gives_up_within_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with _locked_by_another_process(path):
         connections = _connections(path, busy_timeout=0.5)
         started = time.monotonic()
         with pytest.raises(StoreUnavailableError, match=r"busy_timeout=0\.5"):
@@ -173,27 +185,15 @@ async def test_busy_open_gives_up_within_busy_timeout(tmp_path: Path) -> None:
         took = time.monotonic() - started
         assert 0.4 <= took < 3, took
         assert connections.writer is None  # nothing left open
-    finally:
-        release.set()
-        holder.join(60)
-    assert holder.exitcode == 0
 
 
 async def test_busy_open_succeeds_once_the_lock_is_released_in_time(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    path.touch()
-    ready, release = SPAWN.Event(), SPAWN.Event()
-    holder = SPAWN.Process(target=_hold_exclusive, args=(str(path), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(60)
+    with _locked_by_another_process(path) as release:
         asyncio.get_running_loop().call_later(0.3, release.set)
         connections = _connections(path, busy_timeout=10)
         await connections.open()
         await connections.close()
-    finally:
-        release.set()
-        holder.join(60)
     with sqlite3.connect(path) as raw:
         names = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert TABLE in names
