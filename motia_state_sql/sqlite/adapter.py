@@ -624,7 +624,7 @@ class SqliteStateAdapter(StateAdapter):
         if isinstance(job, ClearJob):
             raw.execute(_DELETE_GROUP, (job.group_id,))
             return None
-        write, now = job
+        write, now = job.write, job.now
         found = raw.execute(_SELECT_ROW, (write.group_id, write.key)).fetchone()
         current = _row(found) if found is not None else None
         if current is not None and not current.live(now):
@@ -698,7 +698,7 @@ def _plain_set(job: Job) -> tuple[Any, ...] | None:
     """The ``_SET`` parameters of an unconditional set, else ``None``."""
     if isinstance(job, ClearJob):
         return None
-    write, now = job
+    write, now = job.write, job.now
     if write.kind != "set" or write.if_version is not None or write.if_absent:
         return None
     return (write.group_id, write.key, write.encoded, new_version(None), now, write.expires_at(now))
