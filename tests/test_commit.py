@@ -243,9 +243,11 @@ async def test_a_real_store_commits_few_times_under_a_semaphore(tmp_path: Path) 
         nonlocal commits
         commits += statement == "COMMIT"
 
-    store._raw.set_trace_callback(count)  # type: ignore[union-attr]  # the writer's own connection
+    writer = store._connections.writer_connection  # the writer's own sqlite3 connection
+    assert writer is not None
+    writer.set_trace_callback(count)
     await _semaphore(lambda key: store.set("orders", key, {"n": key}), 2000)
-    store._raw.set_trace_callback(None)  # type: ignore[union-attr]
+    writer.set_trace_callback(None)
     assert await store.get("orders", "k1999") == {"n": "k1999"}
     assert commits <= 2000 / 40, commits
     await store.close()

@@ -47,7 +47,7 @@ async def _adapter_pragma(store: SqliteStateAdapter, name: str) -> Any:
     def read(raw: sqlite3.Connection) -> Any:
         return raw.execute(f"PRAGMA {name}").fetchone()[0]
 
-    return await store._call(writer, read)
+    return await store._connections.call(writer, read)
 
 
 def _hold_write_lock(path: Path) -> sqlite3.Connection:

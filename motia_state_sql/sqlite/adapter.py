@@ -1,7 +1,10 @@
 """SqliteStateAdapter: the default store, SQLite in WAL mode.
 
-Connections: a writer and a reader, each on a thread of its own (``worker.Worker``), plus a "fast" reader
-used on the event loop itself (one shared connection for ``:memory:``).
+Connections (``connection.Connections``: opening, set-up, error translation, the file watch,
+closing): a writer and a reader, each on a thread of its own (``worker.Worker``), plus a loop
+reader used on the event loop itself (one shared connection for ``:memory:``). This module holds
+the state-store logic over them: reads, writes through the commit queue (``commit.GroupCommit``),
+transactions, and backup, vacuum, info and pruning.
 
 Writes queue up on the event loop; a flusher takes everything queued in one loop turn as a batch
 and runs it as one transaction: ``BEGIN IMMEDIATE``, every write, ``COMMIT`` (group commit). A
@@ -9,9 +12,9 @@ failed condition or bad op fails only its own write. With ``synchronous="NORMAL"
 waits for the disk, so the batch runs right on the loop, trying the write lock without waiting;
 when another process holds the lock, or with ``FULL`` (a commit waits for fsync), the batch goes
 to the writer thread in one call and waits there (busy timeout), never blocking the loop. WAL
-checkpoints run on the writer thread, off the loop, every few thousand writes.
+checkpoints run on the writer thread, off the loop, every thousand writes.
 
-Point reads and small results are read on the loop through the fast reader (a few microseconds,
+Point reads and small results are read on the loop through the loop reader (a few microseconds,
 no thread hop); a busy database or a large result goes to the reader thread. Every read sees
 committed data only (WAL lets readers run beside the writer).
 """
@@ -20,19 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
 from .. import codec, options
 from ..base import IdleGroup, StateAdapter, StoreInfo, TxStore, acquire_within, prefix_end
 from ..codec import INT64_MAX, INT64_MIN
-from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError, from_os_error
+from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError
 from ..ops import Filter, parse_number
 from ..places import DEFAULT_PATH
 from ..revision import HEAD_REVISION, TABLE
@@ -48,6 +48,7 @@ from ..rows import (
 )
 from . import migrate
 from .commit import ClearJob, GroupCommit, Job, WriteJob
+from .connection import Connections, execute, fetch_all, rollback_if_open
 from .worker import Worker
 
 __all__ = ["DEFAULT_PATH", "SqliteStateAdapter", "database_files"]
@@ -106,14 +107,9 @@ _PRUNE_GROUP: Final = (
 )
 _GROUP_TIMES: Final = f"SELECT count(*), max(updated_at) FROM {TABLE} WHERE group_id = ? AND {_LIVE}"
 #: Results up to this many rows are read on the loop; larger ones on the reader thread.
-_INLINE_ROWS = 256
+_LOOP_READ_ROWS = 256
 #: Rows written between WAL checkpoints (run on the writer thread) when commits run on the loop.
 _CHECKPOINT_EVERY = 1000
-
-# SQLite primary result codes (the low byte of sqlite_errorcode).
-_READONLY, _CORRUPT, _FULL, _NOTADB = 8, 11, 13, 26
-#: Seconds between looks at the database file's identity from the write path.
-_FILE_CHECK_EVERY = 0.001
 
 
 def _row(values: Any) -> Row:
@@ -192,21 +188,12 @@ class SqliteStateAdapter(StateAdapter):
     kind = "sqlite"
 
     __slots__ = (
-        "_checked_at",
         "_checkpoint",
         "_commits",
+        "_connections",
         "_dirty",
-        "_fast",
-        "_file_id",
-        "_inline",
         "_last_purge",
         "_lock",
-        "_lost",
-        "_open_lock",
-        "_raw",
-        "_reader",
-        "_side_ids",
-        "_writer",
         "busy_timeout",
         "file_mode",
         "import_legacy",
@@ -262,30 +249,29 @@ class SqliteStateAdapter(StateAdapter):
         self.file_mode = options.file_mode("file_mode", file_mode)
         self.import_legacy = options.flag("import_legacy", import_legacy)
         self.purge_interval = options.seconds("purge_interval", purge_interval)
-        self._writer: Worker | None = None
-        self._reader: Worker | None = None
-        self._raw: sqlite3.Connection | None = None  # the writer's own sqlite3 connection
-        self._fast: sqlite3.Connection | None = None  # reads on the loop (file databases)
-        # Commits that never wait for the disk run on the loop (see the module docstring).
-        self._inline = synchronous == "NORMAL" or self.path == ":memory:"
+        self._connections = Connections(
+            self.path,
+            synchronous=synchronous,
+            busy_timeout=self.busy_timeout,
+            file_mode=self.file_mode,
+            import_legacy=self.import_legacy,
+            read_only=self.read_only,
+            # Commits that never wait for the disk run on the loop (see the module docstring).
+            commits_on_loop=synchronous == "NORMAL" or self.path == ":memory:",
+            clock=clock,
+        )
         self._dirty = 0
         self._checkpoint: asyncio.Task[None] | None = None
-        self._open_lock = asyncio.Lock()
         # Held by each group-commit batch and for a whole transaction: one writer at a time.
         self._lock = asyncio.Lock()
         self._commits = GroupCommit(
             self._lock,
-            self._inline_batch if self._inline else None,
-            self._thread_batch,
+            self._commit_on_loop if self._commits_on_loop else None,
+            self._commit_on_thread,
             self.busy_timeout,
             self.path,
         )
         self._last_purge = float("-inf")
-        # The database file's (device, inode) once open, to notice it deleted or replaced.
-        self._file_id: tuple[int, int] | None = None
-        self._side_ids: dict[str, tuple[int, int] | None] = {}  # the -wal and -shm files we opened
-        self._checked_at = float("-inf")  # time.monotonic() of the last look at the file
-        self._lost: str | None = None  # why the file can no longer be written, once seen
         self._closed = False
 
     def __repr__(self) -> str:
@@ -293,319 +279,85 @@ class SqliteStateAdapter(StateAdapter):
         return f"SqliteStateAdapter(path={self.path!r}, synchronous={self.synchronous!r}{mode})"
 
     def _holds_resources(self) -> bool:
-        return self._writer is not None
+        return self._connections.writer is not None
 
     def _release_now(self) -> None:
-        # Without a loop: stop the worker threads (each closes its connection), close ours.
-        if self._fast is not None:
-            self._fast.close()
-            self._fast = None
-        for conn in {id(c): c for c in (self._reader, self._writer) if c is not None}.values():
-            with contextlib.suppress(Exception):
-                conn.stop()
-        self._reader = self._writer = self._raw = None
+        self._connections.release_now()
 
     @property
     def _memory(self) -> bool:
         return self.path == ":memory:"
 
-    # -- connections --------------------------------------------------------------------------
-
-    def _translate(self, exc: sqlite3.Error) -> StateError:
-        code = migrate.primary_code(exc)
-        lost = self._lost or self._look_at_file(force=True)
-        if lost is not None:
-            return StoreUnavailableError(lost)
-        if code == _READONLY:
-            return ConfigError(
-                f"{self.path} is read-only for this process ({exc}): open it with read_only=True "
-                "(?mode=ro) to read it, or make it writable; nothing was written"
-            )
-        if migrate.is_busy(exc):
-            return StoreUnavailableError(
-                f"{self.path} stayed locked by another writer past busy_timeout="
-                f"{self.busy_timeout}s ({exc}); nothing was written"
-            )
-        if code == _FULL:
-            return StoreUnavailableError(f"{self.path}: database or disk is full; nothing was written")
-        if code in (_CORRUPT, _NOTADB):
-            return SchemaError(
-                f"{self.path} is damaged or not a SQLite database ({exc}); nothing was written"
-            )
-        if isinstance(exc, sqlite3.OperationalError):
-            return StoreUnavailableError(f"{self.path}: {exc}")
-        return StateError(f"{self.path}: sqlite error: {exc}")
-
-    async def _call(self, conn: Worker, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(raw_connection, *args)`` on the connection's thread: one round trip."""
-        try:
-            return await conn.run(fn, *args)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-
-    async def _call_to_end(self, conn: Worker, fn: Callable[..., T], *args: Any) -> T:
-        """Like ``_call``, but a cancelled caller still waits for the thread to finish ``fn``."""
-        task = asyncio.ensure_future(self._call(conn, fn, *args))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with contextlib.suppress(BaseException):
-                await task
-            raise
-
-    def _wait_for_lock(self, raw: sqlite3.Connection, wait: bool) -> None:
-        """Writes on the loop must never wait for the lock; writes on the thread wait up to busy_timeout."""
-        raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000) if wait else 0}")
-
-    def _enter_wal(self, raw: sqlite3.Connection) -> None:
-        migrate.check(raw, self.path)
-        raw.execute("PRAGMA journal_mode = WAL")
-
-    def _retry_busy(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` again while SQLite says busy without having waited, up to ``busy_timeout``.
-
-        While another process switches a new file to WAL, SQLite answers ``PRAGMA journal_mode``
-        (and reads of the half-switched header) with SQLITE_BUSY at once, without calling the busy
-        handler; two processes opening a new file at once must both succeed.
-        """
-        deadline = time.monotonic() + self.busy_timeout
-        pause = 0.001
-        while True:
-            try:
-                fn()
-                return
-            except sqlite3.OperationalError as exc:
-                if not migrate.is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause)  # on the connection's own thread, never on the loop
-            pause = min(pause * 2, 0.05)
-
-    def _setup(self, raw: sqlite3.Connection, writer: bool) -> int:
-        self._wait_for_lock(raw, True)
-        if not writer or (self.read_only and not self._memory):
-            raw.execute("PRAGMA query_only = ON")
-        if self.read_only and not self._memory:  # a new :memory: store gets its (empty) schema
-            self._retry_busy(lambda: migrate.check(raw, self.path))
-            revision = migrate.current_revision(raw)[0]
-            if revision != HEAD_REVISION:
-                raise migrate.BehindHeadError(
-                    f"{self.path} is not at schema revision {HEAD_REVISION!r} (found "
-                    f"{revision!r}); open it once without read_only (?mode=ro) to bring it up to date"
-                )
-            return 0
-        if not writer:
-            return 0
-        legacy = (
-            None if self._memory or not self.import_legacy else Path(self.path).parent / "motia.state.json"
-        )
-        # The schema check comes first: a foreign or newer file must not be touched, and
-        # switching to WAL writes to the file header.
-        self._retry_busy(lambda: self._enter_wal(raw))
-        raw.execute(f"PRAGMA synchronous = {self.synchronous}")
-        imported = migrate.prepare(raw, self.path, legacy, self._clock())
-        if self._inline:
-            # Checkpoints would run inside a commit, on the loop: we run them on the writer thread.
-            raw.execute("PRAGMA wal_autocheckpoint = 0")
-            self._wait_for_lock(raw, False)
-        return imported
+    @property
+    def _commits_on_loop(self) -> bool:
+        return self._connections.commits_on_loop
 
     async def _connect(self) -> Worker:
-        if self._writer is not None:
-            return self._writer
-        self._check_closed()
-        async with self._open_lock:
-            if self._writer is not None:
-                return self._writer
-            if not self._memory:
-                self._prepare_file()
-            writer = await self._open_connection()
-            reader: Worker | None = None
-            try:
-                await self._call(writer, self._setup, True)
-                reader = writer
-                if not self._memory:
-                    if not self.read_only:  # one connection serves a read-only adapter
-                        reader = await self._open_connection()
-                        await self._call(reader, self._setup, False)
-                    fast = sqlite3.connect(self._target, isolation_level=None, timeout=0, uri=True)
-                    fast.execute("PRAGMA query_only = ON")
-                    self._fast = fast
-                    self._file_id = _file_id(self.path)
-                    self._side_ids = {path: _file_id(path) for path in self._side_files()}
-            except BaseException:
-                if reader is not None and reader is not writer:
-                    await reader.close()
-                await writer.close()
-                raise
-            self._raw = writer.connection
-            self._reader, self._writer = reader, writer
-            return writer
-
-    async def _open_connection(self) -> Worker:
-        # check_same_thread=False: the loop uses the writer directly while holding ``_lock``,
-        # when nothing is queued on its thread.
-        connect = functools.partial(
-            sqlite3.connect,
-            self._target,
-            isolation_level=None,
-            timeout=self.busy_timeout,
-            check_same_thread=False,
-            uri=True,
-        )
-        try:
-            return await Worker.open(connect)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-
-    @property
-    def _target(self) -> str:
-        """What ``sqlite3.connect(..., uri=True)`` opens: the file, read-only when asked."""
-        if self._memory:
-            return ":memory:"
-        path = os.path.abspath(self.path)
-        query = "mode=ro" if self.read_only else "mode=rwc"
-        folder_writable = os.access(os.path.dirname(path), os.W_OK)
-        if self.read_only and not folder_writable and not os.path.exists(f"{path}-wal"):
-            # SQLite cannot create the -shm file a WAL reader needs in a folder it may not write.
-            # No -wal file means no writer has it open: read the file as it is.
-            query += "&immutable=1"
-        return f"file:{urllib.parse.quote(path)}?{query}"
-
-    def _prepare_file(self) -> None:
-        """Create the database file (mode ``file_mode``) and its folder; say plainly what is wrong.
-
-        Raises:
-            ConfigError: the path is a folder, a part of it is a file, or this process may not
-                create or write it (retrying cannot help).
-            StoreUnavailableError: a read-only adapter found no file, or the disk failed.
-        """
-        path = Path(self.path)
-        if path.is_dir():
-            raise ConfigError(
-                f"{path} is a folder: give the database file's path, e.g. {path / 'motia.state.db'}"
-            )
-        if self.read_only:
-            if not path.exists():
-                raise StoreUnavailableError(f"{path} does not exist (read-only: nothing is created)")
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, self.file_mode))
-        except OSError as exc:
-            raise from_os_error(exc, f"create {path}") from None
-        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
-            what = path if not os.access(path, os.W_OK) else f"the folder {path.parent}"
-            raise ConfigError(
-                f"{what} is read-only for this process: open {path} with read_only=True "
-                "(?mode=ro) to read it, or make it writable"
-            )
-
-    def _look_at_file(self, *, force: bool = False) -> str | None:
-        """Why the database file can no longer be written (deleted or replaced), else ``None``.
-
-        SQLite keeps writing to a file deleted under it: every such write would be acknowledged
-        and lost. The write path looks (one ``stat``) at most every ``_FILE_CHECK_EVERY``
-        seconds, before committing; errors look every time.
-        """
-        if self._file_id is None:
-            return None
-        now = time.monotonic()
-        if not force and now - self._checked_at < _FILE_CHECK_EVERY:
-            return None
-        self._checked_at = now
-        found = _file_id(self.path)
-        if found == self._file_id:
-            return None
-        what = "deleted" if found is None else "replaced by another file"
-        self._lost = (
-            f"{self.path} was {what} while open: writes could never be read back, so they are "
-            "refused (nothing was written); restore the file, or close and open the adapter again"
-        )
-        return self._lost
-
-    def _check_file(self, *, force: bool = False) -> None:
-        lost = self._lost or self._look_at_file(force=force)
-        if lost is not None:
-            raise StoreUnavailableError(lost)
+        """The writer, once every connection is open, set up and migrated."""
+        if self._connections.writer is None:
+            self._check_closed()
+        return await self._connections.open()
 
     async def __aenter__(self) -> SqliteStateAdapter:
         await self._connect()
         return self
-
-    def _side_files(self) -> list[str]:
-        return [f"{self.path}-wal", f"{self.path}-shm"]
-
-    def _forget_side_files(self) -> None:
-        """Remove our ``-wal``/``-shm`` beside a database file that replaced ours.
-
-        SQLite would replay our WAL's frames onto the new file when it is next opened, bending
-        it; a ``-wal`` some other process made since (another identity) is left alone.
-        """
-        for path, known in self._side_ids.items():
-            if known is not None and _file_id(path) == known:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
 
     async def _close(self) -> None:
         await self._commits.drain()
         if self._checkpoint is not None:
             with contextlib.suppress(BaseException):
                 await self._checkpoint
-        if self._file_id is not None and (self._lost or self._look_at_file(force=True)):
-            self._forget_side_files()
-        if self._fast is not None:
-            self._fast.close()
-            self._fast = None
-        reader, writer = self._reader, self._writer
-        self._reader = self._writer = None
-        self._raw = None
-        if reader is not None and reader is not writer:
-            await reader.close()
-        if writer is not None:
-            await writer.close()
+        await self._connections.close()
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def _query(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
-        if self._reader is None:
+    async def _reader(self) -> Worker:
+        """The reader, once every connection is open."""
+        connections = self._connections
+        if connections.reader is None:
             await self._connect()
-        if self._lost is not None:
-            raise StoreUnavailableError(self._lost)
-        assert self._reader is not None
+        assert connections.reader is not None
+        return connections.reader
+
+    async def _query(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
+        connections = self._connections
+        reader = await self._reader()
+        if connections.lost is not None:
+            raise StoreUnavailableError(connections.lost)
         try:
             if self._memory:  # one connection: wait out open transactions, read committed only
                 await acquire_within(self._lock, self.busy_timeout, self.path)
                 try:
-                    assert self._raw is not None
-                    return self._raw.execute(sql, params).fetchall()
+                    assert connections.writer_connection is not None
+                    return connections.writer_connection.execute(sql, params).fetchall()
                 finally:
                     self._lock.release()
-            if self._fast is not None:
+            if connections.loop_reader is not None:
                 try:
-                    cursor = self._fast.execute(sql, params)
-                    rows = cursor.fetchmany(_INLINE_ROWS + 1)
+                    cursor = connections.loop_reader.execute(sql, params)
+                    rows = cursor.fetchmany(_LOOP_READ_ROWS + 1)
                     cursor.close()
-                    if len(rows) <= _INLINE_ROWS:
+                    if len(rows) <= _LOOP_READ_ROWS:
                         return rows
                     # large: read it whole, as one snapshot, on the reader thread
                 except sqlite3.OperationalError as exc:
                     if not migrate.is_busy(exc):
                         raise
-            return await self._call(self._reader, _fetch, sql, params)
+            return await connections.call(reader, fetch_all, sql, params)
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            raise connections.translate(exc) from exc
 
     async def _read_row(self, group_id: str, key: str, now: float) -> Row | None:
-        fast = self._fast
-        if fast is not None and self._lost is None:  # the point read of every get: on the loop
+        connections = self._connections
+        loop_reader = connections.loop_reader
+        if loop_reader is not None and connections.lost is None:  # every get's point read: on the loop
             try:
-                found = fast.execute(_SELECT_LIVE_ROW, (group_id, key, now)).fetchone()
+                found = loop_reader.execute(_SELECT_LIVE_ROW, (group_id, key, now)).fetchone()
             except sqlite3.OperationalError as exc:
                 if not migrate.is_busy(exc):
-                    raise self._translate(exc) from exc
+                    raise connections.translate(exc) from exc
             except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
+                raise connections.translate(exc) from exc
             else:
                 return None if found is None else Row(*found)
         rows = await self._query(_SELECT_LIVE_ROW, (group_id, key, now))
@@ -650,33 +402,19 @@ class SqliteStateAdapter(StateAdapter):
                 self.kind, items, groups, expired, oldest, newest, revision, HEAD_REVISION, files
             )
 
-        if self._reader is None:
-            try:
-                await self._connect()
-            except migrate.BehindHeadError:
-                # Read-only and behind head: report what is there, on a connection of its own
-                # (the adapter's reads stay refused), without migrating or writing anything.
-                return await asyncio.to_thread(self._read_aside, read)
-        assert self._reader is not None
+        try:
+            reader = await self._reader()
+        except migrate.BehindHeadError:
+            # Read-only and behind head: report what is there, on a connection of its own
+            # (the adapter's reads stay refused), without migrating or writing anything.
+            return await asyncio.to_thread(self._connections.read_aside, read)
         if not self._memory:
-            return await self._call(self._reader, read)
+            return await self._connections.call(reader, read)
         await acquire_within(self._lock, self.busy_timeout, self.path)
         try:
-            return await self._call(self._reader, read)
+            return await self._connections.call(reader, read)
         finally:
             self._lock.release()
-
-    def _read_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on a read-only connection of its own, opened and closed here (a thread)."""
-        try:
-            raw = sqlite3.connect(self._target, isolation_level=None, timeout=self.busy_timeout, uri=True)
-            try:
-                raw.execute("PRAGMA query_only = ON")
-                return fn(raw)
-            finally:
-                raw.close()
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
 
     async def backup(
         self,
@@ -725,10 +463,8 @@ class SqliteStateAdapter(StateAdapter):
             return int(total)
 
         self._check_open()
-        if self._reader is None:
-            await self._connect()
-        assert self._reader is not None
-        return await self._track(self._call(self._reader, copy))
+        reader = await self._reader()
+        return await self._track(self._connections.call(reader, copy))
 
     async def vacuum(self) -> None:
         """Rebuild the database to give free pages back to the file system, then empty the WAL.
@@ -744,19 +480,14 @@ class SqliteStateAdapter(StateAdapter):
         self._check_writable()
 
         def run(raw: sqlite3.Connection) -> None:
-            if self._inline:
-                self._wait_for_lock(raw, True)
-            try:
+            with self._connections.waiting_for_lock(raw):
                 raw.execute("VACUUM")
                 raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                if self._inline:
-                    self._wait_for_lock(raw, False)
 
         writer = await self._connect()
         await acquire_within(self._lock, self.busy_timeout, self.path)
         try:
-            await self._track(self._call_to_end(writer, run))
+            await self._track(self._connections.call_to_end(writer, run))
         finally:
             self._lock.release()
 
@@ -801,17 +532,18 @@ class SqliteStateAdapter(StateAdapter):
 
     # -- writes (group commit) ----------------------------------------------------------------
 
-    def _inline_batch(self, jobs: list[Job]) -> list[Any] | None:
+    def _commit_on_loop(self, jobs: list[Job]) -> list[Any] | None:
         """Run a batch on the loop; ``None`` when another process holds the write lock."""
-        assert self._raw is not None
+        connections = self._connections
+        assert connections.writer_connection is not None
         try:
-            results = self._apply_batch(self._raw, jobs)
+            results = self._apply_batch(connections.writer_connection, jobs)
         except sqlite3.OperationalError as exc:
             if migrate.is_busy(exc):
                 return None
-            raise self._translate(exc) from exc
+            raise connections.translate(exc) from exc
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            raise connections.translate(exc) from exc
         self._wrote(len(jobs))
         return results
 
@@ -821,17 +553,18 @@ class SqliteStateAdapter(StateAdapter):
         Automatic checkpoints are off when commits run on the loop (they would run inside a
         commit), so every commit path counts here, or the WAL would grow without bound.
         """
-        if not self._inline or self._memory:
+        if not self._commits_on_loop or self._memory:
             return
         self._dirty += count
         if self._dirty >= _CHECKPOINT_EVERY and self._checkpoint is None:
             self._dirty = 0
             self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
 
-    async def _thread_batch(self, jobs: list[Job]) -> list[Any]:
+    async def _commit_on_thread(self, jobs: list[Job]) -> list[Any]:
         """With ``_lock`` held: run a batch on the writer thread, waiting for the write lock."""
-        assert self._writer is not None
-        results = await self._call(self._writer, self._apply_batch_waiting, jobs)
+        writer = self._connections.writer
+        assert writer is not None
+        results = await self._connections.call(writer, self._apply_batch_waiting, jobs)
         self._wrote(len(jobs))
         return results
 
@@ -846,8 +579,9 @@ class SqliteStateAdapter(StateAdapter):
         """
         try:
             async with self._lock:
-                if self._writer is not None:
-                    await self._call(self._writer, _execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                writer = self._connections.writer
+                if writer is not None:
+                    await self._connections.call(writer, execute, "PRAGMA wal_checkpoint(PASSIVE)")
         except StateError:
             pass  # another process is checkpointing: a later checkpoint catches up
         finally:
@@ -855,13 +589,8 @@ class SqliteStateAdapter(StateAdapter):
 
     def _apply_batch_waiting(self, raw: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
         """On the writer thread: wait for the write lock up to busy_timeout, then run the batch."""
-        if not self._inline:
+        with self._connections.waiting_for_lock(raw):
             return self._apply_batch(raw, jobs)
-        self._wait_for_lock(raw, True)
-        try:
-            return self._apply_batch(raw, jobs)
-        finally:
-            self._wait_for_lock(raw, False)
 
     def _apply_batch(self, raw: sqlite3.Connection, jobs: list[Job]) -> list[Any]:
         """One transaction for the whole batch (on the loop or on the writer thread)."""
@@ -889,7 +618,7 @@ class SqliteStateAdapter(StateAdapter):
             if now - self._last_purge >= self.purge_interval:
                 raw.execute(_PURGE, (now, _PURGE_BATCH))
                 self._last_purge = now
-            self._check_file()
+            self._connections.check_file()
             raw.execute("COMMIT")
         except BaseException:
             if raw.in_transaction:
@@ -902,7 +631,7 @@ class SqliteStateAdapter(StateAdapter):
         if isinstance(job, ClearJob):
             raw.execute(_DELETE_GROUP, (job.group_id,))
             return None
-        write, now = job
+        write, now = job.write, job.now
         found = raw.execute(_SELECT_ROW, (write.group_id, write.key)).fetchone()
         current = _row(found) if found is not None else None
         if current is not None and not current.live(now):
@@ -913,12 +642,12 @@ class SqliteStateAdapter(StateAdapter):
         return plan, current
 
     async def _write(self, write: Write, now: float) -> WriteResult:
-        if self._writer is None:
+        if self._connections.writer is None:
             await self._connect()
         return cast(WriteResult, await self._commits.write(WriteJob(write, now)))
 
     async def _clear(self, group_id: str, now: float) -> None:
-        if self._writer is None:
+        if self._connections.writer is None:
             await self._connect()
         await self._commits.submit(ClearJob(group_id, now))
 
@@ -927,50 +656,40 @@ class SqliteStateAdapter(StateAdapter):
     async def _begin(self) -> TxStore:
         writer = await self._connect()
         await acquire_within(self._lock, self.busy_timeout, self.path)
+        connections = self._connections
         try:
-            if self._inline:
-                assert self._raw is not None
+            if self._commits_on_loop:
+                assert connections.writer_connection is not None
                 try:
-                    self._raw.execute("BEGIN IMMEDIATE")
+                    connections.writer_connection.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
                     if not migrate.is_busy(exc):
-                        raise self._translate(exc) from exc
-                    await self._call_to_end(writer, self._begin_waiting)
+                        raise connections.translate(exc) from exc
+                    await connections.call_to_end(writer, self._begin_waiting)
             else:
-                await self._call_to_end(writer, _execute, "BEGIN IMMEDIATE")
+                await connections.call_to_end(writer, execute, "BEGIN IMMEDIATE")
         except BaseException:
             # Failed, or cancelled after BEGIN ran: leave no transaction and no lock behind.
             with contextlib.suppress(BaseException):
-                await self._call_to_end(writer, _rollback_if_open)
+                await connections.call_to_end(writer, rollback_if_open)
             self._lock.release()
             raise
         return _SqliteTx(self, writer)
 
     def _begin_waiting(self, raw: sqlite3.Connection) -> None:
-        self._wait_for_lock(raw, True)
-        try:
+        with self._connections.waiting_for_lock(raw):
             raw.execute("BEGIN IMMEDIATE")
-        finally:
-            self._wait_for_lock(raw, False)
 
     async def _on_writer(self, writer: Worker, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(raw, *args)`` with ``_lock`` held: on the loop when commits do not wait for disk."""
-        if self._inline:
-            assert self._raw is not None
+        connections = self._connections
+        if self._commits_on_loop:
+            assert connections.writer_connection is not None
             try:
-                return fn(self._raw, *args)
+                return fn(connections.writer_connection, *args)
             except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
-        return await self._call_to_end(writer, fn, *args)
-
-
-def _file_id(path: str) -> tuple[int, int] | None:
-    """``(device, inode)`` of the file at ``path``, or ``None`` when there is none."""
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
+                raise connections.translate(exc) from exc
+        return await connections.call_to_end(writer, fn, *args)
 
 
 def database_files(path: str) -> tuple[tuple[str, int], ...]:
@@ -986,7 +705,7 @@ def _plain_set(job: Job) -> tuple[Any, ...] | None:
     """The ``_SET`` parameters of an unconditional set, else ``None``."""
     if isinstance(job, ClearJob):
         return None
-    write, now = job
+    write, now = job.write, job.now
     if write.kind != "set" or write.if_version is not None or write.if_absent:
         return None
     return (write.group_id, write.key, write.encoded, new_version(None), now, write.expires_at(now))
@@ -999,19 +718,6 @@ def _run_sets(raw: sqlite3.Connection, sets: list[tuple[Any, ...]], results: lis
     else:
         raw.executemany(_SET, sets)
     results.extend([None] * len(sets))
-
-
-def _execute(raw: sqlite3.Connection, sql: str) -> None:
-    raw.execute(sql)
-
-
-def _rollback_if_open(raw: sqlite3.Connection) -> None:
-    if raw.in_transaction:
-        raw.execute("ROLLBACK")
-
-
-def _fetch(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...] | list[Any]) -> list[Any]:
-    return raw.execute(sql, params).fetchall()
 
 
 def _rows_sql(group_id: str | None, now: float, filters: list[Filter]) -> tuple[str, list[Any]]:
@@ -1030,12 +736,12 @@ class _SqliteTx(TxStore):
         self._released = False
 
     async def read_row(self, group_id: str, key: str, now: float) -> Row | None:
-        rows = await self._adapter._on_writer(self._writer, _fetch, _SELECT_LIVE_ROW, (group_id, key, now))
+        rows = await self._adapter._on_writer(self._writer, fetch_all, _SELECT_LIVE_ROW, (group_id, key, now))
         return _row(rows[0]) if rows else None
 
     async def read_rows(self, group_id: str | None, now: float) -> list[RowEntry]:
         sql, params = _rows_sql(group_id, now, [])
-        rows = await self._adapter._on_writer(self._writer, _fetch, sql, params)
+        rows = await self._adapter._on_writer(self._writer, fetch_all, sql, params)
         return [(g, k, Row(*rest)) for g, k, *rest in rows]
 
     async def commit(self, cleared: set[str], writes: dict[tuple[str, str], Row | None]) -> None:
@@ -1054,10 +760,10 @@ class _SqliteTx(TxStore):
         def apply(raw: sqlite3.Connection) -> T:
             try:
                 result = work(raw)
-                self._adapter._check_file(force=True)
+                self._adapter._connections.check_file(force=True)
                 raw.execute("COMMIT")
             except BaseException:
-                _rollback_if_open(raw)
+                rollback_if_open(raw)
                 raise
             return result
 
@@ -1068,7 +774,7 @@ class _SqliteTx(TxStore):
 
     async def rollback(self) -> None:
         try:
-            await self._adapter._on_writer(self._writer, _rollback_if_open)
+            await self._adapter._on_writer(self._writer, rollback_if_open)
         finally:
             self._release()
 
