@@ -118,10 +118,14 @@ class NodeProcess:
         return answer
 
     async def close(self) -> None:
-        """End stdin: the process closes its stores and exits."""
+        """End stdin: the process closes its stores and exits (killed after 60 s if it does not)."""
         assert self.process.stdin is not None
         self.process.stdin.close()
-        await self.process.wait()
+        try:
+            await asyncio.wait_for(self.process.wait(), 60)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
 
 
 @dataclass

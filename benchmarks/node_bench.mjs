@@ -214,4 +214,6 @@ try {
     await close(backend, role).catch(() => {})
   }
   rmSync(config.folder, { recursive: true, force: true })
+  // A client library may keep a handle (a socket, a timer) after its store closed: leave anyway.
+  process.exit(0)
 }

@@ -963,12 +963,13 @@ class _BackgroundPrune:
     so an adapter nobody closes can still be collected (which cancels the timer).
     """
 
-    __slots__ = ("_adapter", "_handle", "_task", "_ttl", "loop")
+    __slots__ = ("_adapter", "_handle", "_stopped", "_task", "_ttl", "loop")
 
     def __init__(self, adapter: StateAdapter, ttl: float) -> None:
         self._adapter = weakref.ref(adapter)
         self._ttl = ttl
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False  # cancelled: a round still under way must not arm the next one
         self.loop = asyncio.get_running_loop()
         self._handle = self.loop.call_later(min(ttl / 2, _PRUNE_EVERY_MAX), self._start)
 
@@ -988,11 +989,12 @@ class _BackgroundPrune:
                 log.info("motia_state_sql: pruned %d idle groups of %r", len(removed), adapter)
         finally:
             self._task = None
-            if not adapter._closed:
+            if not (adapter._closed or self._stopped):
                 self._handle = self.loop.call_later(min(self._ttl / 2, _PRUNE_EVERY_MAX), self._start)
 
     def cancel(self) -> None:
         """Stop the next rounds (no loop needed: from ``__del__`` too)."""
+        self._stopped = True
         self._handle.cancel()
 
     async def stop(self) -> None:

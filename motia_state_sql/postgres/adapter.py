@@ -25,9 +25,10 @@ pooled connection (or on the one connection the caller gave, one call at a time)
   retries. (``SERIALIZABLE`` was measured first: its predicate locks on index pages made
   transactions writing different keys of one group fail each other.)
 
-A connection whose call was cancelled goes back to the pool only after asyncpg has waited for
-the cancellation and rolled back what was left open (one whose connection failed, or that held a
-transaction of ours, is closed), so none returns to the pool with a transaction open. Server
+A connection whose call was cancelled or failed goes back to the pool only after asyncpg has
+waited for the cancellation and what was left open is rolled back; one whose connection broke,
+and one that held a ``transaction()`` of ours, is closed instead, so none returns to the pool
+with a transaction open. Server
 outages raise ``StoreUnavailableError`` within ``command_timeout`` (or ``connect_timeout``); the
 pool reconnects, so the same adapter works again once the server is back.
 """
@@ -646,7 +647,9 @@ class PostgresStateAdapter(StateAdapter):
         try:
             yield conn
         except StateError:
-            dirty = True
+            # Ours (a failed condition, say): the statement's own transaction has ended already;
+            # only a connection left inside one needs a reset.
+            dirty = _in_transaction(conn)
             raise
         except BaseException as exc:
             # Cancelled, or failed mid-statement. An error the server reported, or a cancellation
@@ -755,9 +758,11 @@ class PostgresStateAdapter(StateAdapter):
         few statements, not one per set): only a set that fails alone gets an error. Once the
         server is unavailable, every set not yet written fails with that error.
         """
+        sets = [job for job in jobs if isinstance(job, WriteJob)]
+        assert len(sets) == len(jobs), "only sets are queued here: results go by position"
         results: list[Any] = []
         down: list[StoreUnavailableError] = []
-        for chunk in _chunks([job for job in jobs if isinstance(job, WriteJob)]):
+        for chunk in _chunks(sets):
             results += await self._set_or_split(chunk, down)
         return results
 
@@ -786,7 +791,7 @@ class PostgresStateAdapter(StateAdapter):
         """
         ordered = sorted(jobs, key=lambda job: (job.write.group_id, job.write.key))
         if len(ordered) == 1:
-            write, now = ordered[0]
+            write, now = ordered[0].write, ordered[0].now
             async with self._connection() as conn:
                 await conn.execute(
                     self._sql.set_one,
@@ -829,14 +834,16 @@ class PostgresStateAdapter(StateAdapter):
         The group's rows are locked first (``FOR UPDATE``: writers of them committed before, or
         wait), so the ``DELETE``, whose ``NOT EXISTS`` sees what was committed when it starts,
         finds every write that landed before it; a row inserted after it recreates its group with
-        only the new item. The commit's advisory group locks are taken too.
+        only the new item. The commit's advisory group locks come next, in the order a
+        transaction takes its locks (rows as it reads, groups at commit): a prune waiting for a
+        transaction's rows holds no group lock that transaction's commit needs.
         """
         if not groups:
             return []
         sql = self._sql
         async with self._connection() as conn, conn.transaction(isolation="read_committed"):
-            await _lock_groups(conn, sql.table, set(groups))
             await conn.execute(sql.lock_groups, groups)
+            await _lock_groups(conn, sql.table, set(groups))
             records = await conn.fetch(sql.prune_groups, groups, cutoff, now)
         live: dict[str, list[float]] = {}
         for group_id, updated_at in records:

@@ -255,8 +255,11 @@ class Connections:
                     if not self.read_only:  # one connection serves a read-only adapter
                         reader = await self._open_worker()
                         await self.call(reader, self._setup, False)
-                    loop_reader = sqlite3.connect(self._target, isolation_level=None, timeout=0, uri=True)
-                    loop_reader.execute("PRAGMA query_only = ON")
+                    try:
+                        loop_reader = sqlite3.connect(self._target, isolation_level=None, timeout=0, uri=True)
+                        loop_reader.execute("PRAGMA query_only = ON")
+                    except sqlite3.Error as exc:  # the file went, or no file handle was left
+                        raise self.translate(exc) from exc
                     self.loop_reader = loop_reader
                     self._file_id = file_id(self.path)
                     self._side_ids = {path: file_id(path) for path in self._side_files()}
