@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -55,13 +56,14 @@ def test_the_readme_has_python_blocks() -> None:
 
 @pytest.mark.parametrize("number", range(len(_readme_blocks())))
 def test_readme_block_runs(
-    number: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+    number: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, postgres_url: str
 ) -> None:
     """Runs README block ``number`` as a user pasting it would, in a fresh folder.
 
     A block with top-level ``await`` (a snippet of an async function) gets what such snippets
     assume: ``state``, a fresh SQLite store, and the names they use (``order_id``, a redis-py
-    client ``my_redis_client``, a ``transfer`` function). The README's Redis address is the
+    client ``my_redis_client``, an asyncpg pool ``my_asyncpg_pool`` on the session's PostgreSQL,
+    a ``transfer`` function). The README's Redis address is the
     throwaway server's.
     """
     source = _readme_blocks()[number]
@@ -75,6 +77,7 @@ def test_readme_block_runs(
 
     async def snippet() -> None:
         client = aioredis.Redis.from_url(redis_url)
+        pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=2)
 
         async def transfer(tx: Any) -> None:
             await tx.set("readme", f"transfer-{uuid.uuid4().hex}", 1)
@@ -83,9 +86,11 @@ def test_readme_block_runs(
             async with SqliteStateAdapter(tmp_path / "state.db") as state:
                 names: dict[str, Any] = {"state": state, "order_id": "order-1", "transfer": transfer}
                 names["my_redis_client"] = client
+                names["my_asyncpg_pool"] = pool
                 await eval(code, names)
                 await names["state"].close()  # the last adapter the block bound to `state`
         finally:
             await client.aclose()
+            await pool.close()
 
     asyncio.run(snippet())
