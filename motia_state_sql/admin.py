@@ -22,10 +22,11 @@ from .base import StateAdapter, StoreInfo
 from .errors import ConfigError, StateError, StoreUnavailableError, UnsupportedError
 from .file import FILE_NAME, FileStateAdapter, replacing_path
 from .options import parse_age
+from .places import store_url
 from .redact import redact
 from .sqlite import SqliteStateAdapter
 from .sqlite.adapter import database_files
-from .url import ENV_VAR, open_state
+from .url import open_state
 
 __all__ = [
     "PING_GROUP",
@@ -188,7 +189,7 @@ async def ping(url: str | None, *, read_only: bool = False, within: float = 5.0)
     options: dict[str, Any] = {"read_only": True} if read_only else {}
     state = open_state(url, **options, **_timeouts(url, within))
     started = time.perf_counter()
-    where = redact(url or os.environ.get(ENV_VAR) or "the default store")
+    where = redact(store_url(url))
     try:
         async with asyncio.timeout(within):
             where_file = store_file(state)

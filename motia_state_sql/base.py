@@ -971,7 +971,7 @@ class _BackgroundPrune:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False  # cancelled: a round still under way must not arm the next one
         self.loop = asyncio.get_running_loop()
-        self._handle = self.loop.call_later(min(ttl / 2, _PRUNE_EVERY_MAX), self._start)
+        self._handle = self._arm()
 
     def _start(self) -> None:
         adapter = self._adapter()
@@ -990,7 +990,11 @@ class _BackgroundPrune:
         finally:
             self._task = None
             if not (adapter._closed or self._stopped):
-                self._handle = self.loop.call_later(min(self._ttl / 2, _PRUNE_EVERY_MAX), self._start)
+                self._handle = self._arm()
+
+    def _arm(self) -> asyncio.TimerHandle:
+        """The timer of the next round: in ``ttl / 2`` seconds, at most an hour."""
+        return self.loop.call_later(min(self._ttl / 2, _PRUNE_EVERY_MAX), self._start)
 
     def cancel(self) -> None:
         """Stop the next rounds (no loop needed: from ``__del__`` too)."""
