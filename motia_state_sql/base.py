@@ -95,7 +95,7 @@ class StateOperations(ABC):
         """
 
     @abstractmethod
-    async def _write(self, write: Write, now: float) -> WriteResult:
+    def _write(self, write: Write, now: float) -> Awaitable[WriteResult]:
         """Atomically plan ``write`` against the current live row and persist the plan.
 
         Returns ``(plan, current)``; an unconditional set may return ``None`` instead.
@@ -196,12 +196,16 @@ class StateOperations(ABC):
             InvalidValueError: ``value`` is not storable.
             ConflictError: ``if_version``/``if_absent`` does not hold.
         """
-        limit = self.max_value_bytes
-        write = self._prepare_set(
-            group_id, key, ttl, if_version, if_absent, lambda g, k: codec.encode(value, g, k, limit)
-        )
-        await self._track(self._write(write, self._clock()))
-        return codec.decode(write.encoded)  # type: ignore[arg-type]
+        write = self._prepare_set(group_id, key, ttl, if_version, if_absent)
+        encoded = write.encoded = codec.encode(value, write.group_id, write.key, self.max_value_bytes)
+        self._check_write_support(write)
+        # ``_track`` written out: the hottest call keeps one coroutine less alive while it waits.
+        self._enter()
+        try:
+            await self._write(write, self._clock())
+        finally:
+            self._leave()
+        return codec.decode(encoded)
 
     async def set_json(
         self,
@@ -238,15 +242,14 @@ class StateOperations(ABC):
             InvalidKeyError, InvalidValueError, InvalidOperationError, UnsupportedError: what
                 ``set_json`` would raise for this input before writing anything.
         """
-
-        def encoded(group: str, name: str) -> str:
-            if type(text) is not str:
-                raise InvalidValueError(
-                    f"JSON text for {group!r}/{name!r} must be a str, got {type(text).__name__}"
-                )
-            return codec.check_encoded(text, group, name, self.max_value_bytes)
-
-        return self._prepare_set(group_id, key, ttl, if_version, if_absent, encoded)
+        write = self._prepare_set(group_id, key, ttl, if_version, if_absent)
+        if type(text) is not str:
+            raise InvalidValueError(
+                f"JSON text for {write.group_id!r}/{write.key!r} must be a str, got {type(text).__name__}"
+            )
+        write.encoded = codec.check_encoded(text, write.group_id, write.key, self.max_value_bytes)
+        self._check_write_support(write)
+        return write
 
     def _prepare_set(
         self,
@@ -255,13 +258,14 @@ class StateOperations(ABC):
         ttl: float | None,
         if_version: int | None,
         if_absent: bool,
-        encoded: Callable[[str, str], str],
     ) -> Write:
-        """The checked ``Write`` of a ``set``; ``encoded(group, key)`` checks and encodes its value."""
+        """The ``Write`` of a ``set``, its key and ttl checked.
+
+        The caller checks and encodes the value into ``write.encoded``, then calls
+        ``_check_write_support``.
+        """
         write = self._checked("set", group_id, key, if_version, if_absent)
         write.ttl = codec.check_ttl(ttl, write.group_id, write.key)
-        write.encoded = encoded(write.group_id, write.key)
-        self._check_write_support(write)
         return write
 
     async def get(self, group_id: str, key: str) -> Any:

@@ -180,7 +180,7 @@ def _add(index: int, op: Mapping[str, Any], current: Any) -> int | float:
     return cast(int | float, result)
 
 
-def apply_update(current: Any, ops: list[tuple[str, tuple[str, ...], Mapping[str, Any]]]) -> Any:
+def apply_update(current: Any, ops: Sequence[tuple[str, tuple[str, ...], Mapping[str, Any]]]) -> Any:
     """Apply checked ops in order to ``current`` (mutated; pass a fresh copy) and return the result.
 
     Raises:

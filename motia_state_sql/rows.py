@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 from . import codec
@@ -82,7 +82,8 @@ class Write:
     key: str
     encoded: str | None = None
     ttl: float | None = None
-    ops: list[Any] = field(default_factory=list)
+    #: The checked update ops (a shared empty tuple for sets and deletes: one object less per write).
+    ops: Sequence[Any] = ()
     if_version: int | None = None
     if_absent: bool = False
     max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES

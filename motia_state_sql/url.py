@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit
 
 from .base import StateAdapter
 from .errors import ConfigError, InvalidKeyError
@@ -165,7 +165,7 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
             for name, text in parse_qsl(parts.query, keep_blank_values=True)
             if name in _REDIS_OWN
         ]
-        return RedisStateAdapter(urlunsplit(parts._replace(query=urlencode(kept))), **merged)
+        return RedisStateAdapter(_with_query(url, kept), **merged)
     merged = {**_options(scheme, parts.query), **options}
     path = unquote(parts.path)
     if scheme == "sqlite":
@@ -186,6 +186,17 @@ def open_state(url: str | None = None, **options: Any) -> StateAdapter:
     return FileStateAdapter(path or ".", **merged)
 
 
+def _with_query(url: str, kept: list[tuple[str, str]]) -> str:
+    """``url`` with only the ``kept`` query parameters, and without its fragment.
+
+    Cut as text: ``urlunsplit`` would turn ``unix:///path.sock`` into ``unix:/path.sock``, which
+    redis-py 8 refuses.
+    """
+    base = url.split("#", 1)[0].split("?", 1)[0]
+    query = urlencode(kept)
+    return f"{base}?{query}" if query else base
+
+
 def _open_postgres(url: str, parts: SplitResult, options: Mapping[str, Any]) -> StateAdapter:
     """A ``PostgresStateAdapter``: our parameters taken out, libpq's left in the URL for asyncpg."""
     try:
@@ -196,4 +207,4 @@ def _open_postgres(url: str, parts: SplitResult, options: Mapping[str, Any]) -> 
     merged = {**_options("postgres", parts.query, PG_URL_PARAMETERS), **options}
     query = parse_qsl(parts.query, keep_blank_values=True)
     kept = [(name, text) for name, text in query if name in PG_URL_PARAMETERS]
-    return PostgresStateAdapter(urlunsplit(parts._replace(query=urlencode(kept))), **merged)
+    return PostgresStateAdapter(_with_query(url, kept), **merged)

@@ -59,6 +59,11 @@ def _job(key: str) -> Job:
     return WriteJob(Write("set", "g", key), 0.0)
 
 
+async def _write(commits: GroupCommit, job: Job) -> Any:
+    """A caller as the adapter is one: inside its own task, awaiting the write it asked for."""
+    return await commits.write(job)
+
+
 def _commits_per(runner: Runner, writes: int) -> float:
     return writes / len(runner.batches)
 
@@ -67,7 +72,7 @@ async def test_every_caller_gets_its_own_result() -> None:
     runner = Runner()
     commits = _queue(runner)
     keys = [f"k{i}" for i in range(500)]
-    assert await asyncio.gather(*(commits.write(_job(k)) for k in keys)) == keys
+    assert await asyncio.gather(*(_write(commits, _job(k)) for k in keys)) == keys
     assert sorted(key for batch in runner.batches for key in batch) == sorted(keys)
 
 
@@ -75,7 +80,7 @@ async def test_a_lone_writer_commits_at_once_without_waiting_for_the_loop() -> N
     runner = Runner()
     commits = _queue(runner)
     for i in range(50):
-        task = asyncio.ensure_future(commits.write(_job(f"k{i}")))
+        task = asyncio.ensure_future(_write(commits, _job(f"k{i}")))
         await asyncio.sleep(0)  # one loop turn: a lone write has committed by then
         assert runner.batches[-1] == [f"k{i}"]
         await task
@@ -86,7 +91,7 @@ async def test_a_failing_write_fails_alone() -> None:
     runner = Runner()
     commits = _queue(runner)
     results = await asyncio.gather(
-        *(commits.write(_job(k)) for k in ("a", "bad1", "b")), return_exceptions=True
+        *(_write(commits, _job(k)) for k in ("a", "bad1", "b")), return_exceptions=True
     )
     assert results[0] == "a"
     assert results[2] == "b"
@@ -96,9 +101,9 @@ async def test_a_failing_write_fails_alone() -> None:
 async def test_a_caller_cancelled_before_its_batch_is_not_written() -> None:
     runner = Runner()
     commits = _queue(runner)
-    first = asyncio.ensure_future(commits.write(_job("first")))
-    doomed = asyncio.ensure_future(commits.write(_job("doomed")))
-    kept = asyncio.ensure_future(commits.write(_job("kept")))
+    first = asyncio.ensure_future(_write(commits, _job("first")))
+    doomed = asyncio.ensure_future(_write(commits, _job("doomed")))
+    kept = asyncio.ensure_future(_write(commits, _job("kept")))
     await asyncio.sleep(0)  # all three started: "first" alone, the two others queued
     doomed.cancel()
     assert await first == "first"
@@ -111,7 +116,7 @@ async def test_a_caller_cancelled_before_its_batch_is_not_written() -> None:
 async def test_a_busy_database_sends_the_batch_to_the_thread() -> None:
     runner = Runner(busy=True)
     commits = _queue(runner)
-    assert await asyncio.gather(*(commits.write(_job(f"k{i}")) for i in range(20))) == [
+    assert await asyncio.gather(*(_write(commits, _job(f"k{i}")) for i in range(20))) == [
         f"k{i}" for i in range(20)
     ]
     assert runner.batches == []
@@ -124,7 +129,7 @@ async def test_writes_behind_a_held_lock_wait_then_commit_together() -> None:
     lock = asyncio.Lock()
     commits = _queue(runner, lock)
     await lock.acquire()  # a transaction of this process
-    tasks = [asyncio.ensure_future(commits.write(_job(f"k{i}"))) for i in range(30)]
+    tasks = [asyncio.ensure_future(_write(commits, _job(f"k{i}"))) for i in range(30)]
     await asyncio.sleep(0.01)
     assert runner.batches == []
     lock.release()
@@ -138,7 +143,7 @@ async def test_writes_behind_a_lock_held_too_long_fail_cleanly() -> None:
     commits = _queue(runner, lock, timeout=0.05)
     await lock.acquire()
     results = await asyncio.gather(
-        *(commits.write(_job(f"k{i}")) for i in range(5)), return_exceptions=True
+        *(_write(commits, _job(f"k{i}")) for i in range(5)), return_exceptions=True
     )
     assert all(isinstance(r, StoreUnavailableError) for r in results)
     assert runner.batches == []
@@ -160,7 +165,7 @@ async def test_an_error_of_the_batch_reaches_every_caller_of_it() -> None:
     lock = asyncio.Lock()
     commits = GroupCommit(lock, broken, unused, 5.0, "test.db")
     await lock.acquire()  # the ten writes queue behind it and run as one batch
-    tasks = [asyncio.ensure_future(commits.write(_job(f"k{i}"))) for i in range(10)]
+    tasks = [asyncio.ensure_future(_write(commits, _job(f"k{i}"))) for i in range(10)]
     await asyncio.sleep(0)
     lock.release()
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -220,14 +225,14 @@ async def test_batches_fill_under_every_arrival_pattern(name: str) -> None:
     pattern, fewest = PATTERNS[name]
     runner = Runner()
     commits = _queue(runner)
-    await pattern(lambda key: commits.write(_job(key)), 4000)
+    await pattern(lambda key: _write(commits, _job(key)), 4000)
     assert _commits_per(runner, 4000) >= fewest, runner.batches[:20]
 
 
 async def test_crowding_ends_when_the_writer_is_alone_again() -> None:
     runner = Runner()
     commits = _queue(runner)
-    await _gather(lambda key: commits.write(_job(key)), 100)
+    await _gather(lambda key: _write(commits, _job(key)), 100)
     for i in range(20):
         await commits.write(_job(f"alone{i}"))
     # at most two lone writes wait for a batch of their own before writes commit at once again

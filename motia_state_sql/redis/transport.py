@@ -62,8 +62,8 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ..errors import ConfigError, SchemaError, StateError, StoreUnavailableError
 from ..redact import redact, scrub, secrets_in

@@ -26,7 +26,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, Literal, TypeVar, cast
 
 from .. import codec, options
@@ -641,9 +641,15 @@ class SqliteStateAdapter(StateAdapter):
             _persist(raw, write.group_id, write.key, plan)  # type: ignore[arg-type]
         return plan, current
 
-    async def _write(self, write: Write, now: float) -> WriteResult:
+    def _write(self, write: Write, now: float) -> Awaitable[WriteResult]:
+        # Not a coroutine of its own once connected: a write waiting for its batch keeps one
+        # object less alive.
         if self._connections.writer is None:
-            await self._connect()
+            return self._connect_and_write(write, now)
+        return cast("Awaitable[WriteResult]", self._commits.write(WriteJob(write, now)))
+
+    async def _connect_and_write(self, write: Write, now: float) -> WriteResult:
+        await self._connect()
         return cast(WriteResult, await self._commits.write(WriteJob(write, now)))
 
     async def _clear(self, group_id: str, now: float) -> None:

@@ -58,7 +58,6 @@ class ClearJob(NamedTuple):
 Job = WriteJob | ClearJob
 #: Seconds a run of lone writes may keep the loop before one of them yields to other tasks.
 _YIELD_EVERY = 0.001
-_Waiting = tuple[Job, "asyncio.Future[Any]"]
 OnLoop = Callable[[list[Job]], "list[Any] | None"]
 OnThread = Callable[[list[Job]], Awaitable[list[Any]]]
 
@@ -71,6 +70,7 @@ class GroupCommit:
         "_crowded",
         "_deferred",
         "_flusher",
+        "_futures",
         "_label",
         "_lock",
         "_lone",
@@ -90,7 +90,10 @@ class GroupCommit:
         self._on_thread = on_thread
         self._busy_timeout = busy_timeout
         self._label = label
-        self._queue: list[_Waiting] = []
+        # What is queued, as two lists in step (no pair object per write: with thousands of
+        # writes waiting, fewer objects means fewer and shorter garbage collector passes).
+        self._queue: list[Job] = []
+        self._futures: list[asyncio.Future[Any]] = []
         self._scheduled = False  # a flush callback is due in this loop turn
         self._flusher: asyncio.Task[None] | None = None  # runs batches that wait for the lock
         self._lone = False  # a write that committed alone has not yet resumed its caller
@@ -114,36 +117,43 @@ class GroupCommit:
             and not self._lock.locked()
         )
 
-    async def write(self, job: Job) -> Any:
-        """Commit ``job`` (alone when ``alone()``, else in the next batch) and return its result.
+    def write(self, job: Job) -> Awaitable[Any]:
+        """Commit ``job`` (alone when ``alone()``, else in the next batch); await its result.
 
-        Raises:
+        A lone write commits during this call, before it returns; callers await the result at
+        once, inside the task that asked (as the adapter does), so a task is what shares a batch.
+
+        Raises (when awaited):
             Exception: the job's own error (a failed condition, a bad op), or the batch's.
         """
         if self.alone():
             assert self._on_loop is not None
             results = self._on_loop([job])
             if results is not None:
-                now = time.monotonic()
-                if now - self._yielded >= _YIELD_EVERY:
-                    # Yield now and then (a writing loop starves nobody for long); writers
-                    # arriving meanwhile queue and commit as one batch.
-                    self._yielded = now
-                    self._lone = True
-                    try:
-                        await asyncio.sleep(0)
-                    finally:
-                        self._lone = False
-                if isinstance(results[0], Exception):
-                    raise results[0]
-                return results[0]
-        return await self.submit(job)
+                return self._committed_alone(results[0])
+        return self.submit(job)
+
+    async def _committed_alone(self, result: Any) -> Any:
+        now = time.monotonic()
+        if now - self._yielded >= _YIELD_EVERY:
+            # Yield now and then (a writing loop starves nobody for long); writers arriving
+            # meanwhile queue and commit as one batch.
+            self._yielded = now
+            self._lone = True
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._lone = False
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         """Queue ``job`` for the next batch; the future resolves once its batch committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((job, future))
+        self._queue.append(job)
+        self._futures.append(future)
         self._crowded = self._crowded or len(self._queue) > 1 or self._lone or self._lock.locked()
         if self._flusher is None and not self._scheduled:
             self._scheduled = True
@@ -156,15 +166,20 @@ class GroupCommit:
         if flusher is not None:
             await asyncio.gather(flusher, return_exceptions=True)
 
-    def _take(self) -> list[_Waiting]:
-        batch, self._queue = self._queue, []
-        if len(batch) > 1:
+    def _take(self) -> tuple[list[Job], list[asyncio.Future[Any]]]:
+        """The queued batch, less the writes whose callers were cancelled meanwhile."""
+        jobs, futures = self._queue, self._futures
+        self._queue, self._futures = [], []
+        if len(jobs) > 1:
             self._singles = 0
         else:
             self._singles += 1
             if self._singles >= 2:
                 self._crowded = False
-        return [(job, future) for job, future in batch if not future.done()]
+        if any(future.done() for future in futures):
+            kept = [at for at, future in enumerate(futures) if not future.done()]
+            jobs, futures = [jobs[at] for at in kept], [futures[at] for at in kept]
+        return jobs, futures
 
     def _flush_now(self) -> None:
         """Loop callback: run the queued batch right here when the lock is free, else in a task."""
@@ -177,29 +192,30 @@ class GroupCommit:
         if self._flusher is not None:
             return  # the flusher takes the queue
         if self._on_loop is not None and not self._lock.locked():
-            batch = self._take()
-            if not batch:
+            jobs, futures = self._take()
+            if not jobs:
                 return
             try:
-                results = self._on_loop([job for job, _ in batch])
+                results = self._on_loop(jobs)
             except BaseException as exc:
-                _fail(batch, exc)
+                _fail(futures, exc)
                 if not isinstance(exc, Exception):
                     raise
                 return
             if results is not None:
-                _deliver(batch, results)
+                _deliver(futures, results)
                 return
-            self._queue[:0] = batch  # another process holds the lock: wait for it on the thread
+            # Another process holds the lock: wait for it on the thread.
+            self._queue[:0] = jobs
+            self._futures[:0] = futures
         self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         try:
             while self._queue:
-                batch = self._take()
-                if not batch:
+                jobs, futures = self._take()
+                if not jobs:
                     continue
-                jobs = [job for job, _ in batch]
                 try:
                     await acquire_within(self._lock, self._busy_timeout, self._label)
                     try:
@@ -209,21 +225,22 @@ class GroupCommit:
                     finally:
                         self._lock.release()
                 except BaseException as exc:
-                    _fail(batch, exc)
+                    _fail(futures, exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                _deliver(batch, results)
+                _deliver(futures, results)
         finally:
             self._flusher = None
-            for _, future in self._queue:
+            for future in self._futures:
                 if not future.done():
                     future.set_exception(StateError("the write was abandoned: its flusher stopped"))
             self._queue.clear()
+            self._futures.clear()
 
 
-def _deliver(batch: list[_Waiting], results: list[Any]) -> None:
-    for (_, future), result in zip(batch, results, strict=True):
+def _deliver(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
+    for future, result in zip(futures, results, strict=True):
         if future.done():
             continue
         if isinstance(result, Exception):
@@ -232,8 +249,8 @@ def _deliver(batch: list[_Waiting], results: list[Any]) -> None:
             future.set_result(result)
 
 
-def _fail(batch: list[_Waiting], exc: BaseException) -> None:
-    for _, future in batch:
+def _fail(futures: list[asyncio.Future[Any]], exc: BaseException) -> None:
+    for future in futures:
         if not future.done():
             future.set_exception(_copy_error(exc))
 
