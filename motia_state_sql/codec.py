@@ -53,6 +53,8 @@ def check_name(what: str, name: object, group_id: object = None) -> str:
     Raises:
         InvalidKeyError: empty, not a ``str``, holding NUL, or not encodable as UTF-8.
     """
+    if type(name) is str and name and "\x00" not in name and (name.isascii() or _encodable(name)):
+        return name  # every write checks two names: no message is built unless one is wrong
     where = f" in group {group_id!r}" if group_id is not None else ""
     if type(name) is not str:
         raise InvalidKeyError(f"{what}{where} must be a str, got {type(name).__name__}: {name!r}")
@@ -60,11 +62,15 @@ def check_name(what: str, name: object, group_id: object = None) -> str:
         raise InvalidKeyError(f"{what}{where} must not be empty")
     if "\x00" in name:
         raise InvalidKeyError(f"{what} {name!r}{where} must not contain the NUL character")
+    raise InvalidKeyError(f"{what} {name!r}{where} is not valid Unicode text (lone surrogate)")
+
+
+def _encodable(text: str) -> bool:
     try:
-        name.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidKeyError(f"{what} {name!r}{where} is not valid Unicode text (lone surrogate)") from None
-    return name
+        return False
+    return True
 
 
 def check_motia_group(group_id: str, where: str, instead: str) -> str:

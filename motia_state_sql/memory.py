@@ -136,21 +136,29 @@ class MemoryStateAdapter(StateAdapter):
         return StoreInfo(self.kind, len(live), groups, stored - len(live), oldest, newest)
 
     async def _write(self, write: Write, now: float) -> tuple[Plan, Row | None]:
+        if not self._lock.locked():
+            # No transaction holds the store, and nothing below awaits: the write is atomic
+            # without taking the lock (and without arming a timeout per write).
+            return self._apply(write, now)
         await acquire_within(self._lock, self.lock_timeout, "the memory store")
         try:
-            self._reclaim(now)
-            current = self._peek(write.group_id, write.key, now)
-            plan = plan_write(write, current, now)
-            if plan is not UNCHANGED:
-                self._put(write.group_id, write.key, plan)  # type: ignore[arg-type]
-            return plan, current
+            return self._apply(write, now)
         finally:
             self._lock.release()
 
+    def _apply(self, write: Write, now: float) -> tuple[Plan, Row | None]:
+        self._reclaim(now)
+        current = self._peek(write.group_id, write.key, now)
+        plan = plan_write(write, current, now)
+        if plan is not UNCHANGED:
+            self._put(write.group_id, write.key, plan)  # type: ignore[arg-type]
+        return plan, current
+
     async def _clear(self, group_id: str, now: float) -> None:
-        await acquire_within(self._lock, self.lock_timeout, "the memory store")
+        if self._lock.locked():
+            await acquire_within(self._lock, self.lock_timeout, "the memory store")
+            self._lock.release()
         self._groups.pop(group_id, None)
-        self._lock.release()
 
     async def _begin(self) -> TxStore:
         await acquire_within(self._lock, self.lock_timeout, "the memory store")
