@@ -8,6 +8,7 @@ failing write does. The last test counts real COMMITs of a real SQLite adapter.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -255,4 +256,30 @@ async def test_a_real_store_commits_few_times_under_a_semaphore(tmp_path: Path) 
     writer.set_trace_callback(None)
     assert await store.get("orders", "k1999") == {"n": "k1999"}
     assert commits <= 2000 / 40, commits
+    await store.close()
+
+
+async def test_a_write_waiting_for_its_batch_keeps_few_objects_alive(tmp_path: Path) -> None:
+    # Thousands of waiting writes (a gather) are what the garbage collector walks over and over:
+    # each object less per write is that much less collector time (docs/benchmarks.md). The
+    # task itself costs four (task, context, weak reference, its coroutine); the write's share
+    # is its set() coroutine, Write, WriteJob, Future, the await on it and the wake-up callback.
+    store = SqliteStateAdapter(tmp_path / "state.db")
+    await store.set("warm", "up", 0)
+
+    async def call(i: int) -> None:
+        await store.set("g", f"k{i}", {"n": i})
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        tasks = [asyncio.ensure_future(call(i)) for i in range(1000)]
+        await asyncio.sleep(0)  # every task has asked; the batch has not run yet
+        per_write = (len(gc.get_objects()) - before) / len(tasks)
+    finally:
+        gc.enable()
+    await asyncio.gather(*tasks)
+    assert await store.get("g", "k999") == {"n": 999}
+    assert per_write <= 11, per_write
     await store.close()
