@@ -614,7 +614,7 @@ class SqliteStateAdapter(StateAdapter):
                     results.append(exc)
             if sets:
                 _run_sets(raw, sets, results)
-            now = max(job.now for job in jobs)
+            now = jobs[0].now if len(jobs) == 1 else max(job.now for job in jobs)
             if now - self._last_purge >= self.purge_interval:
                 raw.execute(_PURGE, (now, _PURGE_BATCH))
                 self._last_purge = now
