@@ -46,7 +46,7 @@ from .backends import BACKENDS, NAMES, Where, servers
 from .node import NodeProcess, node_dir
 from .phases import PHASES, Run
 from .results import write_results
-from .sizes import FULL, QUICK, ROUNDS, Sizes
+from .sizes import FULL, QUICK, Sizes
 from .targets import Judge, Verdict, targets
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
@@ -135,7 +135,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small counts: only checks the harness runs")
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternated rounds per target pair")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help=f"alternated rounds per target pair (default {FULL.rounds}, quick {QUICK.rounds})",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for <mode>.json and <mode>.png")
     parser.add_argument(
         "--phase",
@@ -147,7 +151,7 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     phases = args.phase or list(PHASES)
     started = time.monotonic()
-    run, memory_runs = asyncio.run(run_phases(sizes, args.rounds, phases))
+    run, memory_runs = asyncio.run(run_phases(sizes, args.rounds or sizes.rounds, phases))
     run.info["phases"] = phases
     run.info["total seconds"] = round(time.monotonic() - started, 1)
     write_results(run, memory_runs, args.out, args.quick, docs=not args.quick and not args.phase)

@@ -30,7 +30,7 @@ from benchmarks.postgres_server import throwaway_server
 from benchmarks.redis_server import RedisServer, free_port
 from benchmarks.results import ORDER
 from benchmarks.run import RESULTS
-from benchmarks.sizes import QUICK, ROUNDS
+from benchmarks.sizes import QUICK
 from benchmarks.targets import targets
 from motia_state_sql import open_state
 from motia_state_sql.bench.stores import DEFAULT_GROUP, DEFAULT_WORKLOADS
@@ -90,7 +90,7 @@ def test_quick_benchmark_runs_into_its_folder_and_cleans_up_the_servers(tmp_path
     for target in table:
         found = [line for line in verdicts if f" {target.text}: " in line]
         assert len(found) == 1, target.text
-        measured = f"median of {ROUNDS} alternated rounds" in found[0]
+        measured = f"median of {QUICK.rounds} alternated rounds" in found[0]
         assert measured or (not node and target.baseline[0] in NODE_ROWS), found[0]
         assert found[0].startswith("n/a ") == (target.want is None or not measured), found[0]
     assert any(
