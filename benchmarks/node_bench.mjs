@@ -10,8 +10,8 @@
 //   {id, cmd: "open", backend, role, stored, filled}   opens a store whose group g holds k0 ..
 //       k<stored-1>, filling it unless `filled` says the harness wrote them already (a Motia file)
 //   {id, cmd: "measure", backend, role, op, arrival, start, count, tag}
-//       op: "set" (new keys), "get" (k<i % stored>), "overwrite" (set of k<i % stored>),
-//       "getGroup" (of g);
+//       op: "set" (new keys, in group "sets": g keeps its `stored` items for "getGroup"),
+//       "get" (k<i % stored>), "overwrite" (set of k<i % stored>), "getGroup" (of g);
 //       arrival: "x1" (one call after another; latency per call) or "all" (Promise.all of every
 //       call; latency from the start of the burst). Answers {id, seconds, latencies} (seconds).
 //   {id, cmd: "profile", backend, role, op, arrival, count}  the top functions of a CPU profile
@@ -82,7 +82,7 @@ function find(backend, role) {
 }
 
 function operation({ store, stored }, op, tag) {
-  if (op === 'set') return (i) => store.set('g', `s${tag}-${i}`, VALUE)
+  if (op === 'set') return (i) => store.set('sets', `s${tag}-${i}`, VALUE)
   if (op === 'get') return (i) => store.get('g', `k${i % stored}`)
   if (op === 'overwrite') return (i) => store.set('g', `k${i % stored}`, VALUE)
   if (op === 'getGroup') return () => store.getGroup('g')
